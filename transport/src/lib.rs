@@ -1,0 +1,437 @@
+//! The only crate that touches ZeroMQ.
+//!
+//! A [`Socket`] wraps one libzmq socket with the cluster key: [`Socket::send`] writes
+//! `[routing id] "" MAC header content payload…` with an HMAC-SHA256 over everything after the
+//! MAC, and [`Socket::recv`] checks size, frame layout, signature, protocol version and replay
+//! before decoding the content. A message that fails any check is dropped and counted in
+//! [`Socket::drops`]; nothing a peer sends can make `recv` panic or block.
+//!
+//! Routers are created with `ROUTER_MANDATORY` (a send to a vanished peer is an error, not a
+//! silent drop) and `ROUTER_HANDOVER` (an engine that reconnects with the same routing id takes
+//! over its old slot). [`poll`] waits on several sockets and plain file descriptors at once, so
+//! a loop can be woken by another thread through a pipe.
+
+use protocol::{decode, encode, DropCounts, Header, MessageType, PROTOCOL_VERSION};
+use security::{Key, ReplayGuard, Signer, MAC_LEN};
+use serde::{de::DeserializeOwned, Serialize};
+use std::os::unix::io::RawFd;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Transport failures. Dropped bad messages are not errors (they are counted instead).
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// Binding failed, usually because the port is in use or the address is not local.
+    #[error("cannot listen on {address}: {source} (is the port in use, or the address not one of this machine's?)")]
+    Bind {
+        /// The address.
+        address: String,
+        /// libzmq's error.
+        source: zmq::Error,
+    },
+    /// The address cannot be connected to (malformed URL).
+    #[error("cannot connect to {address}: {source}")]
+    Connect {
+        /// The address.
+        address: String,
+        /// libzmq's error.
+        source: zmq::Error,
+    },
+    /// A router was asked to send to a peer it does not know (the peer disconnected).
+    #[error("peer is not connected")]
+    Unreachable,
+    /// The send queue is full or the send timed out; retrying later can help.
+    #[error("send queue is full")]
+    Full,
+    /// The message could not be encoded (a bug, not retryable).
+    #[error(transparent)]
+    Encode(#[from] protocol::CodecError),
+    /// Any other libzmq error.
+    #[error("zmq: {0}")]
+    Zmq(#[from] zmq::Error),
+}
+
+/// Which kind of socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Bound by the controller; many peers, addressed by routing id.
+    Router,
+    /// One peer (or several, round-robin); used by engines and clients.
+    Dealer,
+    /// Publishes notifications.
+    Pub,
+    /// Receives notifications.
+    Sub,
+}
+
+/// A shared libzmq context (one per process is plenty).
+#[derive(Clone)]
+pub struct Context(zmq::Context);
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Context")
+    }
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context::new()
+    }
+}
+
+impl Context {
+    /// A new context.
+    pub fn new() -> Context {
+        Context(zmq::Context::new())
+    }
+}
+
+/// A message that passed every check.
+#[derive(Debug)]
+pub struct Received<M> {
+    /// Routing id of the sender (routers only).
+    pub route: Option<Vec<u8>>,
+    /// The header.
+    pub header: Header,
+    /// The decoded content.
+    pub msg: M,
+    /// Payload frames.
+    pub payloads: Vec<Vec<u8>>,
+}
+
+/// A signed, checked ZeroMQ socket.
+pub struct Socket {
+    sock: zmq::Socket,
+    kind: Kind,
+    signer: Signer,
+    session: u64,
+    seq: u64,
+    guard: ReplayGuard,
+    drops: DropCounts,
+    max_bytes: usize,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("kind", &self.kind).field("session", &self.session).finish()
+    }
+}
+
+/// Current wall clock in microseconds since the Unix epoch.
+pub fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+impl Socket {
+    /// Makes a socket of `kind` signing with `key`. `routing_id` names a dealer to its router
+    /// (engines use their uuid so that a reconnect keeps their slot).
+    pub fn new(ctx: &Context, kind: Kind, key: &Key, routing_id: Option<&[u8]>) -> Result<Socket, TransportError> {
+        let zkind = match kind {
+            Kind::Router => zmq::ROUTER,
+            Kind::Dealer => zmq::DEALER,
+            Kind::Pub => zmq::PUB,
+            Kind::Sub => zmq::SUB,
+        };
+        let sock = ctx.0.socket(zkind)?;
+        sock.set_linger(0)?;
+        // Explicit, generous high-water marks: messages are batches, so a million queued
+        // messages is far beyond any healthy backlog; past it a send reports Full.
+        sock.set_sndhwm(1_000_000)?;
+        sock.set_rcvhwm(1_000_000)?;
+        sock.set_maxmsgsize(protocol::DEFAULT_MAX_MESSAGE_BYTES as i64)?;
+        if let Some(id) = routing_id {
+            sock.set_identity(id)?;
+        }
+        match kind {
+            Kind::Router => {
+                sock.set_router_mandatory(true)?;
+                sock.set_router_handover(true)?;
+            }
+            Kind::Sub => sock.set_subscribe(b"")?,
+            Kind::Dealer => {
+                // Reconnect fast after a controller restart, backing off to 1 s.
+                sock.set_reconnect_ivl(50)?;
+                sock.set_reconnect_ivl_max(1000)?;
+            }
+            Kind::Pub => {}
+        }
+        sock.set_tcp_keepalive(1)?;
+        Ok(Socket {
+            sock,
+            kind,
+            signer: Signer::new(key),
+            session: rand::random::<u64>(),
+            seq: 0,
+            guard: ReplayGuard::default(),
+            drops: DropCounts::default(),
+            max_bytes: protocol::DEFAULT_MAX_MESSAGE_BYTES,
+        })
+    }
+
+    /// Binds to `address` (`tcp://IP:PORT`, port 0 or `*` for a free one) and returns the
+    /// address actually bound, with the port filled in.
+    pub fn bind(&self, address: &str) -> Result<String, TransportError> {
+        let address = match address.strip_suffix(":0") {
+            Some(stem) => format!("{stem}:*"),
+            None => address.to_owned(),
+        };
+        self.sock.bind(&address).map_err(|source| TransportError::Bind { address: address.clone(), source })?;
+        let bound = self
+            .sock
+            .get_last_endpoint()?
+            .map_err(|_| TransportError::Bind { address: address.clone(), source: zmq::Error::EINVAL })?;
+        Ok(bound)
+    }
+
+    /// Connects to `address`; libzmq retries in the background until the peer is up.
+    pub fn connect(&self, address: &str) -> Result<(), TransportError> {
+        self.sock
+            .connect(address)
+            .map_err(|source| TransportError::Connect { address: address.to_owned(), source })
+    }
+
+    /// Blocking sends give up after this long (dealers only; routers never block).
+    pub fn set_send_timeout(&self, ms: i32) -> Result<(), TransportError> {
+        Ok(self.sock.set_sndtimeo(ms)?)
+    }
+
+    /// Messages dropped on receipt so far.
+    pub fn drops(&self) -> &DropCounts {
+        &self.drops
+    }
+
+    /// Sends `msg` with `payloads`, to `route` on a router.
+    ///
+    /// Routers never block: a vanished peer gives [`TransportError::Unreachable`], a full queue
+    /// [`TransportError::Full`]. Dealers block up to their send timeout.
+    pub fn send<M: Serialize + MessageType>(
+        &mut self,
+        route: Option<&[u8]>,
+        msg: &M,
+        payloads: &[&[u8]],
+    ) -> Result<(), TransportError> {
+        let content = encode(msg)?;
+        self.send_encoded(route, msg.msg_type(), &content, payloads)
+    }
+
+    /// Sends an already encoded content frame (to reuse one encoding for many peers).
+    pub fn send_encoded(
+        &mut self,
+        route: Option<&[u8]>,
+        msg_type: &str,
+        content: &[u8],
+        payloads: &[&[u8]],
+    ) -> Result<(), TransportError> {
+        self.seq += 1;
+        let header = Header {
+            version: PROTOCOL_VERSION,
+            session: self.session,
+            seq: self.seq,
+            msg_type: msg_type.to_owned(),
+            time_us: now_us(),
+        };
+        let header = encode(&header)?;
+        let mac = self
+            .signer
+            .sign([header.as_slice(), content].into_iter().chain(payloads.iter().copied()));
+        let flags = if self.kind == Kind::Router { zmq::DONTWAIT } else { 0 };
+        let more = flags | zmq::SNDMORE;
+        let result = (|| {
+            if let Some(route) = route {
+                self.sock.send(route, more)?;
+            }
+            self.sock.send(&b""[..], more)?;
+            self.sock.send(&mac[..], more)?;
+            self.sock.send(header.as_slice(), more)?;
+            if payloads.is_empty() {
+                self.sock.send(content, flags)?;
+            } else {
+                self.sock.send(content, more)?;
+                let (last, rest) = payloads.split_last().expect("not empty");
+                for p in rest {
+                    self.sock.send(*p, more)?;
+                }
+                self.sock.send(*last, flags)?;
+            }
+            Ok(())
+        })();
+        result.map_err(|e| match e {
+            zmq::Error::EHOSTUNREACH => TransportError::Unreachable,
+            zmq::Error::EAGAIN => TransportError::Full,
+            e => TransportError::Zmq(e),
+        })
+    }
+
+    /// Receives one message without blocking. `Ok(None)` means nothing was waiting, or that
+    /// what was waiting failed a check and was dropped (and counted); call again until
+    /// [`Socket::readable`] is false.
+    pub fn recv<M: DeserializeOwned>(&mut self) -> Result<Option<Received<M>>, TransportError> {
+        let frames = match self.sock.recv_multipart(zmq::DONTWAIT) {
+            Ok(frames) => frames,
+            Err(zmq::Error::EAGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(self.check(frames))
+    }
+
+    /// True when a message is waiting.
+    pub fn readable(&self) -> bool {
+        self.sock.get_events().map(|e| e.contains(zmq::POLLIN)).unwrap_or(false)
+    }
+
+    fn check<M: DeserializeOwned>(&mut self, mut frames: Vec<Vec<u8>>) -> Option<Received<M>> {
+        let total: usize = frames.iter().map(Vec::len).sum();
+        if total > self.max_bytes || frames.len() > protocol::MAX_FRAMES {
+            self.drops.oversized += 1;
+            return None;
+        }
+        let route = if self.kind == Kind::Router {
+            if frames.is_empty() {
+                self.drops.malformed += 1;
+                return None;
+            }
+            Some(frames.remove(0))
+        } else {
+            None
+        };
+        // "" MAC header content payload…
+        if frames.len() < 4 || !frames[0].is_empty() || frames[1].len() != MAC_LEN {
+            self.drops.malformed += 1;
+            return None;
+        }
+        let signed = frames[2..].iter().map(Vec::as_slice);
+        if !self.signer.verify(signed, &frames[1]) {
+            self.drops.bad_signature += 1;
+            return None;
+        }
+        let header: Header = match decode(&frames[2]) {
+            Ok(h) => h,
+            Err(_) => {
+                self.drops.malformed += 1;
+                return None;
+            }
+        };
+        if header.version != PROTOCOL_VERSION {
+            self.drops.wrong_version += 1;
+            return None;
+        }
+        if !self.guard.check(header.session, header.seq) {
+            self.drops.replayed += 1;
+            return None;
+        }
+        let msg: M = match decode(&frames[3]) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!("dropping malformed {} message: {e}", header.msg_type);
+                self.drops.malformed += 1;
+                return None;
+            }
+        };
+        let payloads = frames.split_off(4);
+        Some(Received { route, header, msg, payloads })
+    }
+
+    /// Sends raw, unsigned frames (for tests of the checks).
+    #[doc(hidden)]
+    pub fn send_raw_frames(&self, frames: &[&[u8]]) -> Result<(), TransportError> {
+        self.sock.send_multipart(frames.iter().copied(), 0)?;
+        Ok(())
+    }
+}
+
+/// What [`poll`] waits on: a socket, or a file descriptor becoming readable.
+#[derive(Debug, Clone, Copy)]
+pub enum Waitable<'a> {
+    /// A socket, ready when a message is waiting.
+    Socket(&'a Socket),
+    /// A file descriptor (e.g. the read end of a wake-up pipe).
+    Fd(RawFd),
+}
+
+/// Waits until one of `items` is readable or `timeout_ms` passes (-1 = forever); returns one
+/// flag per item.
+pub fn poll(items: &[Waitable<'_>], timeout_ms: i64) -> Result<Vec<bool>, TransportError> {
+    let mut zitems: Vec<zmq::PollItem<'_>> = items
+        .iter()
+        .map(|w| match w {
+            Waitable::Socket(s) => s.sock.as_poll_item(zmq::POLLIN),
+            Waitable::Fd(fd) => zmq::PollItem::from_fd(*fd, zmq::POLLIN),
+        })
+        .collect();
+    match zmq::poll(&mut zitems, timeout_ms) {
+        Ok(_) => {}
+        Err(zmq::Error::EINTR) => return Ok(vec![false; items.len()]),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(zitems.iter().map(|z| z.is_readable()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{FromClient, ToClient};
+
+    fn pair(key_a: &Key, key_b: &Key) -> (Socket, Socket) {
+        let ctx = Context::new();
+        let router = Socket::new(&ctx, Kind::Router, key_a, None).unwrap();
+        let addr = router.bind("tcp://127.0.0.1:0").unwrap();
+        let dealer = Socket::new(&ctx, Kind::Dealer, key_b, None).unwrap();
+        dealer.connect(&addr).unwrap();
+        (router, dealer)
+    }
+
+    fn wait(sock: &Socket) {
+        let _ = poll(&[Waitable::Socket(sock)], 2000).unwrap();
+    }
+
+    #[test]
+    fn signed_messages_pass_and_come_back() {
+        let key = Key::generate();
+        let (mut router, mut dealer) = pair(&key, &key);
+        dealer.send(None, &FromClient::Status, &[b"p1", b""]).unwrap();
+        wait(&router);
+        let got: Received<FromClient> = router.recv().unwrap().expect("a message");
+        assert_eq!(got.msg, FromClient::Status);
+        assert_eq!(got.payloads, vec![b"p1".to_vec(), vec![]]);
+        assert_eq!(got.header.msg_type, "status");
+        router.send(got.route.as_deref(), &ToClient::Ack, &[]).unwrap();
+        wait(&dealer);
+        let back: Received<ToClient> = dealer.recv().unwrap().unwrap();
+        assert_eq!(back.msg, ToClient::Ack);
+    }
+
+    #[test]
+    fn wrong_key_unsigned_and_malformed_are_dropped_and_counted() {
+        let (mut router, mut dealer) = pair(&Key::generate(), &Key::generate());
+        dealer.send(None, &FromClient::Hello, &[]).unwrap();
+        dealer.send_raw_frames(&[b"", b"short"]).unwrap();
+        dealer.send_raw_frames(&[b"", &[0u8; 32], b"h", b"c"]).unwrap();
+        dealer.send_raw_frames(&[b"x"]).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while router.drops().total() < 4 && std::time::Instant::now() < deadline {
+            wait(&router);
+            assert!(router.recv::<FromClient>().unwrap().is_none());
+        }
+        assert_eq!(router.drops().bad_signature, 2);
+        assert_eq!(router.drops().malformed, 2);
+    }
+
+    #[test]
+    fn sending_to_a_vanished_peer_is_an_error() {
+        let key = Key::generate();
+        let (mut router, _dealer) = pair(&key, &key);
+        let err = router.send(Some(b"nobody"), &ToClient::Ack, &[]).unwrap_err();
+        assert!(matches!(err, TransportError::Unreachable));
+    }
+
+    #[test]
+    fn binding_a_used_port_names_the_address() {
+        let key = Key::generate();
+        let ctx = Context::new();
+        let a = Socket::new(&ctx, Kind::Router, &key, None).unwrap();
+        let addr = a.bind("tcp://127.0.0.1:0").unwrap();
+        let b = Socket::new(&ctx, Kind::Router, &key, None).unwrap();
+        let err = b.bind(&addr).unwrap_err().to_string();
+        assert!(err.contains(&addr) && err.contains("in use"), "{err}");
+    }
+}
