@@ -1,1 +1,547 @@
-//! stub
+//! Profile folders, settings and run state.
+//!
+//! A profile is a folder `<root>/profile_<name>/` where `<root>` is `$CLUSTER_DIR` or
+//! `~/.cluster`:
+//!
+//! ```text
+//! cluster.toml        settings, written with commented defaults by `cluster profile create`
+//! security/  (0700)   client.json and engine.json, the connection files (0600)
+//! log/                controller.log, engine-<n>.log
+//! run/                controller.json and engine-<pid>.json: what `cluster stop` must stop
+//! ```
+//!
+//! [`Settings`] resolve as built-in defaults < `cluster.toml` < `CLUSTER_*` environment <
+//! command-line flags (given to [`Profile::settings`] as overrides).
+
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Problems with profiles and their files.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// The named profile has no folder.
+    #[error("profile {name:?} does not exist at {dir}; create it with `cluster profile create {name}` (or `cluster start`, which creates it)")]
+    NotFound {
+        /// Profile name.
+        name: String,
+        /// Where it was looked for.
+        dir: PathBuf,
+    },
+    /// The name has characters that do not belong in a folder name.
+    #[error("invalid profile name {0:?}: use letters, digits, '-', '_' and '.'")]
+    BadName(String),
+    /// A file or folder could not be made or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `cluster.toml` or the environment holds an invalid setting.
+    #[error("invalid settings (from {file}, CLUSTER_* variables or flags): {message}")]
+    Settings {
+        /// The settings file.
+        file: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A run-state file is not valid JSON.
+    #[error("run-state file {path} is corrupt: {message}")]
+    CorruptState {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ProfileError + '_ {
+    move |source| ProfileError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The folder holding all profiles: `$CLUSTER_DIR`, else `~/.cluster`.
+pub fn root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CLUSTER_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".cluster")
+}
+
+/// Settings of a cluster, after layering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Address the controller listens on.
+    pub ip: String,
+    /// Port of the engine socket (0: a free one).
+    pub engine_port: u16,
+    /// Port of the heartbeat socket (0: a free one).
+    pub heartbeat_port: u16,
+    /// Port of the client socket (0: a free one).
+    pub client_port: u16,
+    /// Port of the notification socket (0: a free one).
+    pub notify_port: u16,
+    /// Scheduler name.
+    pub scheduler: String,
+    /// Outstanding tasks per engine: `auto`, or a number (0 = unlimited).
+    pub hwm: String,
+    /// Heartbeat period in milliseconds.
+    pub heartbeat_period_ms: u64,
+    /// Heartbeats an engine may miss before it is declared dead.
+    pub heartbeat_misses: u32,
+    /// Seconds a client waits for the controller to answer before giving up.
+    pub connect_timeout_s: f64,
+    /// Engines `cluster start` launches when `-n` is not given (0: physical cores).
+    pub engines: usize,
+    /// Program launched for engines instead of the stock `cluster engine`.
+    pub engine_program: Option<String>,
+    /// Seconds `cluster stop` waits after SIGTERM before SIGKILL.
+    pub stop_grace_s: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            ip: "127.0.0.1".into(),
+            engine_port: 0,
+            heartbeat_port: 0,
+            client_port: 0,
+            notify_port: 0,
+            scheduler: "leastload".into(),
+            hwm: "auto".into(),
+            heartbeat_period_ms: 1000,
+            heartbeat_misses: 3,
+            connect_timeout_s: 10.0,
+            engines: 0,
+            engine_program: None,
+            stop_grace_s: 5.0,
+        }
+    }
+}
+
+/// `cluster.toml` as `cluster profile create` writes it: every setting, commented, at its
+/// default.
+pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
+# Precedence: built-in defaults < this file < CLUSTER_* environment variables < flags.
+# Uncomment a line to change it.
+
+# Address the controller listens on. Use an address other machines can reach
+# (or 0.0.0.0) when engines run elsewhere.
+# ip = "127.0.0.1"
+
+# Ports of the controller's sockets; 0 picks free ones each start.
+# engine_port = 0
+# heartbeat_port = 0
+# client_port = 0
+# notify_port = 0
+
+# Load-balancing scheduler: leastload.
+# scheduler = "leastload"
+
+# Tasks an engine may hold at once: "auto" (pipelines short tasks, one at a time for long
+# ones), or a number (1: one at a time as in IPyparallel, 0: unlimited).
+# hwm = "auto"
+
+# Heartbeat period (ms) and heartbeats an engine may miss before it is declared dead.
+# heartbeat_period_ms = 1000
+# heartbeat_misses = 3
+
+# Seconds a client waits for the controller before giving up.
+# connect_timeout_s = 10.0
+
+# Engines `cluster start` launches without -n (0 = number of physical cores).
+# engines = 0
+
+# Program to launch instead of the stock engine (a binary built with the engine crate).
+# engine_program = "/path/to/my-engine"
+
+# Seconds `cluster stop` waits after SIGTERM before SIGKILL.
+# stop_grace_s = 5.0
+"#;
+
+/// What `cluster start` records about the controller it launched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerRecord {
+    /// Process id.
+    pub pid: u32,
+    /// Host it runs on.
+    pub host: String,
+    /// Microseconds since the epoch when it was launched.
+    pub started_us: u64,
+}
+
+/// What `cluster start` / `cluster engines` record about each engine they launched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineRecord {
+    /// Process id (on `host`).
+    pub pid: u32,
+    /// Host it runs on.
+    pub host: String,
+    /// How it was launched (`local`).
+    pub launcher: String,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+/// One profile folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    name: String,
+    dir: PathBuf,
+}
+
+fn check_name(name: &str) -> Result<(), ProfileError> {
+    let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ProfileError::BadName(name.to_owned()))
+    }
+}
+
+impl Profile {
+    /// The profile `name` under [`root`], whether or not it exists.
+    pub fn at(name: &str) -> Result<Profile, ProfileError> {
+        Profile::in_root(&root(), name)
+    }
+
+    /// The profile `name` under `root`, whether or not it exists.
+    pub fn in_root(root: &Path, name: &str) -> Result<Profile, ProfileError> {
+        check_name(name)?;
+        Ok(Profile {
+            name: name.to_owned(),
+            dir: root.join(format!("profile_{name}")),
+        })
+    }
+
+    /// Opens an existing profile.
+    pub fn open(name: &str) -> Result<Profile, ProfileError> {
+        let profile = Profile::at(name)?;
+        if !profile.dir.is_dir() {
+            return Err(ProfileError::NotFound {
+                name: name.to_owned(),
+                dir: profile.dir,
+            });
+        }
+        Ok(profile)
+    }
+
+    /// Creates the profile's folders and `cluster.toml` (kept if present); safe to repeat.
+    pub fn create(name: &str) -> Result<Profile, ProfileError> {
+        let profile = Profile::at(name)?;
+        profile.ensure()?;
+        Ok(profile)
+    }
+
+    /// Makes any missing folder or file of this profile, and sets `security/` to 0700.
+    pub fn ensure(&self) -> Result<(), ProfileError> {
+        use std::os::unix::fs::PermissionsExt;
+        for dir in [
+            self.dir.clone(),
+            self.security_dir(),
+            self.log_dir(),
+            self.run_dir(),
+        ] {
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        let sec = self.security_dir();
+        fs::set_permissions(&sec, fs::Permissions::from_mode(0o700)).map_err(io_err(&sec))?;
+        let cfg = self.config_file();
+        if !cfg.exists() {
+            fs::write(&cfg, DEFAULT_CONFIG).map_err(io_err(&cfg))?;
+        }
+        Ok(())
+    }
+
+    /// All profiles under [`root`], by name.
+    pub fn list() -> Result<Vec<Profile>, ProfileError> {
+        let root = root();
+        let entries = match fs::read_dir(&root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(ProfileError::Io {
+                    path: root,
+                    source: e,
+                })
+            }
+        };
+        let mut out: Vec<Profile> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| {
+                let name = e
+                    .file_name()
+                    .to_string_lossy()
+                    .strip_prefix("profile_")?
+                    .to_owned();
+                Profile::in_root(&root, &name).ok()
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// The profile's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The profile's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// `security/`.
+    pub fn security_dir(&self) -> PathBuf {
+        self.dir.join("security")
+    }
+    /// `log/`.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+    /// `run/`.
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+    /// `cluster.toml`.
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.join("cluster.toml")
+    }
+    /// `security/client.json`.
+    pub fn client_file(&self) -> PathBuf {
+        self.security_dir().join("client.json")
+    }
+    /// `security/engine.json`.
+    pub fn engine_file(&self) -> PathBuf {
+        self.security_dir().join("engine.json")
+    }
+    /// `run/controller.json`.
+    pub fn controller_record_file(&self) -> PathBuf {
+        self.run_dir().join("controller.json")
+    }
+
+    /// Resolves settings: defaults < `cluster.toml` < `CLUSTER_*` environment < `overrides`
+    /// (flags, as setting name and value).
+    pub fn settings(&self, overrides: &[(&str, String)]) -> Result<Settings, ProfileError> {
+        let file = self.config_file();
+        let bad = |e: config::ConfigError| ProfileError::Settings {
+            file: file.clone(),
+            message: e.to_string(),
+        };
+        let mut builder = config::Config::builder()
+            .add_source(
+                config::File::from(file.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(false),
+            )
+            .add_source(config::Environment::with_prefix("CLUSTER").try_parsing(true));
+        for (key, value) in overrides {
+            builder = builder.set_override(*key, value.as_str()).map_err(bad)?;
+        }
+        builder.build().map_err(bad)?.try_deserialize().map_err(bad)
+    }
+
+    /// Records the launched controller.
+    pub fn write_controller_record(&self, record: &ControllerRecord) -> Result<(), ProfileError> {
+        write_json(&self.controller_record_file(), record)
+    }
+
+    /// The recorded controller, if any.
+    pub fn controller_record(&self) -> Result<Option<ControllerRecord>, ProfileError> {
+        read_json(&self.controller_record_file())
+    }
+
+    /// Records a launched engine (file `run/engine-<pid>.json`).
+    pub fn write_engine_record(&self, record: &EngineRecord) -> Result<(), ProfileError> {
+        write_json(
+            &self.run_dir().join(format!("engine-{}.json", record.pid)),
+            record,
+        )
+    }
+
+    /// All recorded engines with the files that hold them.
+    pub fn engine_records(&self) -> Result<Vec<(PathBuf, EngineRecord)>, ProfileError> {
+        let dir = self.run_dir();
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(ProfileError::Io {
+                    path: dir,
+                    source: e,
+                })
+            }
+        };
+        let mut out = Vec::new();
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("engine-") && name.ends_with(".json") {
+                if let Some(record) = read_json::<EngineRecord>(&path)? {
+                    out.push((path, record));
+                }
+            }
+        }
+        out.sort_by_key(|(_, r)| r.pid);
+        Ok(out)
+    }
+
+    /// Removes run state and connection files (after a stop).
+    pub fn clear_run_state(&self) -> Result<(), ProfileError> {
+        let dir = self.run_dir();
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for entry in entries.filter_map(Result::ok) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        for f in [self.client_file(), self.engine_file()] {
+            match fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ProfileError::Io { path: f, source: e }),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ProfileError> {
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(value).expect("records serialise");
+    fs::write(&tmp, text).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, ProfileError> {
+    match fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| ProfileError::CorruptState {
+                path: path.to_owned(),
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ProfileError::Io {
+            path: path.to_owned(),
+            source: e,
+        }),
+    }
+}
+
+/// True when a process with this pid exists on this machine (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let exists = unsafe { libc::kill(pid as i32, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    if !exists {
+        return false;
+    }
+    // A zombie (exited, not yet reaped by its parent) counts as gone.
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_makes_folders_with_modes_and_commented_config() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let p = Profile::in_root(root.path(), "demo").unwrap();
+        p.ensure().unwrap();
+        assert!(p.log_dir().is_dir() && p.run_dir().is_dir());
+        let mode = fs::metadata(p.security_dir()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let text = fs::read_to_string(p.config_file()).unwrap();
+        assert!(text.contains("# hwm = \"auto\""));
+        // Every commented default parses back to the built-in defaults.
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.split_once(" = ")
+                    .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let parsed: Settings = config::Config::builder()
+            .add_source(config::File::from_str(
+                &uncommented,
+                config::FileFormat::Toml,
+            ))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        let mut expected = Settings::default();
+        expected.engine_program = Some("/path/to/my-engine".into());
+        assert_eq!(parsed, expected);
+    }
+
+    #[test]
+    fn layering_file_then_overrides() {
+        let root = tempfile::tempdir().unwrap();
+        let p = Profile::in_root(root.path(), "x").unwrap();
+        p.ensure().unwrap();
+        fs::write(
+            p.config_file(),
+            "hwm = \"4\"\nscheduler = \"leastload\"\nengine_port = 7000\n",
+        )
+        .unwrap();
+        let s = p.settings(&[("engine_port", "7001".into())]).unwrap();
+        assert_eq!(s.hwm, "4");
+        assert_eq!(s.engine_port, 7001);
+        assert_eq!(s.ip, "127.0.0.1");
+        fs::write(p.config_file(), "engine_port = \"many\"\n").unwrap();
+        let err = p.settings(&[]).unwrap_err().to_string();
+        assert!(err.contains("cluster.toml"), "{err}");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(Profile::in_root(Path::new("/tmp"), "../etc").is_err());
+        assert!(Profile::in_root(Path::new("/tmp"), "").is_err());
+        assert!(Profile::in_root(Path::new("/tmp"), "ok-name_1.2").is_ok());
+    }
+
+    #[test]
+    fn run_records_round_trip() {
+        let root = tempfile::tempdir().unwrap();
+        let p = Profile::in_root(root.path(), "r").unwrap();
+        p.ensure().unwrap();
+        let rec = EngineRecord {
+            pid: 42,
+            host: "h".into(),
+            launcher: "local".into(),
+            log: "l".into(),
+        };
+        p.write_engine_record(&rec).unwrap();
+        assert_eq!(p.engine_records().unwrap()[0].1, rec);
+        p.clear_run_state().unwrap();
+        assert!(p.engine_records().unwrap().is_empty());
+        assert!(process_alive(std::process::id()));
+        assert!(!process_alive(0));
+    }
+}

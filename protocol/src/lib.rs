@@ -83,7 +83,12 @@ impl TaskId {
 
 impl fmt::Display for TaskId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.client().0, self.0 & ((1 << Self::SEQ_BITS) - 1))
+        write!(
+            f,
+            "{}:{}",
+            self.client().0,
+            self.0 & ((1 << Self::SEQ_BITS) - 1)
+        )
     }
 }
 
@@ -639,7 +644,11 @@ mod tests {
                     args: vec!["hi".into()],
                     ..Default::default()
                 }),
-                options: TaskOptions { targets: vec![EngineId(3)], retries: 1, timeout_ms: None },
+                options: TaskOptions {
+                    targets: vec![EngineId(3)],
+                    retries: 1,
+                    timeout_ms: None,
+                },
             }],
         };
         let bytes = encode(&msg).unwrap();
@@ -661,8 +670,13 @@ mod tests {
             hex::encode(encode(&header).unwrap()),
             "85a776657273696f6e01a773657373696f6e02a373657103a86d73675f74797065a568656c6c6fa774696d655f757304"
         );
-        assert_eq!(hex::encode(encode(&FromClient::Hello).unwrap()), "a568656c6c6f");
-        let call = Work::Call { function: "noop".into() };
+        assert_eq!(
+            hex::encode(encode(&FromClient::Hello).unwrap()),
+            "a568656c6c6f"
+        );
+        let call = Work::Call {
+            function: "noop".into(),
+        };
         assert_eq!(
             hex::encode(encode(&call).unwrap()),
             "81a463616c6c81a866756e6374696f6ea46e6f6f70"

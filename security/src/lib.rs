@@ -76,7 +76,8 @@ impl fmt::Debug for Signer {
 impl Signer {
     /// A signer for this key.
     pub fn new(key: &Key) -> Signer {
-        let prepared = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
+        let prepared =
+            Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
         Signer { prepared }
     }
 
@@ -123,7 +124,11 @@ impl Default for ReplayGuard {
 impl ReplayGuard {
     /// A guard remembering at most `capacity` sessions.
     pub fn new(capacity: usize) -> ReplayGuard {
-        ReplayGuard { last: HashMap::new(), capacity: capacity.max(1), clock: 0 }
+        ReplayGuard {
+            last: HashMap::new(),
+            capacity: capacity.max(1),
+            clock: 0,
+        }
     }
 
     /// Accepts `(session, seq)` if `seq` is above the last one accepted for that session.
@@ -242,13 +247,22 @@ impl ConnectionInfo {
     ) -> Result<(ConnectionInfo, Key), ConnectionFileError> {
         let text = fs::read_to_string(path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
-                ConnectionFileError::Missing { path: path.to_owned() }
+                ConnectionFileError::Missing {
+                    path: path.to_owned(),
+                }
             } else {
-                ConnectionFileError::Unreadable { path: path.to_owned(), source }
+                ConnectionFileError::Unreadable {
+                    path: path.to_owned(),
+                    source,
+                }
             }
         })?;
-        let corrupt = |reason: String| ConnectionFileError::Corrupt { path: path.to_owned(), reason };
-        let info: ConnectionInfo = serde_json::from_str(&text).map_err(|e| corrupt(format!("not valid JSON ({e})")))?;
+        let corrupt = |reason: String| ConnectionFileError::Corrupt {
+            path: path.to_owned(),
+            reason,
+        };
+        let info: ConnectionInfo =
+            serde_json::from_str(&text).map_err(|e| corrupt(format!("not valid JSON ({e})")))?;
         if info.protocol_version != protocol_version {
             return Err(ConnectionFileError::WrongVersion {
                 path: path.to_owned(),
@@ -281,7 +295,10 @@ impl ConnectionInfo {
     /// Writes the file with mode 0600, atomically (temporary file, then rename), so that a
     /// reader never sees half a file.
     pub fn save(&self, path: &Path) -> Result<(), ConnectionFileError> {
-        let write_err = |source| ConnectionFileError::Write { path: path.to_owned(), source };
+        let write_err = |source| ConnectionFileError::Write {
+            path: path.to_owned(),
+            source,
+        };
         let text = serde_json::to_string_pretty(self).expect("connection info serialises");
         let tmp = path.with_extension("json.tmp");
         {
@@ -313,7 +330,10 @@ mod tests {
         let tag = signer.sign(frames);
         assert!(signer.verify(frames, &tag));
         let moved: [&[u8]; 2] = [b"headerc", b"ontent"];
-        assert!(!signer.verify(moved, &tag), "moving bytes between frames changes the MAC");
+        assert!(
+            !signer.verify(moved, &tag),
+            "moving bytes between frames changes the MAC"
+        );
         let other = Signer::new(&Key::generate());
         assert!(!other.verify(frames, &tag), "another key does not verify");
         assert!(!signer.verify(frames, &tag[..31]), "short tags are refused");
@@ -353,20 +373,36 @@ mod tests {
             protocol_version: 1,
             signature_scheme: SIGNATURE_SCHEME.into(),
             key: key.to_hex(),
-            addresses: Addresses { client: Some("tcp://127.0.0.1:5000".into()), ..Default::default() },
+            addresses: Addresses {
+                client: Some("tcp://127.0.0.1:5000".into()),
+                ..Default::default()
+            },
             location: "here".into(),
             controller_pid: 1,
         };
         info.save(&path).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let (back, back_key) = ConnectionInfo::load(&path, 1, &["client"]).unwrap();
         assert_eq!(back, info);
         assert_eq!(back_key, key);
 
         let err = ConnectionInfo::load(&path, 2, &["client"]).unwrap_err();
-        assert!(matches!(err, ConnectionFileError::WrongVersion { found: 1, expected: 2, .. }));
+        assert!(matches!(
+            err,
+            ConnectionFileError::WrongVersion {
+                found: 1,
+                expected: 2,
+                ..
+            }
+        ));
         let err = ConnectionInfo::load(&path, 1, &["engine"]).unwrap_err();
-        assert!(err.to_string().contains("engine address is missing"), "{err}");
+        assert!(
+            err.to_string().contains("engine address is missing"),
+            "{err}"
+        );
         assert!(err.to_string().contains("client.json"), "{err}");
 
         fs::write(&path, "{ not json").unwrap();

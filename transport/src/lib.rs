@@ -113,19 +113,30 @@ pub struct Socket {
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Socket").field("kind", &self.kind).field("session", &self.session).finish()
+        f.debug_struct("Socket")
+            .field("kind", &self.kind)
+            .field("session", &self.session)
+            .finish()
     }
 }
 
 /// Current wall clock in microseconds since the Unix epoch.
 pub fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 impl Socket {
     /// Makes a socket of `kind` signing with `key`. `routing_id` names a dealer to its router
     /// (engines use their uuid so that a reconnect keeps their slot).
-    pub fn new(ctx: &Context, kind: Kind, key: &Key, routing_id: Option<&[u8]>) -> Result<Socket, TransportError> {
+    pub fn new(
+        ctx: &Context,
+        kind: Kind,
+        key: &Key,
+        routing_id: Option<&[u8]>,
+    ) -> Result<Socket, TransportError> {
         let zkind = match kind {
             Kind::Router => zmq::ROUTER,
             Kind::Dealer => zmq::DEALER,
@@ -175,11 +186,19 @@ impl Socket {
             Some(stem) => format!("{stem}:*"),
             None => address.to_owned(),
         };
-        self.sock.bind(&address).map_err(|source| TransportError::Bind { address: address.clone(), source })?;
+        self.sock
+            .bind(&address)
+            .map_err(|source| TransportError::Bind {
+                address: address.clone(),
+                source,
+            })?;
         let bound = self
             .sock
             .get_last_endpoint()?
-            .map_err(|_| TransportError::Bind { address: address.clone(), source: zmq::Error::EINVAL })?;
+            .map_err(|_| TransportError::Bind {
+                address: address.clone(),
+                source: zmq::Error::EINVAL,
+            })?;
         Ok(bound)
     }
 
@@ -187,7 +206,10 @@ impl Socket {
     pub fn connect(&self, address: &str) -> Result<(), TransportError> {
         self.sock
             .connect(address)
-            .map_err(|source| TransportError::Connect { address: address.to_owned(), source })
+            .map_err(|source| TransportError::Connect {
+                address: address.to_owned(),
+                source,
+            })
     }
 
     /// Blocking sends give up after this long (dealers only; routers never block).
@@ -231,10 +253,16 @@ impl Socket {
             time_us: now_us(),
         };
         let header = encode(&header)?;
-        let mac = self
-            .signer
-            .sign([header.as_slice(), content].into_iter().chain(payloads.iter().copied()));
-        let flags = if self.kind == Kind::Router { zmq::DONTWAIT } else { 0 };
+        let mac = self.signer.sign(
+            [header.as_slice(), content]
+                .into_iter()
+                .chain(payloads.iter().copied()),
+        );
+        let flags = if self.kind == Kind::Router {
+            zmq::DONTWAIT
+        } else {
+            0
+        };
         let more = flags | zmq::SNDMORE;
         let result = (|| {
             if let Some(route) = route {
@@ -276,7 +304,10 @@ impl Socket {
 
     /// True when a message is waiting.
     pub fn readable(&self) -> bool {
-        self.sock.get_events().map(|e| e.contains(zmq::POLLIN)).unwrap_or(false)
+        self.sock
+            .get_events()
+            .map(|e| e.contains(zmq::POLLIN))
+            .unwrap_or(false)
     }
 
     fn check<M: DeserializeOwned>(&mut self, mut frames: Vec<Vec<u8>>) -> Option<Received<M>> {
@@ -328,7 +359,12 @@ impl Socket {
             }
         };
         let payloads = frames.split_off(4);
-        Some(Received { route, header, msg, payloads })
+        Some(Received {
+            route,
+            header,
+            msg,
+            payloads,
+        })
     }
 
     /// Sends raw, unsigned frames (for tests of the checks).
@@ -388,13 +424,17 @@ mod tests {
     fn signed_messages_pass_and_come_back() {
         let key = Key::generate();
         let (mut router, mut dealer) = pair(&key, &key);
-        dealer.send(None, &FromClient::Status, &[b"p1", b""]).unwrap();
+        dealer
+            .send(None, &FromClient::Status, &[b"p1", b""])
+            .unwrap();
         wait(&router);
         let got: Received<FromClient> = router.recv().unwrap().expect("a message");
         assert_eq!(got.msg, FromClient::Status);
         assert_eq!(got.payloads, vec![b"p1".to_vec(), vec![]]);
         assert_eq!(got.header.msg_type, "status");
-        router.send(got.route.as_deref(), &ToClient::Ack, &[]).unwrap();
+        router
+            .send(got.route.as_deref(), &ToClient::Ack, &[])
+            .unwrap();
         wait(&dealer);
         let back: Received<ToClient> = dealer.recv().unwrap().unwrap();
         assert_eq!(back.msg, ToClient::Ack);
@@ -405,7 +445,9 @@ mod tests {
         let (mut router, mut dealer) = pair(&Key::generate(), &Key::generate());
         dealer.send(None, &FromClient::Hello, &[]).unwrap();
         dealer.send_raw_frames(&[b"", b"short"]).unwrap();
-        dealer.send_raw_frames(&[b"", &[0u8; 32], b"h", b"c"]).unwrap();
+        dealer
+            .send_raw_frames(&[b"", &[0u8; 32], b"h", b"c"])
+            .unwrap();
         dealer.send_raw_frames(&[b"x"]).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while router.drops().total() < 4 && std::time::Instant::now() < deadline {
@@ -420,7 +462,9 @@ mod tests {
     fn sending_to_a_vanished_peer_is_an_error() {
         let key = Key::generate();
         let (mut router, _dealer) = pair(&key, &key);
-        let err = router.send(Some(b"nobody"), &ToClient::Ack, &[]).unwrap_err();
+        let err = router
+            .send(Some(b"nobody"), &ToClient::Ack, &[])
+            .unwrap_err();
         assert!(matches!(err, TransportError::Unreachable));
     }
 
