@@ -1,1 +1,393 @@
-//! stub
+//! The engine daemon: runs the tasks a cluster controller hands it.
+//!
+//! An engine is one execution slot. It offers named functions (Rust functions whose argument
+//! and result travel as msgpack) and runs commands (program, arguments, environment, stdin;
+//! capped stdout and stderr; a run-time limit). Build one with [`Engine::builder`], add
+//! functions, and call [`Engine::run`] (or [`Engine::main`] from a binary's `main`):
+//!
+//! ```no_run
+//! use cluster_engine::Engine;
+//! fn main() -> std::process::ExitCode {
+//!     Engine::builder()
+//!         .stock_functions()
+//!         .function("square", |x: i64| Ok::<_, String>(x * x))
+//!         .build()
+//!         .main() // reads `--file engine.json`
+//! }
+//! ```
+//!
+//! How data flows when running:
+//!
+//! ```text
+//! engine.json ──> connect DEALER (routing id = uuid) ──> Register ──> Registered{id}
+//!   heartbeat thread: own DEALER, answers Ping with Pong, never runs user code
+//!   main loop: Tasks{batch} -> local FIFO -> run one at a time -> outbox
+//!              outbox -> Results{batch} when the FIFO is empty, 64 are waiting or 1 ms passed
+//!   Shutdown / SIGTERM / SIGINT -> send what is done, Unregister, return Ok
+//! ```
+//!
+//! The loop is a thin shell around a sans-IO core (queue, outbox, batching rule) that the
+//! unit tests drive with a fake clock. Panics in user functions are caught and reported as
+//! task errors; the engine keeps running.
+
+mod command;
+mod core;
+mod daemon;
+mod exec;
+mod msgpack;
+mod registry;
+pub mod stock;
+
+use serde::{de::DeserializeOwned, Serialize};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub use exec::{Whoami, WHOAMI};
+use registry::Registry;
+
+/// Default cap on each of a command's stdout and stderr, in bytes.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1 << 20;
+
+/// Environment variable naming the connection file when `--file` is not given.
+pub const ENGINE_FILE_ENV: &str = "CLUSTER_ENGINE_FILE";
+
+/// An engine: its functions and limits, ready to [`run`](Engine::run).
+#[derive(Debug, Clone)]
+pub struct Engine {
+    registry: Registry,
+    max_output_bytes: usize,
+}
+
+/// Collects an engine's functions and limits; made by [`Engine::builder`].
+#[derive(Debug, Clone)]
+pub struct EngineBuilder {
+    registry: Registry,
+    max_output_bytes: usize,
+}
+
+/// Where an engine connects and how long it waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// The controller's engine connection file (`security/engine.json` of the profile).
+    pub connection_file: PathBuf,
+    /// How long to wait for the controller to accept the registration (default 10 s).
+    pub register_timeout: Duration,
+    /// How long the engine waits without a heartbeat ping before concluding that the
+    /// controller is gone and exiting (default 60 s).
+    pub lonely_timeout: Duration,
+}
+
+impl EngineOptions {
+    /// Options for this connection file, with default timeouts.
+    pub fn new(connection_file: PathBuf) -> Self {
+        EngineOptions {
+            connection_file,
+            register_timeout: Duration::from_secs(10),
+            lonely_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why an engine stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The connection file is missing, unreadable, corrupt or for another protocol version
+    /// (the message names the file). Retrying helps once the controller has (re)written it.
+    #[error(transparent)]
+    ConnectionFile(#[from] security::ConnectionFileError),
+    /// A socket failed (bad address in the connection file, or a libzmq failure).
+    #[error("socket error talking to the controller at {address}: {source}")]
+    Transport {
+        /// The controller address involved.
+        address: String,
+        /// What the transport reported.
+        #[source]
+        source: transport::TransportError,
+    },
+    /// The controller did not answer the registration in time. Retrying helps only once the
+    /// cause is fixed.
+    #[error(
+        "the controller at {address} did not accept the registration within {waited:?}. Is the \
+         controller running? Is {file} from the running cluster, not a stale engine.json from \
+         an earlier or another one? Does it hold that cluster's key? (The controller silently \
+         drops messages signed with a wrong key.)",
+        file = file.display()
+    )]
+    RegisterTimeout {
+        /// The engine address tried.
+        address: String,
+        /// The connection file used.
+        file: PathBuf,
+        /// How long the engine waited.
+        waited: Duration,
+    },
+    /// The controller refused the registration; its reason says what to change.
+    #[error("the controller at {address} refused this engine: {reason}")]
+    Refused {
+        /// The controller's engine address.
+        address: String,
+        /// The controller's explanation.
+        reason: String,
+    },
+    /// No heartbeat ping arrived for the lonely timeout: the controller stopped answering (it
+    /// died, or the network is partitioned). Start the engine again once it is back.
+    #[error(
+        "the controller at {address} stopped answering (no heartbeat for {silent:?}); giving up"
+    )]
+    ControllerLost {
+        /// The controller's engine address.
+        address: String,
+        /// How long it was silent.
+        silent: Duration,
+    },
+    /// The SIGTERM/SIGINT handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// The heartbeat thread could not be started (out of threads or memory).
+    #[error("cannot start the heartbeat thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// A bug in the engine.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Engine {
+    /// A builder with no functions; command tasks and `whoami` are always available.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder {
+            registry: Registry::default(),
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        }
+    }
+
+    /// The functions this engine offers, sorted, including the built-in `whoami`.
+    pub fn function_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.registry.names().map(str::to_owned).collect();
+        if !self.registry.contains(WHOAMI) {
+            names.push(WHOAMI.to_owned());
+        }
+        names.sort_unstable();
+        names
+    }
+
+    /// Connects to the controller named in `options.connection_file`, registers, and runs
+    /// tasks until the controller says `Shutdown` or the process gets SIGTERM/SIGINT (then it
+    /// returns `Ok` after sending `Unregister`). Installs SIGTERM/SIGINT handlers for its
+    /// duration: a second signal while the first is being handled exits the process at once.
+    pub fn run(self, options: EngineOptions) -> Result<(), EngineError> {
+        daemon::run(self, options)
+    }
+
+    /// Entry point for engine binaries: parses `--file PATH` (or [`ENGINE_FILE_ENV`]), logs
+    /// to stderr (filter with `RUST_LOG`, default `info`), runs, and prints the error chain
+    /// on failure. Exit codes: 0 after a clean shutdown, 1 on an error, 2 on bad arguments.
+    pub fn main(self) -> ExitCode {
+        let mut args = std::env::args_os();
+        let program = args
+            .next()
+            .and_then(|p| {
+                PathBuf::from(p)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "engine".into());
+        let file = match parse_args(args) {
+            Ok(Parsed::Help) => {
+                print!("{}", self.usage(&program));
+                return ExitCode::SUCCESS;
+            }
+            Ok(Parsed::File(Some(file))) => file,
+            Ok(Parsed::File(None)) => match std::env::var_os(ENGINE_FILE_ENV) {
+                Some(f) if !f.is_empty() => PathBuf::from(f),
+                _ => {
+                    eprintln!(
+                        "error: no connection file: pass --file PATH (the profile's security/engine.json) or set {ENGINE_FILE_ENV}; see --help"
+                    );
+                    return ExitCode::from(2);
+                }
+            },
+            Err(message) => {
+                eprintln!("error: {message}; see --help");
+                return ExitCode::from(2);
+            }
+        };
+        init_tracing();
+        match self.run(EngineOptions::new(file)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {}", error_chain(&e));
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn usage(&self, program: &str) -> String {
+        format!(
+            "A cluster engine: runs tasks from a cluster controller.\n\n\
+             Usage: {program} --file PATH\n\n\
+             Options:\n  \
+             --file PATH   the controller's engine connection file (security/engine.json);\n                \
+             default: ${ENGINE_FILE_ENV}\n  \
+             -h, --help    print this help\n\n\
+             Functions: {}\n\
+             Command tasks are always available. Log filter: RUST_LOG (default info).\n",
+            self.function_names().join(", ")
+        )
+    }
+}
+
+impl EngineBuilder {
+    /// Adds a typed function: its argument and result are serde values carried as msgpack
+    /// with named fields. An `Err(e)` becomes a task error with `e.to_string()`; a panic is
+    /// caught and reported the same way. A later function with the same name replaces an
+    /// earlier one.
+    pub fn function<A, R, E, F>(mut self, name: &str, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: std::fmt::Display,
+        F: Fn(A) -> Result<R, E> + Send + Sync + 'static,
+    {
+        self.registry.add_typed(name, f);
+        self
+    }
+
+    /// Adds a function over raw msgpack bytes (argument in, result out). In a map chunk it is
+    /// applied to each item's bytes and the results are put into an array.
+    pub fn raw_function<F>(mut self, name: &str, f: F) -> Self
+    where
+        F: Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync + 'static,
+    {
+        self.registry.add_raw(name, f);
+        self
+    }
+
+    /// Adds the stock functions: `noop`, `echo`, `sleep`, `busy_wait`, `nth_prime` and
+    /// `sum_range` (see [`stock`]).
+    pub fn stock_functions(self) -> Self {
+        stock::register(self)
+    }
+
+    /// Caps each of a command's stdout and stderr at `n` bytes (default 1 MiB); the rest is
+    /// read and discarded, and the output is marked truncated.
+    pub fn max_output_bytes(mut self, n: usize) -> Self {
+        self.max_output_bytes = n;
+        self
+    }
+
+    /// The engine.
+    pub fn build(self) -> Engine {
+        Engine {
+            registry: self.registry,
+            max_output_bytes: self.max_output_bytes,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Parsed {
+    Help,
+    File(Option<PathBuf>),
+}
+
+fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String> {
+    let mut file = None;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let text = arg.to_string_lossy();
+        if text == "-h" || text == "--help" {
+            return Ok(Parsed::Help);
+        } else if text == "--file" || text == "-f" {
+            let value = args.next().ok_or("--file needs a path")?;
+            file = Some(PathBuf::from(value));
+        } else if let Some(value) = arg.as_bytes().strip_prefix(b"--file=") {
+            // Bytes, not text, so that a non-UTF-8 path survives.
+            file = Some(PathBuf::from(OsStr::from_bytes(value)));
+        } else {
+            return Err(format!("unexpected argument {text:?}"));
+        }
+    }
+    Ok(Parsed::File(file))
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // A host program may have set up its own subscriber already; that one wins.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        // Engine logs usually go to files under the profile's log/ folder: colour only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(filter)
+        .try_init();
+}
+
+/// The error and its causes on one line, skipping causes the message already quotes.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn arguments() {
+        assert_eq!(
+            parse_args(os(&["--file", "/a/engine.json"])),
+            Ok(Parsed::File(Some("/a/engine.json".into())))
+        );
+        assert_eq!(
+            parse_args(os(&["--file=/b.json"])),
+            Ok(Parsed::File(Some("/b.json".into())))
+        );
+        assert_eq!(parse_args(os(&[])), Ok(Parsed::File(None)));
+        assert_eq!(
+            parse_args(os(&["x", "--help"])).unwrap_err(),
+            "unexpected argument \"x\""
+        );
+        assert_eq!(parse_args(os(&["--help"])), Ok(Parsed::Help));
+        assert!(parse_args(os(&["--file"])).is_err());
+    }
+
+    #[test]
+    fn function_names_include_whoami_once() {
+        let engine = Engine::builder().stock_functions().build();
+        assert_eq!(
+            engine.function_names(),
+            [
+                "busy_wait",
+                "echo",
+                "noop",
+                "nth_prime",
+                "sleep",
+                "sum_range",
+                "whoami"
+            ]
+        );
+        assert!(engine.usage("engine").contains("--file PATH"));
+    }
+
+    #[test]
+    fn error_chain_does_not_repeat_itself() {
+        let e = EngineError::Signals(std::io::Error::other("nope"));
+        assert_eq!(error_chain(&e), "cannot install signal handlers: nope");
+    }
+}

@@ -495,8 +495,10 @@ mod tests {
             .unwrap()
             .try_deserialize()
             .unwrap();
-        let mut expected = Settings::default();
-        expected.engine_program = Some("/path/to/my-engine".into());
+        let expected = Settings {
+            engine_program: Some("/path/to/my-engine".into()),
+            ..Settings::default()
+        };
         assert_eq!(parsed, expected);
     }
 

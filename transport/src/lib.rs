@@ -217,6 +217,13 @@ impl Socket {
         Ok(self.sock.set_sndtimeo(ms)?)
     }
 
+    /// How long closing the socket waits to deliver messages still queued, in milliseconds
+    /// (sockets start at 0: closing drops them). A peer that says goodbye sets this before its
+    /// last send so the goodbye is not lost.
+    pub fn set_linger(&self, ms: i32) -> Result<(), TransportError> {
+        Ok(self.sock.set_linger(ms)?)
+    }
+
     /// Messages dropped on receipt so far.
     pub fn drops(&self) -> &DropCounts {
         &self.drops

@@ -1,0 +1,59 @@
+//! Human-readable output.
+
+use protocol::StatusReport;
+use std::fmt::Write;
+
+/// `cluster status` for a person.
+pub fn status(report: &StatusReport) -> String {
+    let c = &report.controller;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "controller  pid {} on {}, scheduler {}, hwm {}, up {:.1} s, {} client(s)",
+        c.pid, c.host, c.scheduler, c.hwm, c.uptime_s, c.clients
+    );
+    let _ = writeln!(
+        out,
+        "  clients {}   notify {}\n  engines {}   heartbeat {}",
+        c.client_address, c.notify_address, c.engine_address, c.heartbeat_address
+    );
+    let _ = writeln!(out, "engines ({}):", report.engines.len());
+    if !report.engines.is_empty() {
+        let _ = writeln!(
+            out,
+            "  {:>4}  {:<20} {:>8}  {:<13} {:>11} {:>10} {:>5}",
+            "ID", "HOST", "PID", "STATE", "OUTSTANDING", "DONE", "HWM"
+        );
+        for e in &report.engines {
+            let _ = writeln!(
+                out,
+                "  {:>4}  {:<20} {:>8}  {:<13} {:>11} {:>10} {:>5}",
+                e.id.0, e.host, e.pid, e.state, e.outstanding, e.completed, e.hwm
+            );
+        }
+    }
+    let t = &report.tasks;
+    let _ = writeln!(
+        out,
+        "tasks: {} queued, {} running, {} done, {} failed, {} results stored",
+        t.queued, t.running, t.done, t.failed, t.stored
+    );
+    let d = &report.dropped;
+    let _ = write!(
+        out,
+        "dropped messages: {} (bad signature {}, replayed {}, malformed {}, oversized {}, wrong version {})",
+        d.total(),
+        d.bad_signature,
+        d.replayed,
+        d.malformed,
+        d.oversized,
+        d.wrong_version
+    );
+    out
+}
+
+/// Prints a JSON value on one line of stdout.
+pub fn json_line(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value)
+        .unwrap_or_else(|e| format!("{{\"error\": \"cannot encode: {e}\"}}"))
+}

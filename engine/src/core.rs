@@ -1,0 +1,258 @@
+//! The engine's sans-IO core: the local task queue, the outbox of finished outcomes and the
+//! rule that decides when the outbox goes out as one `Results` message.
+//!
+//! Nothing here touches a socket or reads the clock; the loop passes `now` in. The batching
+//! rule: send when nothing else is queued (a lone task's result goes out at once), when
+//! [`MAX_BATCH`] outcomes are waiting, or [`MAX_DELAY`] after the oldest waiting one finished
+//! (so a stream of tiny tasks becomes few messages). Before a task expected to be long, what
+//! is waiting goes out first, so finished results never sit behind a slow task.
+
+use protocol::{Assignment, TaskOutcome, Work};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Most outcomes in one `Results` message.
+pub(crate) const MAX_BATCH: usize = 64;
+
+/// Longest a finished outcome waits for company.
+pub(crate) const MAX_DELAY: Duration = Duration::from_millis(1);
+
+/// Payload bytes above which a batch is sent before another result joins it, keeping
+/// messages well under the controller's size limit.
+pub(crate) const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// Tasks at least this long (by the last run of the same function) flush the outbox first.
+const LONG_TASK: Duration = Duration::from_millis(1);
+
+/// Rough size of one outcome's content, for the byte budget.
+const OUTCOME_OVERHEAD: usize = 96;
+
+/// A task waiting to run and its argument payload.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub task: Assignment,
+    pub payload: Vec<u8>,
+}
+
+/// Outcomes waiting to be sent, with their payloads (empty for failures).
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub outcomes: Vec<TaskOutcome>,
+    pub payloads: Vec<Vec<u8>>,
+}
+
+/// Queue, outbox and per-function run-time estimates.
+#[derive(Debug, Default)]
+pub(crate) struct Core {
+    queue: VecDeque<Queued>,
+    outbox: Batch,
+    outbox_bytes: usize,
+    oldest: Option<Instant>,
+    /// Last run time of each function (only names the engine offers, so the map is bounded).
+    last_run: HashMap<String, Duration>,
+}
+
+impl Core {
+    /// Tasks arrived; the i-th payload is the i-th task's argument (missing ones are empty,
+    /// which fails to decode and is reported rather than trusted).
+    pub(crate) fn on_tasks(&mut self, tasks: Vec<Assignment>, payloads: Vec<Vec<u8>>) {
+        let mut payloads = payloads.into_iter();
+        for task in tasks {
+            let payload = payloads.next().unwrap_or_default();
+            self.queue.push_back(Queued { task, payload });
+        }
+    }
+
+    /// The next task to run, in arrival order.
+    pub(crate) fn next_task(&mut self) -> Option<Queued> {
+        self.queue.pop_front()
+    }
+
+    /// Tasks still waiting to run.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// True when waiting outcomes should be sent before starting `work`: it may take long,
+    /// judging by the last run of the same function (commands and functions not seen yet
+    /// count as long).
+    pub(crate) fn flush_before(&self, work: &Work) -> bool {
+        if self.outbox.outcomes.is_empty() {
+            return false;
+        }
+        match work {
+            Work::Command(_) => true,
+            Work::Call { function } | Work::Map { function } => self
+                .last_run
+                .get(function.as_str())
+                .is_none_or(|d| *d >= LONG_TASK),
+        }
+    }
+
+    /// Remembers how long a run of `function` took. Call only for functions the engine
+    /// offers, so that names sent by a peer cannot grow the table.
+    pub(crate) fn on_ran(&mut self, function: &str, took: Duration) {
+        match self.last_run.get_mut(function) {
+            Some(d) => *d = took,
+            None => {
+                self.last_run.insert(function.to_owned(), took);
+            }
+        }
+    }
+
+    /// True when adding `payload_len` bytes would make the batch too big, so it must be sent
+    /// first.
+    pub(crate) fn must_flush_for(&self, payload_len: usize) -> bool {
+        !self.outbox.outcomes.is_empty()
+            && self.outbox_bytes + payload_len + OUTCOME_OVERHEAD > MAX_BATCH_BYTES
+    }
+
+    /// A task finished at `now`.
+    pub(crate) fn on_outcome(&mut self, outcome: TaskOutcome, payload: Vec<u8>, now: Instant) {
+        self.outbox_bytes += payload.len() + OUTCOME_OVERHEAD;
+        if let protocol::Status::Err(e) = &outcome.status {
+            self.outbox_bytes += e.message.len();
+        }
+        self.outbox.outcomes.push(outcome);
+        self.outbox.payloads.push(payload);
+        self.oldest.get_or_insert(now);
+    }
+
+    /// True when the waiting outcomes should be sent now.
+    pub(crate) fn flush_due(&self, now: Instant) -> bool {
+        match self.oldest {
+            None => false,
+            Some(oldest) => {
+                self.queue.is_empty()
+                    || self.outbox.outcomes.len() >= MAX_BATCH
+                    || now.saturating_duration_since(oldest) >= MAX_DELAY
+            }
+        }
+    }
+
+    /// Takes the waiting outcomes for sending (`None` when there are none).
+    pub(crate) fn take_batch(&mut self) -> Option<Batch> {
+        if self.outbox.outcomes.is_empty() {
+            return None;
+        }
+        self.oldest = None;
+        self.outbox_bytes = 0;
+        Some(std::mem::take(&mut self.outbox))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{ClientId, EngineId, Status, TaskId};
+
+    fn call(seq: u64, function: &str) -> Assignment {
+        Assignment {
+            id: TaskId::new(ClientId(1), seq),
+            work: Work::Call {
+                function: function.into(),
+            },
+            timeout_ms: None,
+        }
+    }
+
+    fn outcome(seq: u64) -> TaskOutcome {
+        TaskOutcome {
+            id: TaskId::new(ClientId(1), seq),
+            engine: Some(EngineId(0)),
+            status: Status::Ok,
+            started_us: 1,
+            elapsed_us: 1,
+        }
+    }
+
+    #[test]
+    fn tasks_run_in_order_and_missing_payloads_are_empty() {
+        let mut core = Core::default();
+        core.on_tasks(vec![call(1, "a"), call(2, "b")], vec![b"x".to_vec()]);
+        assert_eq!(core.queued(), 2);
+        let first = core.next_task().unwrap();
+        assert_eq!(
+            (first.task.id.0 & 0xff, first.payload.as_slice()),
+            (1, &b"x"[..])
+        );
+        let second = core.next_task().unwrap();
+        assert_eq!((second.task.id.0 & 0xff, second.payload.len()), (2, 0));
+        assert!(core.next_task().is_none());
+    }
+
+    #[test]
+    fn a_lone_result_goes_out_at_once() {
+        let mut core = Core::default();
+        let t0 = Instant::now();
+        assert!(!core.flush_due(t0));
+        core.on_outcome(outcome(1), vec![], t0);
+        assert!(core.flush_due(t0), "nothing queued: send now");
+        let batch = core.take_batch().unwrap();
+        assert_eq!(batch.outcomes.len(), 1);
+        assert!(core.take_batch().is_none());
+        assert!(!core.flush_due(t0));
+    }
+
+    #[test]
+    fn a_stream_of_tasks_is_batched_by_count_and_age() {
+        let mut core = Core::default();
+        let t0 = Instant::now();
+        core.on_tasks((0..200).map(|i| call(i, "noop")).collect(), vec![]);
+        let mut sent = Vec::new();
+        for i in 0..150u64 {
+            core.next_task().unwrap();
+            // 10 µs per task on a fake clock.
+            let now = t0 + Duration::from_micros(10 * (i + 1));
+            core.on_outcome(outcome(i), vec![], now);
+            if core.flush_due(now) {
+                sent.push(core.take_batch().unwrap().outcomes.len());
+            }
+        }
+        assert_eq!(sent, vec![64, 64], "full batches of {MAX_BATCH}");
+
+        // Slow tasks: the age rule sends them before the batch is full.
+        let mut core = Core::default();
+        core.on_tasks((0..10).map(|i| call(i, "f")).collect(), vec![]);
+        core.next_task();
+        core.on_outcome(outcome(0), vec![], t0);
+        assert!(!core.flush_due(t0 + Duration::from_micros(500)));
+        assert!(core.flush_due(t0 + MAX_DELAY));
+    }
+
+    #[test]
+    fn outcomes_are_sent_before_a_task_that_may_be_long() {
+        let mut core = Core::default();
+        let t0 = Instant::now();
+        let fast = Work::Call {
+            function: "fast".into(),
+        };
+        let slow = Work::Call {
+            function: "slow".into(),
+        };
+        assert!(
+            !core.flush_before(&slow),
+            "nothing waiting, nothing to send"
+        );
+        core.on_outcome(outcome(0), vec![], t0);
+        assert!(core.flush_before(&fast), "never seen: assume long");
+        core.on_ran("fast", Duration::from_micros(5));
+        core.on_ran("slow", Duration::from_millis(50));
+        assert!(!core.flush_before(&fast));
+        assert!(core.flush_before(&slow));
+        assert!(core.flush_before(&Work::Command(Default::default())));
+    }
+
+    #[test]
+    fn big_payloads_split_batches() {
+        let mut core = Core::default();
+        let t0 = Instant::now();
+        assert!(
+            !core.must_flush_for(MAX_BATCH_BYTES * 2),
+            "an empty batch takes anything"
+        );
+        core.on_outcome(outcome(0), vec![0; MAX_BATCH_BYTES / 2], t0);
+        assert!(!core.must_flush_for(1000));
+        assert!(core.must_flush_for(MAX_BATCH_BYTES / 2));
+    }
+}

@@ -1,0 +1,283 @@
+//! Running one task: a registered function, a map chunk, the built-in `whoami`, or a command.
+
+use protocol::{Assignment, EngineId, ErrorKind, Status, TaskError, TaskOutcome, Work};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+use crate::command::run_command;
+use crate::msgpack;
+use crate::registry::{unknown_function, CallError, Mode, Registry};
+
+/// Name of the built-in function that says which engine ran it.
+pub const WHOAMI: &str = "whoami";
+
+/// Largest result payload an engine sends; the rest of the message needs some room under
+/// the controller's size limit.
+pub(crate) const MAX_RESULT_BYTES: usize = protocol::DEFAULT_MAX_MESSAGE_BYTES - (1 << 20);
+
+/// What the built-in `whoami` function returns: which engine ran the task, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Whoami {
+    /// The engine's id in its cluster.
+    pub engine_id: EngineId,
+    /// The engine's process id.
+    pub pid: u32,
+    /// The engine's host name.
+    pub host: String,
+}
+
+/// Runs tasks for one registered engine.
+#[derive(Debug)]
+pub(crate) struct Executor<'a> {
+    pub registry: &'a Registry,
+    pub engine: EngineId,
+    pub max_output: usize,
+    /// `whoami`'s answer, encoded once.
+    pub whoami: Vec<u8>,
+}
+
+impl Executor<'_> {
+    /// Runs `task` and returns its outcome and result payload (empty on failure), plus the
+    /// name of the offered function that ran, for run-time estimates.
+    pub(crate) fn run<'t>(
+        &self,
+        task: &'t Assignment,
+        payload: &[u8],
+    ) -> (TaskOutcome, Vec<u8>, Option<&'t str>) {
+        let started_us = transport::now_us();
+        let start = Instant::now();
+        let mut ran = None;
+        let result = match &task.work {
+            Work::Call { function } | Work::Map { function } => {
+                let mode = match task.work {
+                    Work::Map { .. } => Mode::Map,
+                    _ => Mode::Call,
+                };
+                if self.registry.contains(function) || function == WHOAMI {
+                    ran = Some(function.as_str());
+                }
+                self.call(function, mode, payload)
+            }
+            Work::Command(spec) => {
+                // A zero timeout means no limit, like an absent one.
+                let timeout = task
+                    .timeout_ms
+                    .filter(|&ms| ms > 0)
+                    .map(Duration::from_millis);
+                run_command(spec, timeout, self.max_output).and_then(|out| {
+                    protocol::encode(&out).map_err(|e| {
+                        CallError::new(ErrorKind::Remote, format!("cannot encode the output: {e}"))
+                    })
+                })
+            }
+        };
+        let result = result.and_then(|bytes| {
+            if bytes.len() > MAX_RESULT_BYTES {
+                Err(CallError::new(
+                    ErrorKind::Remote,
+                    format!(
+                        "the result of {} is {} bytes, more than the {MAX_RESULT_BYTES}-byte limit of one message; return less per task (smaller map chunks) or write large results to files",
+                        task.work.name(),
+                        bytes.len()
+                    ),
+                ))
+            } else {
+                Ok(bytes)
+            }
+        });
+        let elapsed_us = start.elapsed().as_micros() as u64;
+        let (status, payload) = match result {
+            Ok(bytes) => (Status::Ok, bytes),
+            Err(e) => (
+                Status::Err(TaskError {
+                    kind: e.kind,
+                    message: e.message,
+                    engine: Some(self.engine),
+                }),
+                Vec::new(),
+            ),
+        };
+        let outcome = TaskOutcome {
+            id: task.id,
+            engine: Some(self.engine),
+            status,
+            started_us,
+            elapsed_us,
+        };
+        (outcome, payload, ran)
+    }
+
+    fn call(&self, function: &str, mode: Mode, payload: &[u8]) -> Result<Vec<u8>, CallError> {
+        if let Some(handler) = self.registry.get(function) {
+            return handler(mode, payload);
+        }
+        if function != WHOAMI {
+            return Err(unknown_function(function));
+        }
+        match mode {
+            Mode::Call => Ok(self.whoami.clone()),
+            Mode::Map => {
+                let split = msgpack::split_array(payload).map_err(|e| {
+                    CallError::new(
+                        ErrorKind::BadArguments,
+                        format!("a map chunk must be a msgpack array of arguments: {e}"),
+                    )
+                })?;
+                let mut out =
+                    Vec::with_capacity(split.header.len() + split.items.len() * self.whoami.len());
+                out.extend_from_slice(split.header);
+                for _ in 0..split.items.len() {
+                    out.extend_from_slice(&self.whoami);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{ClientId, CommandOutput, CommandSpec, TaskId};
+
+    fn assignment(work: Work, timeout_ms: Option<u64>) -> Assignment {
+        Assignment {
+            id: TaskId::new(ClientId(2), 9),
+            work,
+            timeout_ms,
+        }
+    }
+
+    fn executor(registry: &Registry) -> Executor<'_> {
+        Executor {
+            registry,
+            engine: EngineId(4),
+            max_output: 1 << 20,
+            whoami: protocol::encode(&Whoami {
+                engine_id: EngineId(4),
+                pid: 1,
+                host: "h".into(),
+            })
+            .unwrap(),
+        }
+    }
+
+    #[test]
+    fn outcomes_carry_ids_engine_and_errors() {
+        let mut registry = Registry::default();
+        registry.add_typed("double", |x: u32| Ok::<_, String>(x * 2));
+        let ex = executor(&registry);
+        let task = assignment(
+            Work::Call {
+                function: "double".into(),
+            },
+            None,
+        );
+        let (outcome, payload, ran) = ex.run(&task, &protocol::encode(&21u32).unwrap());
+        assert_eq!(outcome.id, task.id);
+        assert_eq!(outcome.engine, Some(EngineId(4)));
+        assert_eq!(outcome.status, Status::Ok);
+        assert!(outcome.started_us > 0);
+        assert_eq!(protocol::decode::<u32>(&payload).unwrap(), 42);
+        assert_eq!(ran, Some("double"));
+
+        let task = assignment(
+            Work::Call {
+                function: "nope".into(),
+            },
+            None,
+        );
+        let (outcome, payload, ran) = ex.run(&task, b"");
+        assert!(payload.is_empty());
+        assert_eq!(ran, None, "unknown names are not remembered");
+        match outcome.status {
+            Status::Err(e) => {
+                assert_eq!(e.kind, ErrorKind::UnknownFunction);
+                assert_eq!(e.engine, Some(EngineId(4)));
+            }
+            s => panic!("{s:?}"),
+        }
+    }
+
+    #[test]
+    fn whoami_is_built_in() {
+        let registry = Registry::default();
+        let ex = executor(&registry);
+        let (_, payload, _) = ex.run(
+            &assignment(
+                Work::Call {
+                    function: WHOAMI.into(),
+                },
+                None,
+            ),
+            b"\xc0",
+        );
+        let me: Whoami = protocol::decode(&payload).unwrap();
+        assert_eq!(me.engine_id, EngineId(4));
+        let (_, payload, _) = ex.run(
+            &assignment(
+                Work::Map {
+                    function: WHOAMI.into(),
+                },
+                None,
+            ),
+            &protocol::encode(&[(), (), ()]).unwrap(),
+        );
+        assert_eq!(protocol::decode::<Vec<Whoami>>(&payload).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn command_outcomes() {
+        let registry = Registry::default();
+        let ex = executor(&registry);
+        let spec = CommandSpec {
+            program: "sh".into(),
+            args: vec!["-c".into(), "echo out; exit 3".into()],
+            ..Default::default()
+        };
+        let (outcome, payload, _) = ex.run(&assignment(Work::Command(spec), Some(0)), b"");
+        assert_eq!(
+            outcome.status,
+            Status::Ok,
+            "a failing command is still a result"
+        );
+        let out: CommandOutput = protocol::decode(&payload).unwrap();
+        assert_eq!(
+            (out.status, out.stdout.as_slice()),
+            (Some(3), &b"out\n"[..])
+        );
+
+        let spec = CommandSpec {
+            program: "sleep".into(),
+            args: vec!["10".into()],
+            ..Default::default()
+        };
+        let (outcome, _, _) = ex.run(&assignment(Work::Command(spec), Some(100)), b"");
+        match outcome.status {
+            Status::Err(e) => assert_eq!(e.kind, ErrorKind::Timeout),
+            s => panic!("{s:?}"),
+        }
+        assert!(outcome.elapsed_us < 5_000_000);
+    }
+
+    #[test]
+    fn oversized_results_become_errors() {
+        let mut registry = Registry::default();
+        registry.add_raw("big", |_| Ok(vec![0; MAX_RESULT_BYTES + 1]));
+        let ex = executor(&registry);
+        let (outcome, payload, _) = ex.run(
+            &assignment(
+                Work::Call {
+                    function: "big".into(),
+                },
+                None,
+            ),
+            b"",
+        );
+        assert!(payload.is_empty());
+        match outcome.status {
+            Status::Err(e) => assert!(e.message.contains("limit"), "{}", e.message),
+            s => panic!("{s:?}"),
+        }
+    }
+}
