@@ -428,16 +428,16 @@ fn map_keeps_order_across_chunks_answered_out_of_order() {
 }
 
 #[test]
-fn automatic_chunking_makes_eight_tasks_per_engine_in_one_message() {
+fn automatic_chunking_makes_thirty_two_tasks_per_engine_in_one_message() {
     let f = fake(Config::default());
     let client = Client::connect_file(&f.file).unwrap();
     let m = client
         .load_balanced_view()
         .map::<_, ()>("echo", std::iter::repeat_n((), 10_000))
         .unwrap();
-    assert_eq!(m.tasks(), 16);
+    assert_eq!(m.tasks(), 64);
     assert_eq!(m.get(SECOND).unwrap().len(), 10_000);
-    assert_eq!(f.tasks.load(Ordering::SeqCst), 16);
+    assert_eq!(f.tasks.load(Ordering::SeqCst), 64);
     assert_eq!(f.submits.load(Ordering::SeqCst), 1);
 }
 

@@ -22,7 +22,7 @@ const SUBMIT_MAX_BYTES: usize = 1 << 20;
 
 /// Automatic chunking aims at this many chunks per engine: enough to balance uneven items,
 /// few enough that per-task overhead vanishes.
-const CHUNKS_PER_ENGINE: usize = 8;
+const CHUNKS_PER_ENGINE: usize = 32;
 /// Automatic chunks are also cut at this size, so large items still spread over engines.
 const AUTO_CHUNK_BYTES: usize = 1 << 20;
 
@@ -134,7 +134,7 @@ fn plan_chunks(
     chunks
 }
 
-/// Item counts for automatic chunking: `n` items spread evenly over about `engines × 8`
+/// Item counts for automatic chunking: `n` items spread evenly over about `engines × 32`
 /// chunks.
 fn auto_counts(n: usize, engines: usize) -> Vec<usize> {
     let wanted = if engines == 0 {
@@ -192,7 +192,7 @@ impl LoadBalancedView {
         self
     }
 
-    /// Items per map task; 0 (the default) chooses: about 8 chunks per engine.
+    /// Items per map task; 0 (the default) chooses: about 32 chunks per engine.
     pub fn chunksize(mut self, n: usize) -> Self {
         self.chunksize = n;
         self
@@ -427,16 +427,16 @@ mod tests {
     }
 
     #[test]
-    fn automatic_chunking_is_eight_per_engine_and_even() {
-        assert_eq!(auto_counts(10_000, 2).len(), 16);
+    fn automatic_chunking_is_thirty_two_per_engine_and_even() {
+        assert_eq!(auto_counts(10_000, 2).len(), 64);
         assert_eq!(auto_counts(10_000, 2).iter().sum::<usize>(), 10_000);
-        assert_eq!(auto_counts(10_000, 0).len(), 8);
+        assert_eq!(auto_counts(10_000, 0).len(), 32);
         assert_eq!(auto_counts(3, 2), vec![1, 1, 1]);
-        assert_eq!(auto_counts(17, 2).iter().max(), Some(&2));
+        assert_eq!(auto_counts(100, 2).iter().max(), Some(&2));
         let ends: Vec<usize> = (1..=10_000).collect();
         assert_eq!(
             plan_chunks(&ends, auto_counts(10_000, 2), 1 << 20).len(),
-            16
+            64
         );
     }
 

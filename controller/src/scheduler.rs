@@ -169,19 +169,29 @@ pub const EWMA_SHRINK: f64 = 0.05;
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LoadEstimate {
     estimate_us: Option<f64>,
+    /// Slow-start ceiling per slot: doubles with each finished task, so an engine whose first
+    /// tasks were tiny cannot grab a whole queue of tasks that turn out long (a map whose
+    /// items grow in cost, say) before the estimate has caught up.
+    cap: u32,
 }
 
 impl LoadEstimate {
     /// Folds in one task's run time (asymmetric EWMA: quick to grow, slow to shrink).
     pub fn observe(&mut self, elapsed_us: u64) {
         let sample = elapsed_us as f64;
-        self.estimate_us = Some(match self.estimate_us {
+        let estimate = match self.estimate_us {
             None => sample,
             Some(est) => {
                 let weight = if sample > est { EWMA_GROW } else { EWMA_SHRINK };
                 est + weight * (sample - est)
             }
-        });
+        };
+        self.estimate_us = Some(estimate);
+        // Sub-microsecond tasks report 0; treat them as 1 µs rather than divide by zero.
+        let target = (AUTO_HWM_BUDGET_US / estimate.max(1.0))
+            .round()
+            .clamp(1.0, AUTO_HWM_MAX as f64) as u32;
+        self.cap = target.min(self.cap.max(1).saturating_mul(2));
     }
 
     /// The current estimate in microseconds, if any task has finished.
@@ -189,18 +199,11 @@ impl LoadEstimate {
         self.estimate_us
     }
 
-    /// Tasks the engine may hold: `clamp(round(budget / estimate), 1, 256)` per slot, and one
-    /// per slot before the first sample.
+    /// Tasks the engine may hold: `clamp(round(budget / estimate), 1, 256)` per slot, reached
+    /// by doubling once per finished task (slow start), and one per slot before the first
+    /// sample.
     pub fn limit(&self, slots: u32) -> u32 {
-        let slots = slots.max(1);
-        let per_slot = match self.estimate_us {
-            None => 1,
-            // Sub-microsecond tasks report 0; treat them as 1 µs rather than divide by zero.
-            Some(est) => (AUTO_HWM_BUDGET_US / est.max(1.0))
-                .round()
-                .clamp(1.0, AUTO_HWM_MAX as f64) as u32,
-        };
-        per_slot.saturating_mul(slots)
+        self.cap.max(1).saturating_mul(slots.max(1))
     }
 }
 
@@ -273,6 +276,28 @@ mod tests {
         }
         assert_eq!(long.limit(1), 1);
         assert_eq!(long.limit(4), 4);
+    }
+
+    /// Regression: a map whose items grow in cost (nth_prime over 0..1000 in chunks) had one
+    /// engine jump to 256 after its first tiny chunk and take the whole queue, leaving the
+    /// others idle.
+    #[test]
+    fn auto_limit_grows_by_doubling_and_falls_at_once() {
+        let mut est = LoadEstimate::default();
+        est.observe(1);
+        assert_eq!(est.limit(1), 2);
+        est.observe(1);
+        assert_eq!(est.limit(1), 4);
+        for _ in 0..10 {
+            est.observe(1);
+        }
+        assert_eq!(est.limit(1), AUTO_HWM_MAX);
+        est.observe(100_000);
+        assert_eq!(
+            est.limit(1),
+            1,
+            "one long task brings the limit straight down"
+        );
     }
 
     #[test]

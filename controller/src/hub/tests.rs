@@ -363,11 +363,18 @@ fn auto_hwm_grows_for_short_tasks_and_stays_one_for_long_ones() {
     let actions = submit(&mut core, (1..=1000).map(|i| call(i, "f")).collect());
     assert_eq!(sent_to(&actions).len(), 1, "no samples yet: one at a time");
     assert_eq!(engine_status(&core, 0).hwm, 1);
-    // One 10 µs task: budget 2 ms / 10 µs = 200 in flight.
+    // 10 µs tasks: the limit doubles with each result (slow start) up to
+    // budget 2 ms / 10 µs = 200 in flight.
     let actions = finish(&mut core, "short", &[tid(1)], 10);
     let batches = sent(&actions);
     assert_eq!(batches.len(), 1);
-    assert_eq!(batches[0].1.len(), 200);
+    assert_eq!(batches[0].1.len(), 2);
+    assert_eq!(engine_status(&core, 0).hwm, 2);
+    let actions = finish(&mut core, "short", &[tid(2), tid(3)], 10);
+    assert_eq!(sent(&actions)[0].1.len(), 8, "two results: 2 → 4 → 8");
+    for i in 4..=11 {
+        finish(&mut core, "short", &[tid(i)], 10);
+    }
     assert_eq!(engine_status(&core, 0).hwm, 200);
     assert_eq!(engine_status(&core, 0).outstanding, 200);
 
