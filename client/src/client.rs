@@ -1,7 +1,8 @@
 //! [`Client`]: connecting, controller requests, and making views.
 
 use crate::error::Error;
-use crate::io::{Expect, Io, Outgoing, Reply, Shared, Timing};
+use crate::executor::Executor;
+use crate::io::{Expect, Io, Shared, Timing};
 use crate::view::{DirectView, LoadBalancedView};
 use protocol::{EngineId, FromClient, MessageType, StatusReport, ToClient, PROTOCOL_VERSION};
 use security::{ConnectionFileError, ConnectionInfo};
@@ -64,7 +65,28 @@ fn lost_setup(address: &str, what: &str, e: std::io::Error) -> Error {
     }
 }
 
+/// Environment variable naming a client connection file; [`Client::connect_env`] and the
+/// `cluster` command's `--file` read it.
+pub const CLIENT_FILE_ENV: &str = "CLUSTER_CLIENT_FILE";
+
 impl Client {
+    /// Connects the way the `cluster` command does without flags: with the file named by
+    /// `$CLUSTER_CLIENT_FILE` if set, else with profile `$CLUSTER_PROFILE` (default
+    /// `default`) under `$CLUSTER_DIR` (default `~/.cluster`). Handy for programs started by
+    /// scripts or tests that point them at a cluster through the environment.
+    pub fn connect_env() -> Result<Client, Error> {
+        match std::env::var_os(CLIENT_FILE_ENV) {
+            Some(file) if !file.is_empty() => Client::connect_file(file),
+            _ => {
+                let profile = std::env::var("CLUSTER_PROFILE")
+                    .ok()
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "default".into());
+                Client::connect_profile(&profile)
+            }
+        }
+    }
+
     /// Connects with the client connection file of profile `name` (`security/client.json`).
     pub fn connect_profile(name: &str) -> Result<Client, Error> {
         let file = profiles::Profile::open(name)?.client_file();
@@ -161,35 +183,7 @@ impl Client {
 
     /// Sends a request and waits (up to the connect timeout) for its answer.
     fn request(&self, msg: FromClient, expect: Expect) -> Result<ToClient, Error> {
-        let name = msg.msg_type();
-        let content = protocol::encode(&msg).map_err(|e| Error::Encode {
-            what: format!("the {name} request"),
-            message: e.to_string(),
-        })?;
-        let reply = Arc::new(Reply::default());
-        self.shared
-            .send([Outgoing {
-                msg_type: name,
-                content,
-                payloads: Vec::new(),
-                tasks: Vec::new(),
-                reply: Some((expect, reply.clone())),
-            }])
-            .map_err(|lost| lost.error())?;
-        match reply.wait(self.shared.request_timeout) {
-            None => Err(Error::Timeout {
-                what: format!(
-                    "the controller at {} to answer the {name} request",
-                    self.shared.address
-                ),
-            }),
-            Some(Err(lost)) => Err(lost.error()),
-            Some(Ok(ToClient::Error { message })) => Err(Error::Refused {
-                request: name.to_owned(),
-                message,
-            }),
-            Some(Ok(answer)) => Ok(answer),
-        }
+        self.shared.request(msg, expect)
     }
 
     /// The controller's status report: engines, queues, task counters, addresses.
@@ -259,6 +253,11 @@ impl Client {
     /// A view that runs each task on every one of `ids` (results in the order of `ids`).
     pub fn direct_view(&self, ids: &[EngineId]) -> DirectView {
         DirectView::new(self.shared.clone(), ids.to_vec())
+    }
+
+    /// A `concurrent.futures`-style executor over a load-balanced view.
+    pub fn executor(&self) -> Executor {
+        Executor::new(self.load_balanced_view())
     }
 }
 

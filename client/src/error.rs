@@ -41,6 +41,22 @@ pub enum Error {
         /// The controller's or engine's message.
         message: String,
     },
+    /// The task was cancelled before it ran: by this client ([`crate::AsyncResult::cancel`]),
+    /// or aborted at the controller. Retrying means submitting it again.
+    #[error("{what} was aborted: {message}")]
+    Aborted {
+        /// Which task (`task 3:17`).
+        what: String,
+        /// Who aborted it and why.
+        message: String,
+    },
+    /// The [`crate::Executor`] was shut down; it takes no new work. Not retryable: make a new
+    /// executor.
+    #[error("the executor was shut down: {what} was not submitted")]
+    Shutdown {
+        /// What was refused.
+        what: String,
+    },
     /// Waiting ended before the answer came. The work may still finish: waiting again can help.
     #[error("timed out waiting for {what}")]
     Timeout {
@@ -163,6 +179,10 @@ impl Error {
             },
             ErrorKind::UnknownFunction => Error::UnknownFunction {
                 function: function.to_owned(),
+                message: err.message,
+            },
+            ErrorKind::Aborted => Error::Aborted {
+                what: format!("a task of {function}"),
                 message: err.message,
             },
             kind => Error::Remote {

@@ -12,8 +12,9 @@
 //! [`Timing::probe_after`] of silence, and declares the connection lost after
 //! [`Timing::dead_after`]; every pending wait then ends with [`crate::Error::ConnectionLost`].
 
-use crate::result::{Cell, Lost};
-use protocol::{StatusReport, TaskId, ToClient};
+use crate::cell::{mark_io_thread, Cell, Lost, Wakeups};
+use crate::error::Error;
+use protocol::{FromClient, MessageType, StatusReport, TaskId, ToClient};
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
@@ -30,6 +31,18 @@ pub(crate) enum Expect {
     Status,
     /// [`ToClient::Ack`].
     Ack,
+    /// [`ToClient::Aborted`].
+    Aborted,
+}
+
+/// The part of the controller's answer to an abort request that the client acts on (the
+/// other ids are running or finished, and will deliver or have delivered their results).
+#[derive(Debug, Default)]
+pub(crate) struct Aborted {
+    /// Aborted now.
+    pub(crate) aborted: Vec<TaskId>,
+    /// Unknown to the controller: nobody will ever deliver their results.
+    pub(crate) unknown: Vec<TaskId>,
 }
 
 /// Where the answer to a request goes.
@@ -86,7 +99,9 @@ pub(crate) struct Outgoing {
     /// Tasks in this message, registered before it is sent.
     pub(crate) tasks: Vec<Registration>,
     /// For requests: the answer expected and where it goes (`None` for submits).
-    pub(crate) reply: Option<(Expect, Arc<Reply>)>,
+    /// A request whose answer nobody waits for still takes its place in the queue of
+    /// requests, so that later answers go to the right waiters.
+    pub(crate) reply: Option<(Expect, Option<Arc<Reply>>)>,
 }
 
 #[derive(Debug, Default)]
@@ -184,6 +199,71 @@ impl Shared {
         }
     }
 
+    /// Sends a request and waits (up to the request timeout) for its answer.
+    pub(crate) fn request(&self, msg: FromClient, expect: Expect) -> Result<ToClient, Error> {
+        let name = msg.msg_type();
+        let content = protocol::encode(&msg).map_err(|e| Error::Encode {
+            what: format!("the {name} request"),
+            message: e.to_string(),
+        })?;
+        let reply = Arc::new(Reply::default());
+        self.send([Outgoing {
+            msg_type: name,
+            content,
+            payloads: Vec::new(),
+            tasks: Vec::new(),
+            reply: Some((expect, Some(reply.clone()))),
+        }])
+        .map_err(|lost| lost.error())?;
+        match reply.wait(self.request_timeout) {
+            None => Err(Error::Timeout {
+                what: format!(
+                    "the controller at {} to answer the {name} request",
+                    self.address
+                ),
+            }),
+            Some(Err(lost)) => Err(lost.error()),
+            Some(Ok(ToClient::Error { message })) => Err(Error::Refused {
+                request: name.to_owned(),
+                message,
+            }),
+            Some(Ok(answer)) => Ok(answer),
+        }
+    }
+
+    /// Asks the controller to abort tasks that have not started, and waits for its answer.
+    pub(crate) fn abort(&self, ids: Vec<TaskId>) -> Result<Aborted, Error> {
+        match self.request(FromClient::Abort { ids }, Expect::Aborted)? {
+            ToClient::Aborted {
+                aborted, unknown, ..
+            } => Ok(Aborted { aborted, unknown }),
+            other => Err(Error::Decode {
+                what: "the answer to the abort request".into(),
+                message: format!("unexpected {:?} message", other.msg_type()),
+            }),
+        }
+    }
+
+    /// Asks the controller to abort tasks that have not started, without waiting for the
+    /// answer (for callers that cannot wait: drops, and done callbacks on the I/O thread).
+    /// Best effort: if the tasks run anyway, their results are ignored when they arrive.
+    pub(crate) fn abort_quietly(&self, ids: Vec<TaskId>) {
+        if ids.is_empty() {
+            return;
+        }
+        let Ok(content) = protocol::encode(&FromClient::Abort { ids }) else {
+            return;
+        };
+        // A closed connection has nothing left to abort.
+        let _ = self.send([Outgoing {
+            msg_type: "abort",
+            content,
+            payloads: Vec::new(),
+            tasks: Vec::new(),
+            reply: Some((Expect::Aborted, None)),
+        }]);
+    }
+
     /// Asks the I/O thread to finish (the client is being dropped).
     pub(crate) fn close(&self, reason: &str) {
         {
@@ -254,6 +334,7 @@ impl Io {
     /// Runs until the client closes or the connection fails; dropping `self` then ends every
     /// wait.
     pub(crate) fn run(mut self) {
+        mark_io_thread();
         let reason: Arc<str> = match self.run_loop() {
             Ok(reason) => reason,
             Err(reason) => {
@@ -284,7 +365,7 @@ impl Io {
             for task in msg.tasks {
                 task.cell.fail(&lost);
             }
-            if let Some((_, reply)) = msg.reply {
+            if let Some((_, Some(reply))) = msg.reply {
                 reply.put(Err(lost.clone()));
             }
         }
@@ -347,10 +428,7 @@ impl Io {
                 self.table.insert(task.id, (task.cell, task.index));
             }
             if let Some((expect, reply)) = msg.reply.take() {
-                self.requests.push_back(PendingRequest {
-                    expect,
-                    reply: Some(reply),
-                });
+                self.requests.push_back(PendingRequest { expect, reply });
             }
             messages.push(msg);
         }
@@ -397,6 +475,12 @@ impl Io {
             ToClient::Pending { .. } => {
                 tracing::debug!("ignoring a pending list nobody asked for");
             }
+            // Asked for by `cancel` on result handles.
+            answer @ ToClient::Aborted { .. } => self.answer(Some(Expect::Aborted), answer),
+            // Answers to requests made on their own connection (`requests.rs`).
+            ToClient::QueueStatus(_) => {
+                tracing::debug!("ignoring a queue status answer nobody asked for");
+            }
         }
     }
 
@@ -420,7 +504,8 @@ impl Io {
         };
         match request.reply {
             Some(reply) => reply.put(Ok(msg)),
-            None => self.probing = false,
+            None if request.expect == Expect::Status => self.probing = false,
+            None => {}
         }
     }
 
@@ -441,16 +526,19 @@ impl Io {
             })
             .collect();
         // Consecutive outcomes usually belong to the same map: fill them under one lock.
+        // Wakers and callbacks run once every lock is released.
+        let mut wakeups = Wakeups::default();
         let mut found = found.into_iter().peekable();
         while let Some((cell, index, outcome, payload)) = found.next() {
             let mut state = cell.lock();
-            cell.fill(&mut state, index as usize, outcome, payload);
+            cell.fill(&mut state, index as usize, outcome, payload, &mut wakeups);
             while let Some((_, index, outcome, payload)) =
                 found.next_if(|(next, ..)| Arc::ptr_eq(next, &cell))
             {
-                cell.fill(&mut state, index as usize, outcome, payload);
+                cell.fill(&mut state, index as usize, outcome, payload, &mut wakeups);
             }
         }
+        wakeups.run();
     }
 
     /// Probes or gives up on a silent controller; returns how long `poll` may sleep.

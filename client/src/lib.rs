@@ -1,22 +1,40 @@
-//! The cluster's client library: connect to a controller, submit tasks, wait for results.
+//! The cluster's client library: connect to a controller, submit tasks, get results.
+//!
+//! The common path, in ten lines:
 //!
 //! ```no_run
-//! use cluster_client::Client;
+//! use cluster_client::{stock::NTH_PRIME, Client};
 //! use std::time::Duration;
 //!
-//! let client = Client::connect_profile("default")?;
-//! let view = client.load_balanced_view();
-//! let primes: Vec<u64> = view.map("nth_prime", 0..1000u64)?.get(None)?;
-//! let sum: u64 = view.apply("sum_range", &(0u64, 100u64))?.get(Some(Duration::from_secs(5)))?;
-//! let each: Vec<()> = client
-//!     .direct_view(&client.ids()?)
-//!     .apply::<_, ()>("noop", &())?
-//!     .into_iter()
-//!     .map(|r| r.get(None))
-//!     .collect::<Result<_, _>>()?;
-//! # let _ = (primes, sum, each);
+//! let client = Client::connect_env()?;                 // $CLUSTER_CLIENT_FILE, or the profile
+//! let view = client.load_balanced_view();              // the scheduler picks engines
+//! let primes = view.map(NTH_PRIME, 0..1000)?.get(None)?;  // Vec<u64>, in item order
+//! let task = view.apply(NTH_PRIME, 5000)?;             // one task: an AsyncResult<u64>
+//! let p = task.get(Some(Duration::from_secs(10)))?;    // or `task.await` in async code
+//! let each = client.direct_view(&client.ids()?).apply(NTH_PRIME, 10)?.get(None)?; // every engine
+//! # let _ = (primes, p, each);
 //! # Ok::<(), cluster_client::Error>(())
 //! ```
+//!
+//! What there is:
+//!
+//! * **Typed functions.** A [`Function<A, R>`] handle (`pub const SQUARE: Function<i64, i64>
+//!   = Function::new("square")`) declared once and shared by the engine that registers the
+//!   function and the clients that call it; calls by name stay possible
+//!   (`view.apply::<i64, i64>("square", 7)`). Handles of the stock functions are in
+//!   [`stock`].
+//! * **Views.** [`LoadBalancedView`] (`apply`, `map`, `imap`, `command`, with `targets`,
+//!   `retries`, `timeout`, `chunksize`) and [`DirectView`] (`apply` on every engine,
+//!   `scatter`/`gather`, `push`/`pull` into each engine's store that registered functions read
+//!   through their context, `command`).
+//! * **Results.** [`AsyncResult`] and [`AsyncMapResult`]: `ready`, `wait`, `get(timeout)`,
+//!   `successful`, `cancel`, `add_done_callback`, [`Metadata`]; both are [`Future`]s. Maps
+//!   iterate in item order or completion order; [`Imap`] streams a sequence of any length
+//!   with a bounded number of tasks in flight.
+//! * **`concurrent.futures`.** [`wait`] with [`ReturnWhen`], [`as_completed`], and
+//!   [`Executor`] (`submit`, `map`, `shutdown`).
+//! * **Commands.** [`Command`], built like [`std::process::Command`].
+//! * **Errors.** One [`Error`] enum; [`Error::is_retryable`] says whether trying again can help.
 //!
 //! How data flows:
 //!
@@ -24,39 +42,54 @@
 //!  caller threads                      I/O thread (one per Client)        controller
 //!  view.apply/map: encode args,  --outbox + wake pipe-->  send Submit  ------->
 //!  make a Cell per submission                             register tasks
-//!  AsyncResult::get: wait on the  <--Cell + Condvar----   fill Cells   <------- Results
-//!  Cell, decode the payload                               answer requests <---- Status/Ack
+//!  get / iterators / .await /    <--Cell: Condvar,  ----  fill Cells   <------- Results
+//!  callbacks; decode payloads        wakers, callbacks    answer requests <---- Status/Ack
 //! ```
 //!
 //! * A [`Client`] owns one background thread that alone touches its ZeroMQ socket (sockets
 //!   are not thread-safe). Callers encode on their own threads and queue ready messages; the
-//!   thread sends them, receives results, and wakes waiters through per-submission cells.
+//!   thread sends them, receives results, and hands each to its submission's cell, which
+//!   wakes blocked threads, async tasks and callbacks. Decoding happens on the caller's side.
 //! * Task ids are made here, without a round trip, from the client id in the controller's
 //!   welcome and a counter.
-//! * `map` encodes items into chunks (about 8 per engine by default), each chunk one task
+//! * `map` encodes items into chunks (about 32 per engine by default), each chunk one task
 //!   whose payload is a msgpack array; many tasks share one submit message.
 //! * Nothing waits forever: when the controller goes silent while work is outstanding the
 //!   I/O thread probes it, then declares the connection lost, and every wait ends with
 //!   [`Error::ConnectionLost`]; dropping the [`Client`] does the same.
 //!
-//! Typed function handles and futures can be layered on [`AsyncResult`]: its cell is the
-//! single place a result lands, so a waker list beside the condition variable is all a
-//! `Future` needs.
+//! [`Future`]: std::future::Future
 
+mod cell;
 mod client;
+mod command;
 mod error;
+mod executor;
+mod fetch;
+mod function;
+mod imap;
 mod io;
+mod requests;
 mod result;
 mod view;
+mod wait;
 
 #[cfg(test)]
 mod tests;
 
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, CLIENT_FILE_ENV};
+pub use command::Command;
 pub use error::Error;
-pub use result::{AsyncMapResult, AsyncResult};
+pub use executor::Executor;
+pub use fetch::{Lookup, ResultStore};
+pub use function::{Argument, IntoFunction};
+pub use imap::{Imap, ImapUnordered, TARGET_CHUNK};
+pub use requests::{AbortReport, QueueStatus};
+pub use result::{AsyncMapResult, AsyncResult, MapIter, Metadata, TaskState, UnorderedIter};
 pub use view::{DirectView, LoadBalancedView};
+pub use wait::{as_completed, wait, AsCompleted, Completion, ReturnWhen, Waited};
 
 pub use protocol::{
-    ClientId, CommandOutput, CommandSpec, EngineId, ErrorKind, StatusReport, TaskId, TaskOptions,
+    stock, ClientId, CommandOutput, CommandSpec, EngineId, ErrorKind, Function, StatusReport,
+    TaskId, TaskOptions, Whoami,
 };

@@ -1,12 +1,16 @@
 //! Views: how tasks are made, chunked, batched into messages and handed to the I/O thread.
 
+use crate::cell::{Cell, Layout};
+use crate::command::Command;
 use crate::error::Error;
+use crate::function::{Argument, IntoFunction};
 use crate::io::{Outgoing, Registration, Shared};
-use crate::result::{AsyncMapResult, AsyncResult, Cell};
+use crate::result::{AsyncMapResult, AsyncResult};
 use protocol::{
-    CommandOutput, CommandSpec, EngineId, FromClient, TaskId, TaskOptions, TaskRequest, Work,
+    builtin, CommandOutput, EngineId, FromClient, TaskId, TaskOptions, TaskRequest, Work,
 };
 use serde::{de::DeserializeOwned, Serialize};
+
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,19 +28,19 @@ const SUBMIT_MAX_BYTES: usize = 1 << 20;
 /// few enough that per-task overhead vanishes.
 const CHUNKS_PER_ENGINE: usize = 32;
 /// Automatic chunks are also cut at this size, so large items still spread over engines.
-const AUTO_CHUNK_BYTES: usize = 1 << 20;
+pub(crate) const AUTO_CHUNK_BYTES: usize = 1 << 20;
 
 /// A task about to be submitted.
-struct NewTask {
-    request: TaskRequest,
-    payload: Vec<u8>,
-    cell: Arc<Cell>,
-    index: u32,
+pub(crate) struct NewTask {
+    pub(crate) request: TaskRequest,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) cell: Arc<Cell>,
+    pub(crate) index: u32,
 }
 
 /// Encodes `tasks` into as few submit messages as the limits allow and queues them all at
 /// once (one wake-up of the I/O thread).
-fn submit(shared: &Shared, tasks: Vec<NewTask>) -> Result<(), Error> {
+pub(crate) fn submit(shared: &Shared, tasks: Vec<NewTask>) -> Result<(), Error> {
     let mut messages = Vec::new();
     let mut requests = Vec::new();
     let mut payloads = Vec::new();
@@ -93,7 +97,7 @@ fn encode_arg<A: Serialize + ?Sized>(arg: &A, what: impl Fn() -> String) -> Resu
 }
 
 /// Writes a msgpack array header for `len` elements.
-fn array_header(out: &mut Vec<u8>, len: usize) {
+pub(crate) fn array_header(out: &mut Vec<u8>, len: usize) {
     if len < 16 {
         out.push(0x90 | len as u8);
     } else if len <= u16::MAX as usize {
@@ -108,7 +112,7 @@ fn array_header(out: &mut Vec<u8>, len: usize) {
 /// Splits items (given by the end offsets of their encodings) into chunks: consecutive runs
 /// of `counts` items, each run cut further so that no chunk passes `max_bytes` (a chunk always
 /// holds at least one item).
-fn plan_chunks(
+pub(crate) fn plan_chunks(
     ends: &[usize],
     counts: impl IntoIterator<Item = usize>,
     max_bytes: usize,
@@ -136,7 +140,7 @@ fn plan_chunks(
 
 /// Item counts for automatic chunking: `n` items spread evenly over about `engines × 32`
 /// chunks.
-fn auto_counts(n: usize, engines: usize) -> Vec<usize> {
+pub(crate) fn auto_counts(n: usize, engines: usize) -> Vec<usize> {
     let wanted = if engines == 0 {
         CHUNKS_PER_ENGINE
     } else {
@@ -146,14 +150,135 @@ fn auto_counts(n: usize, engines: usize) -> Vec<usize> {
     (0..k).map(|i| n / k + usize::from(i < n % k)).collect()
 }
 
+/// Items encoded one after another into one buffer, with the end offset of each.
+pub(crate) struct Encoded {
+    pub(crate) buf: Vec<u8>,
+    pub(crate) ends: Vec<usize>,
+}
+
+impl Encoded {
+    pub(crate) fn new() -> Encoded {
+        Encoded {
+            buf: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
+
+    /// Appends one item; `what` names it in errors.
+    pub(crate) fn push<A: Serialize + ?Sized>(
+        &mut self,
+        item: &A,
+        what: impl Fn() -> String,
+    ) -> Result<(), Error> {
+        let start = self.buf.len();
+        if let Err(e) = rmp_serde::encode::write_named(&mut self.buf, item) {
+            self.buf.truncate(start);
+            return Err(Error::Encode {
+                what: what(),
+                message: e.to_string(),
+            });
+        }
+        if self.buf.len() - start > MAX_PAYLOAD - 8 {
+            let size = self.buf.len() - start;
+            self.buf.truncate(start);
+            return Err(Error::TooLarge {
+                what: what(),
+                size,
+                limit: MAX_PAYLOAD - 8,
+            });
+        }
+        self.ends.push(self.buf.len());
+        Ok(())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// The bytes of items `range`.
+    pub(crate) fn bytes(&self, range: Range<usize>) -> &[u8] {
+        if range.is_empty() {
+            return &[];
+        }
+        let from = if range.start == 0 {
+            0
+        } else {
+            self.ends[range.start - 1]
+        };
+        &self.buf[from..self.ends[range.end - 1]]
+    }
+
+    /// A msgpack array of items `range`, with `prefix` written first.
+    pub(crate) fn array(&self, prefix: &[u8], range: Range<usize>) -> Vec<u8> {
+        let bytes = self.bytes(range.clone());
+        let mut payload = Vec::with_capacity(prefix.len() + bytes.len() + 5);
+        payload.extend_from_slice(prefix);
+        array_header(&mut payload, range.len());
+        payload.extend_from_slice(bytes);
+        payload
+    }
+
+    /// Forgets every item, keeping the buffers' capacity.
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.ends.clear();
+    }
+}
+
+/// Map-chunk tasks for `chunks` of `items`, all in one new cell.
+pub(crate) fn chunk_tasks(
+    shared: &Shared,
+    function: &str,
+    options: &TaskOptions,
+    items: &Encoded,
+    chunks: Vec<Range<usize>>,
+) -> (Arc<Cell>, Vec<NewTask>) {
+    let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+    let first = shared.task_ids(chunks.len());
+    let cell = Cell::new(function.to_owned(), first, sizes, Layout::Chunks, false);
+    let tasks = chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, chunk)| NewTask {
+            request: TaskRequest {
+                id: TaskId(first.0 + i as u64),
+                work: Work::Map {
+                    function: function.to_owned(),
+                },
+                options: options.clone(),
+            },
+            payload: items.array(&[], chunk),
+            cell: cell.clone(),
+            index: i as u32,
+        })
+        .collect();
+    (cell, tasks)
+}
+
+fn timeout_ms(t: Duration) -> u64 {
+    t.as_millis().min(u64::MAX as u128) as u64
+}
+
 /// A view whose tasks go to whichever engine the controller's scheduler picks.
 ///
 /// Options chain and return a new view: `client.load_balanced_view().retries(2).chunksize(100)`.
+/// Functions are given as typed handles ([`protocol::Function`], checked by the compiler)
+/// or by name (types from the call site):
+///
+/// ```no_run
+/// # fn main() -> Result<(), cluster_client::Error> {
+/// use cluster_client::{stock::NTH_PRIME, Client};
+/// let client = Client::connect_env()?;
+/// let view = client.load_balanced_view();
+/// let primes = view.map(NTH_PRIME, 0..1000)?.get(None)?;   // Vec<u64>
+/// let p: u64 = view.apply("nth_prime", 999u64)?.get(None)?; // by name
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct LoadBalancedView {
-    shared: Arc<Shared>,
-    options: TaskOptions,
-    chunksize: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) options: TaskOptions,
+    pub(crate) chunksize: usize,
 }
 
 impl std::fmt::Debug for LoadBalancedView {
@@ -180,19 +305,35 @@ impl LoadBalancedView {
         self
     }
 
-    /// Times a task may be re-run on another engine after its engine is lost.
+    /// Times a task may be re-run on another engine after it fails or its engine is lost.
     pub fn retries(mut self, n: u32) -> Self {
         self.options.retries = n;
         self
     }
 
-    /// Run-time limit of each task on its engine (commands are killed at it).
-    pub fn timeout(mut self, t: Duration) -> Self {
-        self.options.timeout_ms = Some(t.as_millis().min(u64::MAX as u128) as u64);
+    /// Run the tasks only after these tasks have finished successfully (if one fails, or is
+    /// unknown to the controller, the tasks fail at once with [`crate::ErrorKind::Dependency`]).
+    pub fn after(mut self, ids: &[TaskId]) -> Self {
+        self.options.after = ids.to_vec();
         self
     }
 
-    /// Items per map task; 0 (the default) chooses: about 32 chunks per engine.
+    /// Run the tasks on the engine where these tasks ran, once they have finished
+    /// successfully (they must all have run on one engine).
+    pub fn follow(mut self, ids: &[TaskId]) -> Self {
+        self.options.follow = ids.to_vec();
+        self
+    }
+
+    /// Run-time limit of each task on its engine (commands are killed at it).
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.options.timeout_ms = Some(timeout_ms(t));
+        self
+    }
+
+    /// Items per map task; 0 (the default) chooses: about 32 chunks per engine for
+    /// [`map`](LoadBalancedView::map), and a size adapted to the items' run time for
+    /// [`imap`](LoadBalancedView::imap).
     pub fn chunksize(mut self, n: usize) -> Self {
         self.chunksize = n;
         self
@@ -203,114 +344,137 @@ impl LoadBalancedView {
         &self.options
     }
 
-    fn one(&self, work: Work, payload: Vec<u8>) -> Result<(Arc<Cell>, TaskId), Error> {
+    fn one(&self, work: Work, payload: Vec<u8>, options: TaskOptions) -> Result<Arc<Cell>, Error> {
         let id = self.shared.task_ids(1);
-        let cell = Cell::new(work.name().to_owned(), vec![1]);
+        let command = matches!(work, Work::Command(_));
+        let cell = Cell::new(work.name().to_owned(), id, vec![1], Layout::Values, command);
         let task = NewTask {
-            request: TaskRequest {
-                id,
-                work,
-                options: self.options.clone(),
-            },
+            request: TaskRequest { id, work, options },
             payload,
             cell: cell.clone(),
             index: 0,
         };
         submit(&self.shared, vec![task])?;
-        Ok((cell, id))
+        Ok(cell)
     }
 
     /// Runs `function(arg)` on one engine.
-    pub fn apply<A: Serialize, R: DeserializeOwned>(
+    ///
+    /// `arg` may be the value or a reference to it (`view.apply(NTH_PRIME, 10)`,
+    /// `view.apply(SUM, &big_vec)`).
+    pub fn apply<A: Serialize, R>(
         &self,
-        function: &str,
-        arg: &A,
+        function: impl IntoFunction<A, R>,
+        arg: impl Argument<A>,
     ) -> Result<AsyncResult<R>, Error> {
-        let payload = encode_arg(arg, || format!("the argument of {function}"))?;
+        let name = function.function_name();
+        let payload = encode_arg(arg.argument(), || format!("the argument of {name}"))?;
         let work = Work::Call {
-            function: function.to_owned(),
+            function: name.to_owned(),
         };
-        let (cell, id) = self.one(work, payload)?;
-        Ok(AsyncResult::new(cell, id))
+        let cell = self.one(work, payload, self.options.clone())?;
+        Ok(AsyncResult::new(cell, self.shared.clone()))
     }
 
     /// Runs `function` on each item, in chunks spread over the engines; results come back in
-    /// item order.
+    /// item order (or as they arrive: iterate the result, or call
+    /// [`unordered`](AsyncMapResult::unordered) on it).
     ///
     /// Items are encoded here, one after another into one buffer; each chunk's payload is a
-    /// msgpack array of its items, and all chunks go out in as few messages as possible.
-    pub fn map<A: Serialize, R: DeserializeOwned>(
+    /// msgpack array of its items, and all chunks go out in as few messages as possible. The
+    /// items are all read at once: for a long or endless stream use
+    /// [`imap`](LoadBalancedView::imap), which keeps a bounded number of tasks in flight.
+    pub fn map<A: Serialize, R>(
         &self,
-        function: &str,
-        items: impl IntoIterator<Item = A>,
+        function: impl IntoFunction<A, R>,
+        items: impl IntoIterator<Item: Argument<A>>,
     ) -> Result<AsyncMapResult<R>, Error> {
-        let mut buf = Vec::new();
-        let mut ends = Vec::new();
+        let name = function.function_name();
+        let mut encoded = Encoded::new();
         for (i, item) in items.into_iter().enumerate() {
-            let start = buf.len();
-            rmp_serde::encode::write_named(&mut buf, &item).map_err(|e| Error::Encode {
-                what: format!("item {i} of the map of {function}"),
-                message: e.to_string(),
-            })?;
-            if buf.len() - start > MAX_PAYLOAD - 8 {
-                return Err(Error::TooLarge {
-                    what: format!("item {i} of the map of {function}"),
-                    size: buf.len() - start,
-                    limit: MAX_PAYLOAD - 8,
-                });
-            }
-            ends.push(buf.len());
+            encoded.push(item.argument(), || format!("item {i} of the map of {name}"))?;
         }
-        let n = ends.len();
-        if n == 0 {
-            return Ok(AsyncMapResult::new(None, None, 0));
-        }
-        let chunks = if self.chunksize == 0 {
+        let n = encoded.len();
+        let chunks = if n == 0 {
+            Vec::new()
+        } else if self.chunksize == 0 {
             let engines = self.shared.engines.load(Ordering::Relaxed);
-            plan_chunks(&ends, auto_counts(n, engines), AUTO_CHUNK_BYTES)
+            plan_chunks(&encoded.ends, auto_counts(n, engines), AUTO_CHUNK_BYTES)
         } else {
             let count = self.chunksize;
             plan_chunks(
-                &ends,
+                &encoded.ends,
                 std::iter::repeat_n(count, n.div_ceil(count)),
                 MAX_PAYLOAD - 8,
             )
         };
-        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
-        let cell = Cell::new(function.to_owned(), sizes);
-        let first = self.shared.task_ids(chunks.len());
-        let mut tasks = Vec::with_capacity(chunks.len());
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let from = if chunk.start == 0 {
-                0
-            } else {
-                ends[chunk.start - 1]
-            };
-            let to = ends[chunk.end - 1];
-            let mut payload = Vec::with_capacity(to - from + 5);
-            array_header(&mut payload, chunk.len());
-            payload.extend_from_slice(&buf[from..to]);
-            tasks.push(NewTask {
-                request: TaskRequest {
-                    id: TaskId(first.0 + i as u64),
-                    work: Work::Map {
-                        function: function.to_owned(),
-                    },
-                    options: self.options.clone(),
-                },
-                payload,
-                cell: cell.clone(),
-                index: i as u32,
-            });
+        let (cell, tasks) = chunk_tasks(&self.shared, name, &self.options, &encoded, chunks);
+        drop(encoded);
+        if !tasks.is_empty() {
+            submit(&self.shared, tasks)?;
         }
-        submit(&self.shared, tasks)?;
-        Ok(AsyncMapResult::new(Some(cell), Some(first), n))
+        Ok(AsyncMapResult::new(cell, self.shared.clone()))
     }
 
-    /// Runs a program on one engine.
-    pub fn command(&self, spec: CommandSpec) -> Result<AsyncResult<CommandOutput>, Error> {
-        let (cell, id) = self.one(Work::Command(spec), Vec::new())?;
-        Ok(AsyncResult::new(cell, id))
+    /// Runs a program on one engine (see [`Command`]; a [`protocol::CommandSpec`] converts
+    /// too).
+    pub fn command(
+        &self,
+        command: impl Into<Command>,
+    ) -> Result<AsyncResult<CommandOutput>, Error> {
+        let (spec, limit) = command.into().into_parts();
+        let mut options = self.options.clone();
+        if let Some(limit) = limit {
+            options.timeout_ms = Some(timeout_ms(limit));
+        }
+        let cell = self.one(Work::Command(spec), Vec::new(), options)?;
+        Ok(AsyncResult::new(cell, self.shared.clone()))
+    }
+
+    /// Runs many programs, one task each, submitted together; outputs come back in the
+    /// order given (or as they finish, with [`AsyncMapResult::unordered`]).
+    pub fn commands(
+        &self,
+        commands: impl IntoIterator<Item: Into<Command>>,
+    ) -> Result<AsyncMapResult<CommandOutput>, Error> {
+        let commands: Vec<Command> = commands.into_iter().map(Into::into).collect();
+        let first = self.shared.task_ids(commands.len());
+        let name = match commands.first() {
+            Some(c)
+                if commands
+                    .iter()
+                    .all(|o| o.spec().program == c.spec().program) =>
+            {
+                c.spec().program.clone()
+            }
+            _ => "commands".to_owned(),
+        };
+        let cell = Cell::new(name, first, vec![1; commands.len()], Layout::Values, true);
+        let tasks: Vec<NewTask> = commands
+            .into_iter()
+            .enumerate()
+            .map(|(i, command)| {
+                let (spec, limit) = command.into_parts();
+                let mut options = self.options.clone();
+                if let Some(limit) = limit {
+                    options.timeout_ms = Some(timeout_ms(limit));
+                }
+                NewTask {
+                    request: TaskRequest {
+                        id: TaskId(first.0 + i as u64),
+                        work: Work::Command(spec),
+                        options,
+                    },
+                    payload: Vec::new(),
+                    cell: cell.clone(),
+                    index: i as u32,
+                }
+            })
+            .collect();
+        if !tasks.is_empty() {
+            submit(&self.shared, tasks)?;
+        }
+        Ok(AsyncMapResult::new(cell, self.shared.clone()))
     }
 
     /// [`LoadBalancedView::apply`] with JSON values in and out (for the command line): the
@@ -321,7 +485,7 @@ impl LoadBalancedView {
         function: &str,
         arg: serde_json::Value,
     ) -> Result<AsyncResult<serde_json::Value>, Error> {
-        self.apply(function, &arg)
+        self.apply::<serde_json::Value, serde_json::Value>(function, arg)
     }
 
     /// [`LoadBalancedView::map`] with JSON values in and out (see
@@ -331,11 +495,29 @@ impl LoadBalancedView {
         function: &str,
         items: Vec<serde_json::Value>,
     ) -> Result<AsyncMapResult<serde_json::Value>, Error> {
-        self.map(function, items)
+        self.map::<serde_json::Value, serde_json::Value>(function, items)
     }
 }
 
-/// A view that runs each task on every one of its engines.
+/// A view that runs each task on every one of its engines, and reaches each engine's store
+/// of named values.
+///
+/// Results come as an [`AsyncMapResult`] with one value per engine, in the order of the
+/// view's ids:
+///
+/// ```no_run
+/// # fn main() -> Result<(), cluster_client::Error> {
+/// use cluster_client::{stock::WHOAMI, Client};
+/// let client = Client::connect_env()?;
+/// let dv = client.direct_view(&client.ids()?);
+/// dv.scatter("xs", 0..1000u64)?.get(None)?;     // a slice of 0..1000 on each engine
+/// let back: Vec<u64> = dv.gather("xs", None)?;  // and back, in order
+/// assert_eq!(back, (0..1000).collect::<Vec<_>>());
+/// for who in dv.apply(WHOAMI, ())?.get(None)? {
+///     println!("engine {} is pid {} on {}", who.engine_id, who.pid, who.host);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct DirectView {
     shared: Arc<Shared>,
@@ -350,6 +532,31 @@ impl std::fmt::Debug for DirectView {
     }
 }
 
+/// Writes the msgpack map `{name: <value bytes>}` with one entry.
+fn store_entry(name: &str, value: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::with_capacity(value.len() + name.len() + 8);
+    out.push(0x81);
+    rmp_serde::encode::write(&mut out, name).map_err(|e| Error::Encode {
+        what: format!("the name {name:?}"),
+        message: e.to_string(),
+    })?;
+    out.extend_from_slice(value);
+    Ok(out)
+}
+
+/// Splits `n` items into `parts` contiguous runs whose sizes differ by at most one.
+fn even_split(n: usize, parts: usize) -> Vec<Range<usize>> {
+    let mut start = 0;
+    (0..parts)
+        .map(|i| {
+            let len = n / parts + usize::from(i < n % parts);
+            let range = start..start + len;
+            start += len;
+            range
+        })
+        .collect()
+}
+
 impl DirectView {
     pub(crate) fn new(shared: Arc<Shared>, ids: Vec<EngineId>) -> DirectView {
         DirectView { shared, ids }
@@ -360,53 +567,196 @@ impl DirectView {
         &self.ids
     }
 
-    /// One task per engine, all in one message; results in the order of the view's ids.
-    fn each<R>(&self, work: Work, payload: Vec<u8>) -> Result<Vec<AsyncResult<R>>, Error> {
-        let first = self.shared.task_ids(self.ids.len());
-        let mut tasks = Vec::with_capacity(self.ids.len());
-        let mut results = Vec::with_capacity(self.ids.len());
-        for (i, engine) in self.ids.iter().enumerate() {
-            let id = TaskId(first.0 + i as u64);
-            let cell = Cell::new(work.name().to_owned(), vec![1]);
-            tasks.push(NewTask {
+    /// One task per engine, all in one message, `payload(i)` for the `i`-th engine.
+    fn each<R>(
+        &self,
+        work: Work,
+        mut payload: impl FnMut(usize) -> Vec<u8>,
+    ) -> Result<AsyncMapResult<R>, Error> {
+        let n = self.ids.len();
+        let first = self.shared.task_ids(n);
+        let command = matches!(work, Work::Command(_));
+        let cell = Cell::new(
+            work.name().to_owned(),
+            first,
+            vec![1; n],
+            Layout::Values,
+            command,
+        );
+        let tasks: Vec<NewTask> = self
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, engine)| NewTask {
                 request: TaskRequest {
-                    id,
+                    id: TaskId(first.0 + i as u64),
                     work: work.clone(),
                     options: TaskOptions {
                         targets: vec![*engine],
                         ..TaskOptions::default()
                     },
                 },
-                payload: payload.clone(),
+                payload: payload(i),
                 cell: cell.clone(),
-                index: 0,
-            });
-            results.push(AsyncResult::new(cell, id));
-        }
+                index: i as u32,
+            })
+            .collect();
         if !tasks.is_empty() {
             submit(&self.shared, tasks)?;
         }
-        Ok(results)
+        Ok(AsyncMapResult::new(cell, self.shared.clone()))
     }
 
-    /// Runs `function(arg)` on each engine of the view.
-    pub fn apply<A: Serialize, R: DeserializeOwned>(
-        &self,
-        function: &str,
-        arg: &A,
-    ) -> Result<Vec<AsyncResult<R>>, Error> {
-        let payload = encode_arg(arg, || format!("the argument of {function}"))?;
+    fn call_each<R>(&self, function: &str, payload: Vec<u8>) -> Result<AsyncMapResult<R>, Error> {
         self.each(
             Work::Call {
                 function: function.to_owned(),
             },
-            payload,
+            |_| payload.clone(),
         )
     }
 
-    /// Runs a program on each engine of the view.
-    pub fn command(&self, spec: CommandSpec) -> Result<Vec<AsyncResult<CommandOutput>>, Error> {
-        self.each(Work::Command(spec), Vec::new())
+    /// Runs `function(arg)` on each engine of the view; one result per engine.
+    pub fn apply<A: Serialize, R>(
+        &self,
+        function: impl IntoFunction<A, R>,
+        arg: impl Argument<A>,
+    ) -> Result<AsyncMapResult<R>, Error> {
+        let name = function.function_name();
+        let payload = encode_arg(arg.argument(), || format!("the argument of {name}"))?;
+        self.call_each(name, payload)
+    }
+
+    /// Runs `function` on each item, load-balanced over this view's engines only; results in
+    /// item order (see [`LoadBalancedView::map`]).
+    pub fn map<A: Serialize, R>(
+        &self,
+        function: impl IntoFunction<A, R>,
+        items: impl IntoIterator<Item: Argument<A>>,
+    ) -> Result<AsyncMapResult<R>, Error> {
+        LoadBalancedView::new(self.shared.clone())
+            .targets(&self.ids)
+            .map(function, items)
+    }
+
+    /// Runs a program on each engine of the view; one output per engine.
+    pub fn command(
+        &self,
+        command: impl Into<Command>,
+    ) -> Result<AsyncMapResult<CommandOutput>, Error> {
+        let (spec, limit) = command.into().into_parts();
+        let n = self.ids.len();
+        let first = self.shared.task_ids(n);
+        let cell = Cell::new(
+            spec.program.clone(),
+            first,
+            vec![1; n],
+            Layout::Values,
+            true,
+        );
+        let tasks: Vec<NewTask> = self
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, engine)| NewTask {
+                request: TaskRequest {
+                    id: TaskId(first.0 + i as u64),
+                    work: Work::Command(spec.clone()),
+                    options: TaskOptions {
+                        targets: vec![*engine],
+                        timeout_ms: limit.map(timeout_ms),
+                        ..TaskOptions::default()
+                    },
+                },
+                payload: Vec::new(),
+                cell: cell.clone(),
+                index: i as u32,
+            })
+            .collect();
+        if !tasks.is_empty() {
+            submit(&self.shared, tasks)?;
+        }
+        Ok(AsyncMapResult::new(cell, self.shared.clone()))
+    }
+
+    /// Stores `value` under `name` in each engine's store, replacing what was there;
+    /// functions registered with a context read it (`ctx.get("name")`).
+    pub fn push<T: Serialize + ?Sized>(
+        &self,
+        name: &str,
+        value: &T,
+    ) -> Result<AsyncMapResult<()>, Error> {
+        let value = encode_arg(value, || format!("the value pushed as {name:?}"))?;
+        self.call_each(builtin::PUSH, store_entry(name, &value)?)
+    }
+
+    /// Reads the value stored under `name` from each engine; one value per engine. An
+    /// engine without it fails its task with a message naming the name and the engine.
+    pub fn pull<T>(&self, name: &str) -> Result<AsyncMapResult<T>, Error> {
+        let payload = encode_arg(name, || format!("the name {name:?}"))?;
+        self.call_each(builtin::PULL, payload)
+    }
+
+    /// Splits `items` into as many contiguous parts as the view has engines (sizes differing
+    /// by at most one) and stores part `i`, as a list, under `name` on the `i`-th engine.
+    pub fn scatter<T: Serialize>(
+        &self,
+        name: &str,
+        items: impl IntoIterator<Item: Argument<T>>,
+    ) -> Result<AsyncMapResult<()>, Error> {
+        let mut encoded = Encoded::new();
+        for (i, item) in items.into_iter().enumerate() {
+            encoded.push(item.argument(), || {
+                format!("item {i} scattered as {name:?}")
+            })?;
+        }
+        let prefix = store_entry(name, &[])?;
+        let mut payloads = Vec::with_capacity(self.ids.len());
+        for (i, part) in even_split(encoded.len(), self.ids.len())
+            .into_iter()
+            .enumerate()
+        {
+            let payload = encoded.array(&prefix, part);
+            if payload.len() > MAX_PAYLOAD {
+                return Err(Error::TooLarge {
+                    what: format!("the part of {name:?} scattered to engine {}", self.ids[i]),
+                    size: payload.len(),
+                    limit: MAX_PAYLOAD,
+                });
+            }
+            payloads.push(payload);
+        }
+        drop(encoded);
+        self.each(
+            Work::Call {
+                function: builtin::PUSH.to_owned(),
+            },
+            |i| std::mem::take(&mut payloads[i]),
+        )
+    }
+
+    /// Pulls the list stored under `name` from each engine (by [`scatter`], or set by
+    /// functions) and concatenates the lists in the view's order; waits up to `timeout`.
+    ///
+    /// [`scatter`]: DirectView::scatter
+    pub fn gather<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<T>, Error> {
+        let parts: Vec<Vec<T>> = self.pull(name)?.get(timeout)?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+
+    /// Forgets every stored value on each engine.
+    pub fn clear(&self) -> Result<AsyncMapResult<()>, Error> {
+        let payload = encode_arg(&[(); 0], || "an empty list".into())?;
+        self.call_each(builtin::CLEAR, payload)
+    }
+
+    /// The names stored on each engine, sorted; one list per engine.
+    pub fn keys(&self) -> Result<AsyncMapResult<Vec<String>>, Error> {
+        self.call_each(builtin::KEYS, vec![0xc0])
     }
 }
 

@@ -44,6 +44,10 @@ pub struct StartReport {
     pub engines_ready: usize,
     /// Seconds from the call to all engines ready.
     pub seconds: f64,
+    /// Engines of the previous controller that were still running and came back to the new
+    /// one (`start` on a profile whose controller died brings it back with `--reuse`).
+    #[serde(default)]
+    pub reused_engine_pids: Vec<u32>,
 }
 
 /// Physical cores of this machine (hyper-threads slow CPU-bound work, see the seeds), falling
@@ -140,12 +144,77 @@ pub fn start(
             profile.name()
         );
     }
+    // A controller that died may have left engines running: bring the controller back in
+    // its place (same ports and key) and let them register again, rather than orphan them.
+    let survivors = surviving_engines(profile)?;
+    if !survivors.is_empty()
+        && ConnectionInfo::load(&profile.engine_file(), protocol::PROTOCOL_VERSION, &["engine", "heartbeat"]).is_ok()
+        && ConnectionInfo::load(&profile.client_file(), protocol::PROTOCOL_VERSION, &["client", "notify"]).is_ok()
+    {
+        return restart(profile, overrides, engines, &settings, t0, &survivors).inspect_err(|_| {
+            let _ = stop(profile, Duration::from_secs(2));
+        });
+    }
     // Anything left from a cluster that died is stale now.
     profile.clear_run_state()?;
     // From here on we own processes: a failed start stops whatever it launched.
     start_fresh(profile, overrides, engines, &settings, t0).inspect_err(|_| {
         let _ = stop(profile, Duration::from_secs(2));
     })
+}
+
+/// Pids of the local engines this profile launched that are still running.
+fn surviving_engines(profile: &Profile) -> Result<Vec<u32>> {
+    Ok(profile
+        .engine_records()?
+        .into_iter()
+        .filter(|(_, r)| r.launcher == "local" && r.host == hostname() && process_alive(r.pid))
+        .map(|(_, r)| r.pid)
+        .collect())
+}
+
+/// Brings back the controller of a profile whose controller died while `survivors` (engine
+/// pids) still run: `cluster controller --reuse`, then waits for them to register again and
+/// tops the engines up to the count asked for.
+fn restart(
+    profile: &Profile,
+    overrides: &[(&str, String)],
+    engines: &EngineLaunch,
+    settings: &Settings,
+    t0: Instant,
+    survivors: &[u32],
+) -> Result<StartReport> {
+    let pid = spawn_controller(profile, overrides, true)?;
+    let client = client::Client::connect_file(profile.client_file())?;
+    // They notice the silence within a few heartbeat periods, then register again.
+    let wait = engines.timeout.max(Duration::from_secs(10));
+    client.wait_for_engines(survivors.len(), wait).with_context(|| {
+        format!(
+            "the controller came back (pid {pid}), but not all of the {} engine(s) still running (pids {survivors:?}) registered again",
+            survivors.len()
+        )
+    })?;
+    let mut report = StartReport {
+        profile: profile.name().to_owned(),
+        controller_pid: pid,
+        client_file: profile.client_file(),
+        engine_file: profile.engine_file(),
+        engine_pids: Vec::new(),
+        engines_ready: survivors.len(),
+        seconds: 0.0,
+        reused_engine_pids: survivors.to_vec(),
+    };
+    let more = engines.count.saturating_sub(survivors.len());
+    if more > 0 {
+        let launch = EngineLaunch {
+            count: more,
+            ..engines.clone()
+        };
+        report.engine_pids = launch_engines(profile, settings, &launch, survivors.len())?;
+        report.engines_ready += more;
+    }
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
 }
 
 fn start_fresh(
@@ -155,8 +224,32 @@ fn start_fresh(
     settings: &Settings,
     t0: Instant,
 ) -> Result<StartReport> {
+    let pid = spawn_controller(profile, overrides, false)?;
+    let mut report = StartReport {
+        profile: profile.name().to_owned(),
+        controller_pid: pid,
+        client_file: profile.client_file(),
+        engine_file: profile.engine_file(),
+        engine_pids: Vec::new(),
+        engines_ready: 0,
+        seconds: 0.0,
+        reused_engine_pids: Vec::new(),
+    };
+    let launched = launch_engines(profile, settings, engines, 0)?;
+    report.engine_pids = launched;
+    report.engines_ready = engines.count;
+    report.seconds = t0.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Launches `cluster controller` detached (with `--reuse` to take over the connection files
+/// of one that died) and waits until it has written its connection files; returns its pid.
+fn spawn_controller(profile: &Profile, overrides: &[(&str, String)], reuse: bool) -> Result<u32> {
     let mut cmd = Command::new(this_program()?);
     cmd.arg("--profile").arg(profile.name()).arg("controller");
+    if reuse {
+        cmd.arg("--reuse");
+    }
     for (k, v) in overrides {
         cmd.arg("--set").arg(format!("{k}={v}"));
     }
@@ -196,20 +289,7 @@ fn start_fresh(
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    let mut report = StartReport {
-        profile: profile.name().to_owned(),
-        controller_pid: pid,
-        client_file: profile.client_file(),
-        engine_file: profile.engine_file(),
-        engine_pids: Vec::new(),
-        engines_ready: 0,
-        seconds: 0.0,
-    };
-    let launched = launch_engines(profile, settings, engines, 0)?;
-    report.engine_pids = launched;
-    report.engines_ready = engines.count;
-    report.seconds = t0.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(pid)
 }
 
 /// Starts `launch.count` engines for the running controller of `profile` and waits until
@@ -341,7 +421,7 @@ pub fn stop(profile: &Profile, grace: Duration) -> Result<StopReport> {
     let engines: Vec<u32> = profile
         .engine_records()?
         .into_iter()
-        .filter(|(_, r)| r.host == hostname() && process_alive(r.pid))
+        .filter(|(_, r)| r.launcher == "local" && r.host == hostname() && process_alive(r.pid))
         .map(|(_, r)| r.pid)
         .collect();
     let mut pids = engines.clone();

@@ -2,14 +2,22 @@
 //!
 //! * [`launch`] starts and stops the processes of a local cluster and records them in the
 //!   profile's `run/` folder;
+//! * [`ssh`] starts and stops engines on other machines over ssh;
 //! * [`args`] turns command-line words into task arguments;
 //! * [`render`] formats status for people;
-//! * [`demo`] runs the seed examples and the benchmarks on throw-away clusters.
+//! * [`template`] turns GNU-parallel style command templates into command lines, and
+//!   [`tasks`] runs them as command maps, submits, result look-ups and waits;
+//! * [`demo`] runs the seed examples and the benchmarks on throw-away clusters, and
+//!   [`bench_commands`] compares command maps with `xargs -P`.
 //!
 //! The controller, engine and client logic live in their own crates; nothing here schedules,
 //! executes or speaks the wire protocol.
 
 pub mod args;
+pub mod bench_commands;
 pub mod demo;
 pub mod launch;
 pub mod render;
+pub mod ssh;
+pub mod tasks;
+pub mod template;

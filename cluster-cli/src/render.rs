@@ -52,6 +52,29 @@ pub fn status(report: &StatusReport) -> String {
     out
 }
 
+/// The queue status for a person: where the unfinished tasks are.
+pub fn queue(q: &protocol::QueueStatus) -> String {
+    let engines: Vec<String> = q
+        .engines
+        .iter()
+        .map(|e| {
+            format!(
+                "{}: {} outstanding, {} done, {} failed",
+                e.id.0, e.outstanding, e.completed, e.failed
+            )
+        })
+        .collect();
+    let mut out = format!(
+        "queue: {} unassigned, {} waiting for dependencies",
+        q.unassigned, q.waiting
+    );
+    for e in engines {
+        out.push_str("\n  engine ");
+        out.push_str(&e);
+    }
+    out
+}
+
 /// Prints a JSON value on one line of stdout.
 pub fn json_line(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value)

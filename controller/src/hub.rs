@@ -3,23 +3,31 @@
 //! Events go in through the `on_*` methods, each given the current time as a [`Duration`]
 //! since some fixed start (a fake clock in tests); effects come out as a list of [`Action`]s
 //! for the socket loop to perform. The loop calls [`Core::on_tick`] when [`Core::next_tick`]
-//! is due.
+//! is due (heartbeats, task time limits).
+//!
+//! A task's life: *waiting* for its dependencies (`after`, `follow`), *queued* for an engine,
+//! *running* on one, then finished: its outcome is stored and delivered. Failures on an engine
+//! and engine deaths send it back to the queue, blacklisting that engine, while its `retries`
+//! last.
 //!
 //! Queued tasks wait in *classes*: one FIFO per distinct (function, targets, blacklist), so a
 //! scheduling pass looks at each class's head only and never scans the queue. Engines that
-//! can take more work sit in an ordered set keyed by `(outstanding, last assigned, id)`, which
-//! is exactly `leastload`'s order of preference: the first eligible member is the choice.
-//! A pass runs after each event that can free a slot or add work, and everything it gives one
-//! engine goes out as one `Tasks` message.
+//! can take more work sit in indexes that make each scheduler's choice cheap: an ordered set
+//! keyed by `(outstanding, last assigned, id)` (exactly `leastload`'s order of preference, so
+//! the first eligible member is the choice), one keyed by `(last assigned, id)` for `lru`, and
+//! a list to draw from for the random schemes. A pass runs after each event that can free a
+//! slot or add work, and everything it gives one engine goes out as one `Tasks` message.
+//! Aborted and timed-out tasks leave their queue entry behind; a pass skips such entries.
 
-#[cfg(test)]
-use crate::scheduler::EngineLoad;
-use crate::scheduler::{Hwm, LoadEstimate, SchedulerKind};
+use crate::scheduler::{self, EngineLoad, Hwm, LoadEstimate, SchedulerKind};
 use protocol::{
-    Assignment, ClientId, ControllerStatus, DropCounts, EngineId, EngineInfo, EngineStatus,
-    ErrorKind, FromClient, FromEngine, Heartbeat, Notification, Registration, Status, StatusReport,
-    TaskCounts, TaskError, TaskId, TaskOutcome, TaskRequest, ToClient, ToEngine, Work,
+    Assignment, ClientId, ControllerStatus, DropCounts, EngineId, EngineInfo, EngineQueue,
+    EngineStatus, ErrorKind, FromClient, FromEngine, Heartbeat, Notification, QueueStatus,
+    Registration, Status, StatusReport, TaskCounts, TaskError, TaskId, TaskOutcome, TaskRequest,
+    ToClient, ToEngine, Work,
 };
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use security::Addresses;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -32,6 +40,21 @@ pub type Route = Vec<u8>;
 /// A payload frame, shared rather than copied between the result store and the message that
 /// forwards it (and between a retryable task and the engine it is sent to).
 pub type Payload = Arc<Vec<u8>>;
+
+/// How long after its time limit a running task is failed by the controller when its engine
+/// has not reported back: the engine enforces the limit itself and should report first.
+pub const RUN_TIMEOUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Largest jump in ids a re-registering engine may ask for (ids index a table).
+const MAX_ID_GAP: u32 = 4096;
+
+/// Failures that another engine may not repeat, and so are worth a retry.
+fn retryable(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Remote | ErrorKind::Timeout | ErrorKind::CommandFailed | ErrorKind::EngineLost
+    )
+}
 
 /// An effect the socket loop must perform.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +113,12 @@ pub struct CoreConfig {
     pub host: String,
     /// The bound addresses, for status reports.
     pub addresses: Addresses,
+    /// Seed of the random schedulers (fixed in tests, fresh in a real controller).
+    pub seed: u64,
+    /// First client id to hand out. A controller restarted on the same ports starts away from
+    /// 1 so that the clients of its previous life, which keep their ids, rarely collide with
+    /// new ones.
+    pub first_client_id: u32,
 }
 
 impl Default for CoreConfig {
@@ -102,6 +131,8 @@ impl Default for CoreConfig {
             pid: 0,
             host: String::new(),
             addresses: Addresses::default(),
+            seed: 0,
+            first_client_id: 1,
         }
     }
 }
@@ -109,6 +140,7 @@ impl Default for CoreConfig {
 #[derive(Debug)]
 struct Engine {
     id: EngineId,
+    /// Empty for an id kept free for an engine of an earlier controller that may come back.
     uuid: String,
     host: String,
     pid: u32,
@@ -119,16 +151,44 @@ struct Engine {
     alive: bool,
     running: HashSet<TaskId>,
     completed: u64,
+    failed: u64,
     last_assigned: u64,
     last_pong_seq: u64,
     missed: u32,
     estimate: LoadEstimate,
     limit: u32,
-    /// Its key in `Core::free` while it can take more tasks.
+    /// Its keys in the free-engine indexes while it can take more tasks.
     free_key: Option<FreeKey>,
+    lru_key: Option<(u64, EngineId)>,
+    free_pos: Option<usize>,
 }
 
 impl Engine {
+    fn blank(id: EngineId) -> Engine {
+        Engine {
+            id,
+            uuid: String::new(),
+            host: String::new(),
+            pid: 0,
+            function_list: Vec::new(),
+            functions: HashSet::new(),
+            slots: 1,
+            route: Vec::new(),
+            alive: false,
+            running: HashSet::new(),
+            completed: 0,
+            failed: 0,
+            last_assigned: 0,
+            last_pong_seq: 0,
+            missed: 0,
+            estimate: LoadEstimate::default(),
+            limit: 1,
+            free_key: None,
+            lru_key: None,
+            free_pos: None,
+        }
+    }
+
     fn info(&self) -> EngineInfo {
         EngineInfo {
             id: self.id,
@@ -140,6 +200,16 @@ impl Engine {
 
     fn outstanding(&self) -> u32 {
         u32::try_from(self.running.len()).unwrap_or(u32::MAX)
+    }
+
+    fn load(&self, eligible: bool) -> EngineLoad {
+        EngineLoad {
+            id: self.id,
+            outstanding: self.outstanding(),
+            limit: self.limit,
+            last_assigned: self.last_assigned,
+            eligible,
+        }
     }
 }
 
@@ -156,18 +226,22 @@ struct ClassKey {
     function: Option<String>,
     /// Allowed engines, sorted (any when empty).
     targets: Vec<EngineId>,
-    /// Engines it was lost on, sorted.
+    /// Engines it failed or was lost on, sorted.
     excluded: Vec<EngineId>,
 }
 
 #[derive(Debug)]
 struct Class {
     key: ClassKey,
-    queue: VecDeque<TaskId>,
+    /// `(task, its submission seq)`; an entry whose task is no longer queued with that seq
+    /// (aborted, timed out) is skipped.
+    queue: VecDeque<(TaskId, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TaskState {
+    /// Some of its dependencies have not finished.
+    Waiting,
     Queued,
     Running(EngineId),
 }
@@ -178,15 +252,24 @@ struct Task {
     seq: u64,
     /// Index into `Core::routes` of the client connection that submitted it.
     route: u32,
-    /// Kept while queued, and while running only if it may be retried.
+    /// Kept until it runs, and while running only if it may be retried.
     work: Option<Work>,
     timeout_ms: Option<u64>,
+    /// Allowed engines, sorted; narrowed to one once its `follow` tasks have run.
     targets: Vec<EngineId>,
     excluded: Vec<EngineId>,
     retries: u32,
     /// Like `work`.
     payload: Option<Payload>,
     state: TaskState,
+    /// Dependencies not finished yet.
+    deps_left: u32,
+    /// Whether it has `follow` dependencies, and where they ran (once one has finished).
+    follows: bool,
+    follow_engine: Option<EngineId>,
+    /// Changes whenever a timer armed for it stops applying (it started running, or went
+    /// back to the queue), so such timers are recognised as stale.
+    epoch: u32,
 }
 
 #[derive(Debug)]
@@ -194,6 +277,17 @@ struct Stored {
     outcome: TaskOutcome,
     payload: Payload,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    /// Not started within its time limit of being submitted (or sent back to the queue).
+    Start,
+    /// Running past its limit without the engine reporting.
+    Run,
+}
+
+/// `(when, task, task epoch when armed, kind)`.
+type Timer = (Duration, TaskId, u32, TimerKind);
 
 /// Finished tasks of one event, grouped by client connection so that each gets one message.
 #[derive(Debug, Default)]
@@ -222,10 +316,19 @@ impl Deliveries {
 pub struct Core {
     config: CoreConfig,
     started: Duration,
+    /// The latest time an event carried.
+    now: Duration,
+    rng: SmallRng,
+    /// By id; ids are never reused within one controller's life.
     engines: Vec<Engine>,
     by_uuid: HashMap<String, EngineId>,
     by_route: HashMap<Route, EngineId>,
+    /// Engines below their limit, in leastload's order.
     free: BTreeSet<FreeKey>,
+    /// The same engines in lru's order (kept for `lru` only).
+    free_lru: BTreeSet<(u64, EngineId)>,
+    /// The same engines in no order, to draw from (kept for the random schemes only).
+    free_list: Vec<EngineId>,
     alive: usize,
     assign_stamp: u64,
 
@@ -234,7 +337,13 @@ pub struct Core {
     classes: Vec<Option<Class>>,
     class_index: HashMap<ClassKey, usize>,
     spare_classes: Vec<usize>,
+    /// Tasks queued (live entries of the classes).
     queued: u64,
+    /// Tasks waiting for dependencies.
+    waiting: u64,
+    /// Waiting tasks by the task they wait for (and whether they follow it).
+    dependents: HashMap<TaskId, Vec<(TaskId, bool)>>,
+    timers: BinaryHeap<Reverse<Timer>>,
 
     store: HashMap<TaskId, Stored>,
     done: u64,
@@ -281,19 +390,37 @@ fn failure(id: TaskId, engine: Option<EngineId>, kind: ErrorKind, message: Strin
     }
 }
 
+/// How a finished task reads in a dependent's error message.
+fn describe(outcome: &TaskOutcome) -> String {
+    match &outcome.status {
+        Status::Ok => "succeeded".to_owned(),
+        Status::Err(e) => format!("failed ({}: {})", e.kind, e.message),
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Core {
     /// A core with no engines, clients or tasks, started at `now`.
     pub fn new(mut config: CoreConfig, now: Duration) -> Core {
         config.heartbeat_period = config.heartbeat_period.max(Duration::from_millis(1));
         config.heartbeat_misses = config.heartbeat_misses.max(1);
+        config.first_client_id = config.first_client_id.clamp(1, (1 << 23) - 1);
         let next_ping = now + config.heartbeat_period;
         Core {
+            rng: SmallRng::seed_from_u64(config.seed),
+            next_client: config.first_client_id,
             config,
             started: now,
+            now,
             engines: Vec::new(),
             by_uuid: HashMap::new(),
             by_route: HashMap::new(),
             free: BTreeSet::new(),
+            free_lru: BTreeSet::new(),
+            free_list: Vec::new(),
             alive: 0,
             assign_stamp: 0,
             tasks: HashMap::new(),
@@ -302,11 +429,13 @@ impl Core {
             class_index: HashMap::new(),
             spare_classes: Vec::new(),
             queued: 0,
+            waiting: 0,
+            dependents: HashMap::new(),
+            timers: BinaryHeap::new(),
             store: HashMap::new(),
             done: 0,
             failed: 0,
             clients: HashMap::new(),
-            next_client: 1,
             routes: Vec::new(),
             route_index: HashMap::new(),
             ping_seq: 0,
@@ -315,14 +444,21 @@ impl Core {
         }
     }
 
-    /// When [`Core::on_tick`] is next due.
+    /// When [`Core::on_tick`] is next due: the next heartbeat round or task time limit.
     pub fn next_tick(&self) -> Duration {
-        self.next_ping
+        match self.timers.peek() {
+            Some(Reverse((when, ..))) => self.next_ping.min(*when),
+            None => self.next_ping,
+        }
     }
 
     /// Records the sockets' drop counters, for status reports.
     pub fn set_dropped(&mut self, dropped: DropCounts) {
         self.dropped = dropped;
+    }
+
+    fn advance(&mut self, now: Duration) {
+        self.now = self.now.max(now);
     }
 
     /// A message from an engine's task socket, sent from `route`.
@@ -333,6 +469,7 @@ impl Core {
         payloads: Vec<Vec<u8>>,
         now: Duration,
     ) -> Vec<Action> {
+        self.advance(now);
         let mut out = Vec::new();
         match msg {
             FromEngine::Register(reg) => self.register(route, reg, &mut out),
@@ -342,8 +479,6 @@ impl Core {
                 None => tracing::warn!("unregister from an unknown engine; ignored"),
             },
         }
-        // `now` is part of every event for symmetry; task timeouts will use it.
-        let _ = now;
         out
     }
 
@@ -355,6 +490,7 @@ impl Core {
         payloads: Vec<Vec<u8>>,
         now: Duration,
     ) -> Vec<Action> {
+        self.advance(now);
         let mut out = Vec::new();
         self.revive_route(route);
         let reply = |out: &mut Vec<Action>, msg: ToClient, payloads: Vec<Payload>| {
@@ -394,6 +530,10 @@ impl Core {
                 ToClient::Status(Box::new(self.status(now))),
                 Vec::new(),
             ),
+            FromClient::QueueStatus => {
+                reply(&mut out, ToClient::QueueStatus(self.queue_status()), Vec::new())
+            }
+            FromClient::Abort { ids } => self.abort(route, ids, &mut out),
             FromClient::Fetch { ids } => {
                 let mut results = Vec::new();
                 let mut found = Vec::new();
@@ -448,7 +588,7 @@ impl Core {
 
     /// A message on the heartbeat socket, sent from `route`.
     pub fn on_heartbeat(&mut self, route: &[u8], msg: Heartbeat, now: Duration) -> Vec<Action> {
-        let _ = now;
+        self.advance(now);
         let Heartbeat::Pong { seq, uuid } = msg else {
             tracing::debug!("ping received by the controller; ignored");
             return Vec::new();
@@ -468,12 +608,19 @@ impl Core {
         Vec::new()
     }
 
-    /// Time passes: sends heartbeat pings when due and declares silent engines dead.
+    /// Time passes: sends heartbeat pings when due, declares silent engines dead, and fails
+    /// tasks past their time limits.
     pub fn on_tick(&mut self, now: Duration) -> Vec<Action> {
+        self.advance(now);
         let mut out = Vec::new();
-        if now < self.next_ping {
-            return out;
+        if now >= self.next_ping {
+            self.heartbeat_round(now, &mut out);
         }
+        self.expire_timers(now, &mut out);
+        out
+    }
+
+    fn heartbeat_round(&mut self, now: Duration, out: &mut Vec<Action>) {
         let period = self.config.heartbeat_period;
         self.next_ping += period;
         if self.next_ping <= now {
@@ -492,7 +639,7 @@ impl Core {
             }
         }
         for id in dead {
-            self.lose_engine(id, "heartbeat", &mut out);
+            self.lose_engine(id, "heartbeat", out);
         }
         self.ping_seq += 1;
         for e in self.engines.iter().filter(|e| e.alive) {
@@ -502,7 +649,6 @@ impl Core {
                 seq: self.ping_seq,
             });
         }
-        out
     }
 
     /// A send to `engine` failed because it is no longer connected: it is gone.
@@ -510,10 +656,18 @@ impl Core {
         self.on_engine_lost(engine, "unreachable", now)
     }
 
-    /// `engine` is gone for `reason` (a socket monitor's disconnect event, for example): its
-    /// tasks are retried elsewhere or failed.
+    /// The connection of the engine at `route` (on the engine socket) closed: the process
+    /// died or the network cut it. The engine is gone; if it lives, it registers again.
+    pub fn on_engine_disconnected(&mut self, route: &[u8], now: Duration) -> Vec<Action> {
+        match self.by_route.get(route).copied() {
+            Some(id) => self.on_engine_lost(id, "disconnected", now),
+            None => Vec::new(),
+        }
+    }
+
+    /// `engine` is gone for `reason`: its tasks are retried elsewhere or failed.
     pub fn on_engine_lost(&mut self, engine: EngineId, reason: &str, now: Duration) -> Vec<Action> {
-        let _ = now;
+        self.advance(now);
         let mut out = Vec::new();
         self.lose_engine(engine, reason, &mut out);
         out
@@ -578,12 +732,54 @@ impl Core {
                 done: self.done,
                 failed: self.failed,
                 stored: self.store.len() as u64,
+                waiting: self.waiting,
             },
             dropped: self.dropped.clone(),
         }
     }
 
+    /// Where the unfinished tasks are: per engine, queued for one, waiting on dependencies.
+    pub fn queue_status(&self) -> QueueStatus {
+        QueueStatus {
+            engines: self
+                .engines
+                .iter()
+                .filter(|e| e.alive)
+                .map(|e| EngineQueue {
+                    id: e.id,
+                    outstanding: e.outstanding(),
+                    completed: e.completed,
+                    failed: e.failed,
+                })
+                .collect(),
+            unassigned: self.queued,
+            waiting: self.waiting,
+        }
+    }
+
     // ----- engines -----
+
+    /// The id for a registration of a uuid not seen in this controller's life.
+    fn new_engine_id(&mut self, hint: Option<EngineId>) -> Option<EngineId> {
+        let len = u32::try_from(self.engines.len()).ok()?;
+        if let Some(h) = hint {
+            if h.0 < len && self.engines[h.0 as usize].uuid.is_empty() {
+                return Some(h);
+            }
+            if h.0 >= len && h.0 - len <= MAX_ID_GAP {
+                // Keep the ids in between for engines of the earlier controller.
+                for n in len..=h.0 {
+                    self.engines.push(Engine::blank(EngineId(n)));
+                }
+                return Some(h);
+            }
+            tracing::info!(
+                "engine id {h} asked for by a returning engine is taken; giving it a new one"
+            );
+        }
+        self.engines.push(Engine::blank(EngineId(len)));
+        Some(EngineId(len))
+    }
 
     fn register(&mut self, route: &[u8], reg: Registration, out: &mut Vec<Action>) {
         if reg.uuid.is_empty() {
@@ -602,36 +798,36 @@ impl Core {
         let id = match self.by_uuid.get(&reg.uuid) {
             Some(id) => *id,
             None => {
-                let Ok(n) = u32::try_from(self.engines.len()) else {
+                let Some(id) = self.new_engine_id(reg.engine_id) else {
                     return;
                 };
-                let id = EngineId(n);
-                self.engines.push(Engine {
-                    id,
-                    uuid: reg.uuid.clone(),
-                    host: String::new(),
-                    pid: 0,
-                    function_list: Vec::new(),
-                    functions: HashSet::new(),
-                    slots: 1,
-                    route: Vec::new(),
-                    alive: false,
-                    running: HashSet::new(),
-                    completed: 0,
-                    last_assigned: 0,
-                    last_pong_seq: 0,
-                    missed: 0,
-                    estimate: LoadEstimate::default(),
-                    limit: 1,
-                    free_key: None,
-                });
+                self.engines[id.0 as usize].uuid = reg.uuid.clone();
                 self.by_uuid.insert(reg.uuid.clone(), id);
                 id
             }
         };
         let ping_seq = self.ping_seq;
         let hwm = self.config.hwm;
+        let period_ms = ms(self.config.heartbeat_period);
         let e = &mut self.engines[id.0 as usize];
+        let registered = ToEngine::Registered {
+            engine_id: id,
+            heartbeat_period_ms: period_ms,
+        };
+        if e.alive && e.route == route {
+            // A repeated registration (an engine that lost sight of us for a while sends
+            // one now and then): same session, nothing changes but the acknowledgement.
+            tracing::debug!("engine {id} registered again; acknowledged");
+            e.last_pong_seq = ping_seq;
+            e.missed = 0;
+            out.push(Action::ToEngine {
+                engine: id,
+                route: route.to_vec(),
+                msg: registered,
+                payloads: Vec::new(),
+            });
+            return;
+        }
         if e.route != route {
             if self.by_route.get(&e.route) == Some(&id) {
                 self.by_route.remove(&e.route);
@@ -639,7 +835,13 @@ impl Core {
             e.route = route.to_vec();
         }
         self.by_route.insert(route.to_vec(), id);
-        let again = if e.alive { "re-registered" } else { "joined" };
+        let again = if e.alive {
+            "re-registered"
+        } else if e.pid != 0 || reg.engine_id == Some(id) {
+            "came back"
+        } else {
+            "joined"
+        };
         if !e.alive {
             e.alive = true;
             self.alive += 1;
@@ -664,11 +866,7 @@ impl Core {
         out.push(Action::ToEngine {
             engine: id,
             route: route.to_vec(),
-            msg: ToEngine::Registered {
-                engine_id: id,
-                heartbeat_period_ms: u64::try_from(self.config.heartbeat_period.as_millis())
-                    .unwrap_or(u64::MAX),
-            },
+            msg: registered,
             payloads: Vec::new(),
         });
         out.push(Action::Publish(Notification::EngineJoined(info)));
@@ -717,16 +915,27 @@ impl Core {
                     continue;
                 }
             }
-            let Some(task) = self.tasks.remove(&tid) else {
-                continue;
-            };
             let e = &mut self.engines[id.0 as usize];
             e.running.remove(&tid);
-            e.completed += 1;
             if track {
                 e.estimate.observe(outcome.elapsed_us);
             }
             outcome.engine = Some(id);
+            if let Status::Err(err) = &outcome.status {
+                e.failed += 1;
+                if retryable(err.kind) && self.try_retry(tid, id) {
+                    tracing::info!(
+                        "task {tid} failed on engine {id} ({}); retrying it on another engine",
+                        err.kind
+                    );
+                    continue;
+                }
+            } else {
+                e.completed += 1;
+            }
+            let Some(task) = self.tasks.remove(&tid) else {
+                continue;
+            };
             self.finish(task.route, outcome, payload, &mut deliveries);
         }
         let e = &mut self.engines[id.0 as usize];
@@ -762,30 +971,25 @@ impl Core {
         lost.sort_by_key(|t| self.tasks.get(t).map_or(0, |t| t.seq));
         let mut deliveries = Deliveries::default();
         for tid in lost {
-            let Some(task) = self.tasks.get_mut(&tid) else {
+            if self.try_retry(tid, id) {
+                tracing::info!("task {tid} will be retried on another engine");
+                continue;
+            }
+            let Some(task) = self.tasks.remove(&tid) else {
                 continue;
             };
-            let retryable = task.retries > 0 && task.work.is_some() && task.payload.is_some();
-            if retryable {
-                task.retries -= 1;
-                task.excluded.push(id);
-                task.excluded.sort_unstable();
-                task.excluded.dedup();
-                task.state = TaskState::Queued;
-                let key = ClassKey {
-                    function: task.work.as_ref().and_then(function_of).map(str::to_owned),
-                    targets: task.targets.clone(),
-                    excluded: task.excluded.clone(),
-                };
-                tracing::info!("task {tid} will be retried on another engine");
-                self.enqueue(tid, key);
-            } else if let Some(task) = self.tasks.remove(&tid) {
-                let message = format!(
+            let message = if task.retries > 0 {
+                format!(
+                    "engine {id} on {host} was lost ({reason}) while running task {tid}, and no other registered engine can run it (already tried on: {})",
+                    id_list(task.excluded.iter().copied().chain([id]))
+                )
+            } else {
+                format!(
                     "engine {id} on {host} was lost ({reason}) while running task {tid}; submit it with retries > 0 to have it re-run elsewhere"
-                );
-                let outcome = failure(tid, Some(id), ErrorKind::EngineLost, message);
-                self.finish(task.route, outcome, Arc::default(), &mut deliveries);
-            }
+                )
+            };
+            let outcome = failure(tid, Some(id), ErrorKind::EngineLost, message);
+            self.finish(task.route, outcome, Arc::default(), &mut deliveries);
         }
         out.push(Action::Publish(Notification::EngineLeft {
             id,
@@ -797,6 +1001,57 @@ impl Core {
         self.deliver(deliveries, out);
     }
 
+    /// Sends `tid`, which failed on or was lost with `engine`, back to the queue with that
+    /// engine blacklisted, if its retries allow and another engine can run it. False when
+    /// it cannot be retried (nothing changed; the caller fails it).
+    fn try_retry(&mut self, tid: TaskId, engine: EngineId) -> bool {
+        let Some(task) = self.tasks.get(&tid) else {
+            return false;
+        };
+        if task.retries == 0 || task.work.is_none() || task.payload.is_none() {
+            return false;
+        }
+        let mut excluded = task.excluded.clone();
+        if let Err(i) = excluded.binary_search(&engine) {
+            excluded.insert(i, engine);
+        }
+        let key = ClassKey {
+            function: task.work.as_ref().and_then(function_of).map(str::to_owned),
+            targets: task.targets.clone(),
+            excluded,
+        };
+        if self.check(&key).is_err() {
+            return false;
+        }
+        let Ok(cid) = self.class_for(&key) else {
+            return false;
+        };
+        let now = self.now;
+        let Some(task) = self.tasks.get_mut(&tid) else {
+            return false;
+        };
+        task.retries -= 1;
+        task.excluded = key.excluded;
+        task.state = TaskState::Queued;
+        task.epoch = task.epoch.wrapping_add(1);
+        let seq = task.seq;
+        if let Some(limit) = task.timeout_ms {
+            // Back in the queue: the start limit applies afresh.
+            let entry = (
+                now + Duration::from_millis(limit),
+                tid,
+                task.epoch,
+                TimerKind::Start,
+            );
+            self.timers.push(Reverse(entry));
+        }
+        if let Some(class) = self.classes[cid].as_mut() {
+            class.queue.push_back((tid, seq));
+            self.queued += 1;
+        }
+        true
+    }
+
     fn update_free(&mut self, id: EngineId) {
         let Some(e) = self.engines.get_mut(id.0 as usize) else {
             return;
@@ -804,11 +1059,36 @@ impl Core {
         if let Some(key) = e.free_key.take() {
             self.free.remove(&key);
         }
+        if let Some(key) = e.lru_key.take() {
+            self.free_lru.remove(&key);
+        }
         let outstanding = e.outstanding();
-        if e.alive && outstanding < e.limit {
+        let free = e.alive && outstanding < e.limit;
+        if free {
             let key = (outstanding, e.last_assigned, id);
             self.free.insert(key);
             e.free_key = Some(key);
+            if self.config.scheduler == SchedulerKind::Lru {
+                let key = (e.last_assigned, id);
+                self.free_lru.insert(key);
+                e.lru_key = Some(key);
+            }
+        }
+        if self.config.scheduler.is_random() {
+            match (free, e.free_pos) {
+                (true, None) => {
+                    e.free_pos = Some(self.free_list.len());
+                    self.free_list.push(id);
+                }
+                (false, Some(pos)) => {
+                    e.free_pos = None;
+                    self.free_list.swap_remove(pos);
+                    if let Some(&moved) = self.free_list.get(pos) {
+                        self.engines[moved.0 as usize].free_pos = Some(pos);
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
@@ -822,6 +1102,15 @@ impl Core {
         out: &mut Vec<Action>,
     ) {
         let route_idx = self.route_for(route);
+        if !self.clients.contains_key(route) {
+            // A client of this controller's previous life (it keeps its id across a restart
+            // on the same ports): learn its id so that new clients get other ones.
+            if let Some(req) = requests.first() {
+                let id = req.id.client();
+                self.clients.insert(route.to_vec(), id);
+                self.next_client = self.next_client.max(id.0.saturating_add(1));
+            }
+        }
         let mut deliveries = Deliveries::default();
         let mut duplicates = Vec::new();
         let count_ok = payloads.len() == requests.len();
@@ -847,12 +1136,60 @@ impl Core {
             let mut targets = req.options.targets;
             targets.sort_unstable();
             targets.dedup();
-            let function = function_of(&req.work);
-            let hit = matches!(&cached, Some((k, _)) if k.function.as_deref() == function && k.targets == targets);
+            self.next_seq += 1;
+            let mut task = Task {
+                seq: self.next_seq,
+                route: route_idx,
+                work: Some(req.work),
+                timeout_ms: req.options.timeout_ms,
+                targets,
+                excluded: Vec::new(),
+                retries: req.options.retries,
+                payload: Some(Arc::new(payload)),
+                state: TaskState::Queued,
+                deps_left: 0,
+                follows: !req.options.follow.is_empty(),
+                follow_engine: None,
+                epoch: 0,
+            };
+            if !req.options.after.is_empty() || !req.options.follow.is_empty() {
+                match self.dependencies(tid, &mut task, req.options.after, req.options.follow) {
+                    Err(message) => {
+                        let outcome = failure(tid, None, ErrorKind::Dependency, message);
+                        self.finish(route_idx, outcome, Arc::default(), &mut deliveries);
+                        continue;
+                    }
+                    Ok(pending) if !pending.is_empty() => {
+                        task.state = TaskState::Waiting;
+                        task.deps_left = u32::try_from(pending.len()).unwrap_or(u32::MAX);
+                        for (dep, follow) in pending {
+                            self.dependents.entry(dep).or_default().push((tid, follow));
+                        }
+                        self.waiting += 1;
+                        self.arm_start_timer(tid, &task);
+                        self.tasks.insert(tid, task);
+                        continue;
+                    }
+                    Ok(_) => {}
+                }
+            }
+            if task.follows {
+                // Every task it follows had finished already.
+                self.arm_start_timer(tid, &task);
+                self.tasks.insert(tid, task);
+                if let Err(outcome) = self.release(tid) {
+                    let outcome = *outcome;
+                    self.tasks.remove(&tid);
+                    self.finish(route_idx, outcome, Arc::default(), &mut deliveries);
+                }
+                continue;
+            }
+            let function = task.work.as_ref().and_then(function_of);
+            let hit = matches!(&cached, Some((k, _)) if k.function.as_deref() == function && k.targets == task.targets);
             if !hit {
                 let key = ClassKey {
                     function: function.map(str::to_owned),
-                    targets: targets.clone(),
+                    targets: task.targets.clone(),
                     excluded: Vec::new(),
                 };
                 let class = self.class_for(&key);
@@ -863,23 +1200,12 @@ impl Core {
             };
             match class {
                 Ok(cid) => {
-                    self.next_seq += 1;
-                    self.tasks.insert(
-                        tid,
-                        Task {
-                            seq: self.next_seq,
-                            route: route_idx,
-                            work: Some(req.work),
-                            timeout_ms: req.options.timeout_ms,
-                            targets,
-                            excluded: Vec::new(),
-                            retries: req.options.retries,
-                            payload: Some(Arc::new(payload)),
-                            state: TaskState::Queued,
-                        },
-                    );
-                    if let Some(class) = self.classes.get_mut(*cid).and_then(Option::as_mut) {
-                        class.queue.push_back(tid);
+                    let cid = *cid;
+                    let seq = task.seq;
+                    self.arm_start_timer(tid, &task);
+                    self.tasks.insert(tid, task);
+                    if let Some(class) = self.classes.get_mut(cid).and_then(Option::as_mut) {
+                        class.queue.push_back((tid, seq));
                         self.queued += 1;
                     }
                 }
@@ -907,6 +1233,221 @@ impl Core {
         self.deliver(deliveries, out);
     }
 
+    /// Checks the dependencies of a new task: the ones not finished yet (with whether the
+    /// task follows them), or why they can never be met.
+    fn dependencies(
+        &self,
+        tid: TaskId,
+        task: &mut Task,
+        after: Vec<TaskId>,
+        follow: Vec<TaskId>,
+    ) -> Result<Vec<(TaskId, bool)>, String> {
+        let mut deps: Vec<(TaskId, bool)> = after
+            .into_iter()
+            .map(|d| (d, false))
+            .chain(follow.into_iter().map(|d| (d, true)))
+            .collect();
+        // One entry per task, following it if any mention does.
+        deps.sort_unstable_by_key(|&(d, f)| (d, Reverse(f)));
+        deps.dedup_by_key(|(d, _)| *d);
+        let mut pending = Vec::new();
+        for (dep, follows) in deps {
+            let how = if follows { "follows" } else { "runs after" };
+            if dep == tid {
+                return Err(format!("task {tid} depends on itself"));
+            }
+            if let Some(stored) = self.store.get(&dep) {
+                if !matches!(stored.outcome.status, Status::Ok) {
+                    return Err(format!(
+                        "task {tid} {how} task {dep}, which {}",
+                        describe(&stored.outcome)
+                    ));
+                }
+                if follows {
+                    note_follow(tid, task, dep, stored.outcome.engine)?;
+                }
+            } else if self.tasks.contains_key(&dep) {
+                pending.push((dep, follows));
+            } else {
+                return Err(format!(
+                    "task {tid} {how} task {dep}, which this controller does not know (never submitted, purged, or sent to an earlier controller)"
+                ));
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Queues a task whose dependencies have all finished (narrowing it to the engine its
+    /// `follow` tasks ran on). The error is the outcome it fails with instead.
+    fn release(&mut self, tid: TaskId) -> Result<(), Box<TaskOutcome>> {
+        let Some(task) = self.tasks.get(&tid) else {
+            return Ok(());
+        };
+        let mut targets = task.targets.clone();
+        if task.follows {
+            let Some(engine) = task.follow_engine else {
+                let message =
+                    format!("task {tid} follows tasks that did not report where they ran");
+                return Err(Box::new(failure(tid, None, ErrorKind::Dependency, message)));
+            };
+            if !targets.is_empty() && targets.binary_search(&engine).is_err() {
+                let message = format!(
+                    "task {tid} follows tasks that ran on engine {engine}, which is not among its targets ({})",
+                    id_list(targets.iter().copied())
+                );
+                return Err(Box::new(failure(tid, None, ErrorKind::Dependency, message)));
+            }
+            if !self
+                .engines
+                .get(engine.0 as usize)
+                .is_some_and(|e| e.alive)
+            {
+                let message = format!(
+                    "task {tid} follows tasks that ran on engine {engine}, which is no longer registered"
+                );
+                return Err(Box::new(failure(tid, None, ErrorKind::Dependency, message)));
+            }
+            targets = vec![engine];
+        }
+        let key = ClassKey {
+            function: task.work.as_ref().and_then(function_of).map(str::to_owned),
+            targets,
+            excluded: task.excluded.clone(),
+        };
+        match self.class_for(&key) {
+            Ok(cid) => {
+                let Some(task) = self.tasks.get_mut(&tid) else {
+                    return Ok(());
+                };
+                task.targets = key.targets;
+                task.state = TaskState::Queued;
+                let seq = task.seq;
+                if let Some(class) = self.classes[cid].as_mut() {
+                    class.queue.push_back((tid, seq));
+                    self.queued += 1;
+                }
+                Ok(())
+            }
+            Err((kind, message)) => Err(Box::new(failure(tid, None, kind, message))),
+        }
+    }
+
+    fn arm_start_timer(&mut self, tid: TaskId, task: &Task) {
+        if let Some(limit) = task.timeout_ms {
+            let when = self.now + Duration::from_millis(limit);
+            self.timers
+                .push(Reverse((when, tid, task.epoch, TimerKind::Start)));
+        }
+    }
+
+    /// Fails the tasks whose time limits passed.
+    fn expire_timers(&mut self, now: Duration, out: &mut Vec<Action>) {
+        let mut deliveries = Deliveries::default();
+        let mut freed = false;
+        while let Some(&Reverse((when, tid, epoch, kind))) = self.timers.peek() {
+            if when > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(task) = self.tasks.get(&tid) else {
+                continue;
+            };
+            if task.epoch != epoch {
+                continue;
+            }
+            let limit = task.timeout_ms.unwrap_or(0);
+            match (kind, task.state) {
+                (TimerKind::Start, TaskState::Waiting | TaskState::Queued) => {
+                    let state = task.state;
+                    let Some(task) = self.tasks.remove(&tid) else {
+                        continue;
+                    };
+                    let why = if state == TaskState::Waiting {
+                        self.waiting = self.waiting.saturating_sub(1);
+                        "its dependencies had not finished"
+                    } else {
+                        self.queued = self.queued.saturating_sub(1);
+                        "no engine could take it"
+                    };
+                    let message = format!(
+                        "task {tid} did not start within its time limit of {limit} ms ({why})"
+                    );
+                    let outcome = failure(tid, None, ErrorKind::Timeout, message);
+                    self.finish(task.route, outcome, Arc::default(), &mut deliveries);
+                }
+                (TimerKind::Run, TaskState::Running(engine)) => {
+                    if let Some(e) = self.engines.get_mut(engine.0 as usize) {
+                        e.running.remove(&tid);
+                        e.failed += 1;
+                    }
+                    self.update_free(engine);
+                    freed = true;
+                    if self.try_retry(tid, engine) {
+                        tracing::warn!("task {tid} ran past its time limit on engine {engine}, which did not report; retrying it elsewhere");
+                        continue;
+                    }
+                    let Some(task) = self.tasks.remove(&tid) else {
+                        continue;
+                    };
+                    let message = format!(
+                        "task {tid} ran longer than its time limit of {limit} ms on engine {engine}, which did not stop it or report back"
+                    );
+                    let outcome = failure(tid, Some(engine), ErrorKind::Timeout, message);
+                    self.finish(task.route, outcome, Arc::default(), &mut deliveries);
+                }
+                _ => {}
+            }
+        }
+        if freed || !deliveries.by_route.is_empty() {
+            self.schedule(out);
+        }
+        self.deliver(deliveries, out);
+    }
+
+    fn abort(&mut self, route: &[u8], ids: Vec<TaskId>, out: &mut Vec<Action>) {
+        let mut aborted = Vec::new();
+        let mut running = Vec::new();
+        let mut finished = Vec::new();
+        let mut unknown = Vec::new();
+        let mut deliveries = Deliveries::default();
+        for id in ids {
+            match self.tasks.get(&id).map(|t| t.state) {
+                Some(TaskState::Running(_)) => running.push(id),
+                Some(state) => {
+                    let Some(task) = self.tasks.remove(&id) else {
+                        continue;
+                    };
+                    // Its queue entry stays behind and is skipped.
+                    if state == TaskState::Waiting {
+                        self.waiting = self.waiting.saturating_sub(1);
+                    } else {
+                        self.queued = self.queued.saturating_sub(1);
+                    }
+                    let message = format!("task {id} was aborted before it started");
+                    let outcome = failure(id, None, ErrorKind::Aborted, message);
+                    self.finish(task.route, outcome, Arc::default(), &mut deliveries);
+                    aborted.push(id);
+                }
+                None if self.store.contains_key(&id) => finished.push(id),
+                None => unknown.push(id),
+            }
+        }
+        if !aborted.is_empty() {
+            tracing::info!("aborted {} queued task(s)", aborted.len());
+        }
+        out.push(Action::ToClient {
+            route: route.to_vec(),
+            msg: ToClient::Aborted {
+                aborted,
+                running,
+                finished,
+                unknown,
+            },
+            payloads: Vec::new(),
+        });
+        self.deliver(deliveries, out);
+    }
+
     /// The class for `key`, created if needed; an error when no registered engine can ever
     /// run its tasks.
     fn class_for(&mut self, key: &ClassKey) -> Result<usize, Refusal> {
@@ -930,30 +1471,6 @@ impl Core {
         };
         self.class_index.insert(key.clone(), cid);
         Ok(cid)
-    }
-
-    /// Puts a known task at the back of its class's queue. A class that cannot run anywhere
-    /// fails the task at once.
-    fn enqueue(&mut self, tid: TaskId, key: ClassKey) {
-        match self.class_for(&key) {
-            Ok(cid) => {
-                if let Some(class) = self.classes[cid].as_mut() {
-                    class.queue.push_back(tid);
-                    self.queued += 1;
-                }
-            }
-            // Only retried tasks reach here with an impossible class; the recheck that
-            // follows every engine loss fails them, so keep them in a class until then.
-            Err(_) => {
-                let cid = self.classes.len();
-                self.classes.push(Some(Class {
-                    key: key.clone(),
-                    queue: VecDeque::from([tid]),
-                }));
-                self.class_index.insert(key, cid);
-                self.queued += 1;
-            }
-        }
     }
 
     fn remove_class(&mut self, cid: usize) {
@@ -1021,7 +1538,7 @@ impl Core {
             return Err((
                 ErrorKind::EngineLost,
                 format!(
-                    "engine(s) {} were lost while running this task and no other registered engine can run it",
+                    "it already failed on or lost engine(s) {}, and no other registered engine can run it",
                     id_list(key.excluded.iter().copied())
                 ),
             ));
@@ -1043,15 +1560,24 @@ impl Core {
             };
             self.class_index.remove(&class.key);
             self.spare_classes.push(cid);
-            for tid in class.queue {
+            for (tid, seq) in class.queue {
+                if !self.is_queued(tid, seq) {
+                    continue;
+                }
                 self.queued = self.queued.saturating_sub(1);
                 if let Some(task) = self.tasks.remove(&tid) {
                     let engine = task.excluded.last().copied();
-                    let outcome = failure(tid, engine, kind, message.clone());
+                    let message = format!("task {tid} cannot run: {message}");
+                    let outcome = failure(tid, engine, kind, message);
                     self.finish(task.route, outcome, Arc::default(), deliveries);
                 }
             }
         }
+    }
+
+    /// Whether a queue entry `(tid, seq)` still stands for a queued task.
+    fn is_queued(&self, tid: TaskId, seq: u64) -> bool {
+        matches!(self.tasks.get(&tid), Some(t) if t.seq == seq && t.state == TaskState::Queued)
     }
 
     /// Whether engine `id` may run tasks of `key` (ignoring its load).
@@ -1068,38 +1594,120 @@ impl Core {
                 .is_none_or(|f| e.functions.contains(f))
     }
 
+    /// A free engine eligible for `key`, uniformly at random: a few draws from the free list
+    /// (exact whenever one hits), then an exact draw among all of them.
+    fn draw_free(&mut self, key: &ClassKey) -> Option<EngineId> {
+        if self.free_list.is_empty() {
+            return None;
+        }
+        for _ in 0..8 {
+            let id = self.free_list[self.rng.random_range(0..self.free_list.len())];
+            if self.eligible(id, key) {
+                return Some(id);
+            }
+        }
+        let candidates = self.free_candidates(key);
+        if candidates.is_empty() {
+            return None;
+        }
+        Some(candidates[self.rng.random_range(0..candidates.len())])
+    }
+
+    /// Every free engine eligible for `key` (scanning only the targets when it has some).
+    fn free_candidates(&self, key: &ClassKey) -> Vec<EngineId> {
+        let free = |id: &EngineId| {
+            self.engines
+                .get(id.0 as usize)
+                .is_some_and(|e| e.free_pos.is_some() || e.free_key.is_some())
+        };
+        if key.targets.is_empty() {
+            self.free_list
+                .iter()
+                .copied()
+                .filter(|&id| self.eligible(id, key))
+                .collect()
+        } else {
+            key.targets
+                .iter()
+                .copied()
+                .filter(|id| free(id) && self.eligible(*id, key))
+                .collect()
+        }
+    }
+
+    /// `weighted`'s draw: by rejection against the lightest free load (exact when it
+    /// accepts), else exactly among all candidates.
+    fn draw_weighted(&mut self, key: &ClassKey) -> Option<EngineId> {
+        let lightest = self.free.first()?.0;
+        let bound = scheduler::weight(lightest);
+        for _ in 0..16 {
+            let id = self.draw_free(key)?;
+            let w = scheduler::weight(self.engines[id.0 as usize].outstanding());
+            if self.rng.random::<f64>() * bound < w {
+                return Some(id);
+            }
+        }
+        let candidates = self.free_candidates(key);
+        let weights: Vec<f64> = candidates
+            .iter()
+            .map(|id| scheduler::weight(self.engines[id.0 as usize].outstanding()))
+            .collect();
+        scheduler::weighted_index(&weights, &mut self.rng).map(|i| candidates[i])
+    }
+
     /// The engine the scheduler picks for the head of class `cid`, if any can take it now.
-    fn pick_for(&self, cid: usize) -> Option<EngineId> {
-        let key = &self.classes.get(cid)?.as_ref()?.key;
+    fn pick_for(&mut self, cid: usize) -> Option<EngineId> {
+        let key = self.classes.get(cid)?.as_ref()?.key.clone();
+        let load = |core: &Core, id: EngineId| core.engines[id.0 as usize].load(true);
         let chosen = match self.config.scheduler {
-            // `free` is in leastload's order of preference: the first eligible member wins.
+            // The indexes are in each scheme's order of preference: the first eligible wins.
             SchedulerKind::LeastLoad => self
                 .free
                 .iter()
                 .map(|&(_, _, id)| id)
-                .find(|&id| self.eligible(id, key)),
+                .find(|&id| self.eligible(id, &key)),
+            SchedulerKind::Lru => self
+                .free_lru
+                .iter()
+                .map(|&(_, id)| id)
+                .find(|&id| self.eligible(id, &key)),
+            SchedulerKind::PlainRandom => self.draw_free(&key),
+            SchedulerKind::TwoBin => {
+                let a = self.draw_free(&key)?;
+                let b = self.draw_free(&key)?;
+                Some(scheduler::twobin_choice(&load(self, a), &load(self, b)))
+            }
+            SchedulerKind::Weighted => {
+                let a = self.draw_weighted(&key)?;
+                let b = self.draw_weighted(&key)?;
+                Some(scheduler::weighted_choice(&load(self, a), &load(self, b)))
+            }
         };
         #[cfg(test)]
         {
-            // The fast path must agree with the pure definition.
-            assert_eq!(chosen, self.config.scheduler.pick(&self.loads(key)));
+            // The fast paths must agree with the pure definitions.
+            let loads = self.loads(&key);
+            if self.config.scheduler.is_random() {
+                let any = loads.iter().any(EngineLoad::can_take);
+                assert_eq!(chosen.is_some(), any, "{:?}", self.config.scheduler);
+                if let Some(id) = chosen {
+                    assert!(loads[id.0 as usize].can_take());
+                }
+            } else {
+                let mut rng = SmallRng::seed_from_u64(0);
+                assert_eq!(chosen, self.config.scheduler.pick(&loads, &mut rng));
+            }
         }
         chosen
     }
 
     /// Every engine's load as the scheduler sees it for tasks of `key` (the input of the
-    /// pure schedulers; `leastload` uses the ordered `free` set instead).
+    /// pure schedulers; the core uses its indexes instead).
     #[cfg(test)]
     fn loads(&self, key: &ClassKey) -> Vec<EngineLoad> {
         self.engines
             .iter()
-            .map(|e| EngineLoad {
-                id: e.id,
-                outstanding: e.outstanding(),
-                limit: e.limit,
-                last_assigned: e.last_assigned,
-                eligible: self.eligible(e.id, key),
-            })
+            .map(|e| e.load(self.eligible(e.id, key)))
             .collect()
     }
 
@@ -1109,22 +1717,41 @@ impl Core {
         if self.queued == 0 || self.free.is_empty() {
             return;
         }
-        let seq_of =
-            |tasks: &HashMap<TaskId, Task>, tid: &TaskId| tasks.get(tid).map_or(0, |t| t.seq);
         let mut heads: BinaryHeap<Reverse<(u64, usize)>> = self
             .classes
             .iter()
             .enumerate()
             .filter_map(|(cid, c)| {
-                let head = c.as_ref()?.queue.front()?;
-                Some(Reverse((seq_of(&self.tasks, head), cid)))
+                let (_, seq) = c.as_ref()?.queue.front()?;
+                Some(Reverse((*seq, cid)))
             })
             .collect();
         let mut batches: Vec<(EngineId, Vec<Assignment>, Vec<Payload>)> = Vec::new();
         let mut batch_of: HashMap<EngineId, usize> = HashMap::new();
+        let now = self.now;
         while let Some(Reverse((_, cid))) = heads.pop() {
             if self.free.is_empty() {
                 break;
+            }
+            // Skip entries of tasks no longer queued (aborted, timed out).
+            while let Some(&(tid, seq)) = self.classes[cid].as_ref().and_then(|c| c.queue.front())
+            {
+                if self.is_queued(tid, seq) {
+                    break;
+                }
+                if let Some(class) = self.classes[cid].as_mut() {
+                    class.queue.pop_front();
+                }
+            }
+            let Some(&(_, head_seq)) = self.classes[cid].as_ref().and_then(|c| c.queue.front())
+            else {
+                self.remove_class(cid);
+                continue;
+            };
+            if heads.peek().is_some_and(|Reverse((s, _))| *s < head_seq) {
+                // Skipping moved this class behind another; take its turn in order.
+                heads.push(Reverse((head_seq, cid)));
+                continue;
             }
             // Capacity only shrinks during a pass, so a class with no engine now is done.
             let Some(eid) = self.pick_for(cid) else {
@@ -1133,11 +1760,11 @@ impl Core {
             let Some(class) = self.classes[cid].as_mut() else {
                 continue;
             };
-            let Some(tid) = class.queue.pop_front() else {
+            let Some((tid, _)) = class.queue.pop_front() else {
                 continue;
             };
             match class.queue.front().copied() {
-                Some(next) => heads.push(Reverse((seq_of(&self.tasks, &next), cid))),
+                Some((_, next)) => heads.push(Reverse((next, cid))),
                 None => self.remove_class(cid),
             }
             self.queued = self.queued.saturating_sub(1);
@@ -1154,6 +1781,12 @@ impl Core {
                 continue;
             };
             task.state = TaskState::Running(eid);
+            task.epoch = task.epoch.wrapping_add(1);
+            if let Some(limit) = task.timeout_ms {
+                let when = now + Duration::from_millis(limit) + RUN_TIMEOUT_GRACE;
+                self.timers
+                    .push(Reverse((when, tid, task.epoch, TimerKind::Run)));
+            }
             let assignment = Assignment {
                 id: tid,
                 work,
@@ -1181,7 +1814,8 @@ impl Core {
         }
     }
 
-    /// Records a finished task: counted, stored, and queued for delivery to its client.
+    /// Records a finished task: counted, stored, and queued for delivery to its client; then
+    /// settles the tasks waiting for it (a failure fails them in turn).
     fn finish(
         &mut self,
         route: u32,
@@ -1189,18 +1823,73 @@ impl Core {
         payload: Payload,
         deliveries: &mut Deliveries,
     ) {
-        match outcome.status {
-            Status::Ok => self.done += 1,
-            Status::Err(_) => self.failed += 1,
+        let mut pending = vec![(route, outcome, payload)];
+        while let Some((route, outcome, payload)) = pending.pop() {
+            let ok = matches!(outcome.status, Status::Ok);
+            if ok {
+                self.done += 1;
+            } else {
+                self.failed += 1;
+            }
+            if let Some(dependents) = self.dependents.remove(&outcome.id) {
+                for (dependent, follows) in dependents {
+                    if let Some(failed) = self.settle(dependent, &outcome, follows) {
+                        pending.push(failed);
+                    }
+                }
+            }
+            self.store.insert(
+                outcome.id,
+                Stored {
+                    outcome: outcome.clone(),
+                    payload: payload.clone(),
+                },
+            );
+            deliveries.push(route, outcome, payload);
         }
-        self.store.insert(
-            outcome.id,
-            Stored {
-                outcome: outcome.clone(),
-                payload: payload.clone(),
+    }
+
+    /// Dependency `done` of waiting task `tid` finished: counts it down, and queues the task
+    /// when it was the last. Returns the task's failure when it can no longer run.
+    fn settle(
+        &mut self,
+        tid: TaskId,
+        done: &TaskOutcome,
+        follows: bool,
+    ) -> Option<(u32, TaskOutcome, Payload)> {
+        let task = self.tasks.get_mut(&tid)?;
+        if task.state != TaskState::Waiting {
+            return None;
+        }
+        let how = if follows { "follows" } else { "runs after" };
+        let mut verdict = if matches!(done.status, Status::Ok) {
+            Ok(())
+        } else {
+            Err(format!(
+                "task {tid} {how} task {}, which {}",
+                done.id,
+                describe(done)
+            ))
+        };
+        if verdict.is_ok() && follows {
+            verdict = note_follow(tid, task, done.id, done.engine);
+        }
+        if verdict.is_ok() {
+            task.deps_left = task.deps_left.saturating_sub(1);
+            if task.deps_left > 0 {
+                return None;
+            }
+        }
+        self.waiting = self.waiting.saturating_sub(1);
+        let outcome = match verdict {
+            Err(message) => failure(tid, None, ErrorKind::Dependency, message),
+            Ok(()) => match self.release(tid) {
+                Ok(()) => return None,
+                Err(outcome) => *outcome,
             },
-        );
-        deliveries.push(route, outcome, payload);
+        };
+        let task = self.tasks.remove(&tid)?;
+        Some((task.route, outcome, Arc::default()))
     }
 
     fn deliver(&self, deliveries: Deliveries, out: &mut Vec<Action>) {
@@ -1234,6 +1923,31 @@ impl Core {
         self.routes.push(Some(route.to_vec()));
         self.route_index.insert(route.to_vec(), idx);
         idx
+    }
+}
+
+/// Records that `task` (id `tid`) follows `dep`, which ran on `engine`: all the tasks it
+/// follows must have run on one engine.
+fn note_follow(
+    tid: TaskId,
+    task: &mut Task,
+    dep: TaskId,
+    engine: Option<EngineId>,
+) -> Result<(), String> {
+    let Some(engine) = engine else {
+        return Err(format!(
+            "task {tid} follows task {dep}, which did not run on any engine"
+        ));
+    };
+    match task.follow_engine {
+        None => {
+            task.follow_engine = Some(engine);
+            Ok(())
+        }
+        Some(e) if e == engine => Ok(()),
+        Some(e) => Err(format!(
+            "task {tid} follows tasks that ran on different engines ({e} and {engine}), so no engine can run it"
+        )),
     }
 }
 

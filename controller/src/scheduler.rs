@@ -1,11 +1,14 @@
 //! Scheduling policy: which engine gets a task, and how many tasks an engine may hold.
 //!
 //! Both are pure functions of numbers the core keeps: [`SchedulerKind::pick`] chooses among
-//! engine loads, and [`LoadEstimate`] turns observed run times into an adaptive limit on
-//! outstanding tasks (the `auto` high-water mark). Neither touches a clock or a socket, so
-//! each rule is unit- and property-tested on its own.
+//! engine loads (the random schemes take the random source as an argument), and
+//! [`LoadEstimate`] turns observed run times into an adaptive limit on outstanding tasks (the
+//! `auto` high-water mark). Neither touches a clock or a socket, so each rule is unit- and
+//! property-tested on its own. The core has faster equivalents over its own indexes (ordered
+//! sets, a list for sampling) and checks them against these definitions in its tests.
 
 use protocol::EngineId;
+use rand::Rng;
 use std::fmt;
 use std::str::FromStr;
 
@@ -28,39 +31,132 @@ pub enum ParseSettingError {
     },
 }
 
-/// How engines are chosen for tasks.
+/// How engines are chosen for tasks (IPyparallel's schemes, with its names).
 ///
-/// Each kind is a pure function of the candidates' loads ([`SchedulerKind::pick`]); `lru`,
-/// `plainrandom`, `twobin` and `weighted` fit the same shape (the random ones will take an
-/// RNG argument).
+/// Every kind considers only *candidates*: engines that are eligible for the task (alive,
+/// among its targets, not on its blacklist, offering its function, where its `follow` tasks
+/// ran) and below their limit. Each is a pure function of the candidates' loads
+/// ([`SchedulerKind::pick`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum SchedulerKind {
+    /// The least recently assigned engine.
+    Lru,
+    /// Uniformly at random.
+    PlainRandom,
+    /// Two drawn uniformly (with replacement); the less recently assigned of the two.
+    TwoBin,
     /// Fewest outstanding tasks; ties go to the engine assigned least recently.
     #[default]
     LeastLoad,
+    /// Two drawn with probability proportional to `1 / (outstanding + ε)`; the less loaded of
+    /// the two (the first drawn on a tie).
+    Weighted,
+}
+
+/// The ε of [`SchedulerKind::Weighted`]: an idle engine weighs a million times a busy one.
+pub const WEIGHT_EPSILON: f64 = 1e-6;
+
+/// The weight of an engine with `outstanding` tasks in [`SchedulerKind::Weighted`].
+pub fn weight(outstanding: u32) -> f64 {
+    1.0 / (f64::from(outstanding) + WEIGHT_EPSILON)
+}
+
+/// `twobin`'s choice between two draws: the less recently assigned (ties: lower id).
+pub fn twobin_choice(a: &EngineLoad, b: &EngineLoad) -> EngineId {
+    if b.lru_key() < a.lru_key() {
+        b.id
+    } else {
+        a.id
+    }
+}
+
+/// `weighted`'s choice between two draws: the less loaded, the first on a tie.
+pub fn weighted_choice(first: &EngineLoad, second: &EngineLoad) -> EngineId {
+    if second.outstanding < first.outstanding {
+        second.id
+    } else {
+        first.id
+    }
+}
+
+/// Index drawn with probability proportional to `weights[i]` (by the cumulative sum, as
+/// IPyparallel does). `None` when empty.
+pub fn weighted_index<R: Rng + ?Sized>(weights: &[f64], rng: &mut R) -> Option<usize> {
+    let total: f64 = weights.iter().sum();
+    if weights.is_empty() {
+        return None;
+    }
+    let x = rng.random::<f64>() * total;
+    let mut sum = 0.0;
+    for (i, w) in weights.iter().enumerate() {
+        sum += w;
+        if x < sum {
+            return Some(i);
+        }
+    }
+    // Rounding can leave `x` a hair above the last sum.
+    Some(weights.len() - 1)
 }
 
 impl SchedulerKind {
     /// Every scheduler, in the order they are listed to users.
-    pub const ALL: &'static [SchedulerKind] = &[SchedulerKind::LeastLoad];
+    pub const ALL: &'static [SchedulerKind] = &[
+        SchedulerKind::Lru,
+        SchedulerKind::PlainRandom,
+        SchedulerKind::TwoBin,
+        SchedulerKind::LeastLoad,
+        SchedulerKind::Weighted,
+    ];
 
     /// The name used in flags, `cluster.toml` and status reports.
     pub fn name(self) -> &'static str {
         match self {
+            SchedulerKind::Lru => "lru",
+            SchedulerKind::PlainRandom => "plainrandom",
+            SchedulerKind::TwoBin => "twobin",
             SchedulerKind::LeastLoad => "leastload",
+            SchedulerKind::Weighted => "weighted",
         }
+    }
+
+    /// True for the kinds that draw at random.
+    pub fn is_random(self) -> bool {
+        matches!(
+            self,
+            SchedulerKind::PlainRandom | SchedulerKind::TwoBin | SchedulerKind::Weighted
+        )
     }
 
     /// Chooses an engine among `engines`, considering only those that are `eligible` and
-    /// below their limit. `None` when there is no such engine.
-    pub fn pick(self, engines: &[EngineLoad]) -> Option<EngineId> {
-        let candidates = engines.iter().filter(|e| e.can_take());
+    /// below their limit; `None` when there is no such engine. `rng` is used only by the
+    /// random kinds.
+    pub fn pick<R: Rng + ?Sized>(self, engines: &[EngineLoad], rng: &mut R) -> Option<EngineId> {
+        let candidates: Vec<&EngineLoad> = engines.iter().filter(|e| e.can_take()).collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let uniform = |rng: &mut R| candidates[rng.random_range(0..candidates.len())];
         match self {
-            SchedulerKind::LeastLoad => candidates.min_by_key(|e| e.leastload_key()).map(|e| e.id),
+            SchedulerKind::LeastLoad => candidates
+                .iter()
+                .min_by_key(|e| e.leastload_key())
+                .map(|e| e.id),
+            SchedulerKind::Lru => candidates.iter().min_by_key(|e| e.lru_key()).map(|e| e.id),
+            SchedulerKind::PlainRandom => Some(uniform(rng).id),
+            SchedulerKind::TwoBin => {
+                let a = uniform(rng);
+                let b = uniform(rng);
+                Some(twobin_choice(a, b))
+            }
+            SchedulerKind::Weighted => {
+                let weights: Vec<f64> = candidates.iter().map(|e| weight(e.outstanding)).collect();
+                let a = candidates[weighted_index(&weights, rng)?];
+                let b = candidates[weighted_index(&weights, rng)?];
+                Some(weighted_choice(a, b))
+            }
         }
     }
 }
-
 impl fmt::Display for SchedulerKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -112,6 +208,11 @@ impl EngineLoad {
     /// the choice is deterministic.
     pub fn leastload_key(&self) -> (u32, u64, EngineId) {
         (self.outstanding, self.last_assigned, self.id)
+    }
+
+    /// Order of preference of `lru` (least recently assigned first, then lower id).
+    pub fn lru_key(&self) -> (u64, EngineId) {
+        (self.last_assigned, self.id)
     }
 }
 
@@ -221,16 +322,26 @@ mod tests {
         }
     }
 
+    fn rng(seed: u64) -> rand::rngs::StdRng {
+        use rand::SeedableRng;
+        rand::rngs::StdRng::seed_from_u64(seed)
+    }
+
     #[test]
     fn names_parse_and_print() {
+        for kind in SchedulerKind::ALL {
+            assert_eq!(kind.name().parse::<SchedulerKind>().unwrap(), *kind);
+            assert_eq!(kind.to_string(), kind.name());
+        }
         assert_eq!(
-            "leastload".parse::<SchedulerKind>().unwrap(),
+            " LeastLoad ".parse::<SchedulerKind>().unwrap(),
             SchedulerKind::LeastLoad
         );
-        assert_eq!(SchedulerKind::LeastLoad.to_string(), "leastload");
+        assert_eq!(SchedulerKind::default(), SchedulerKind::LeastLoad);
         let err = "fastest".parse::<SchedulerKind>().unwrap_err().to_string();
         assert!(
-            err.contains("fastest") && err.contains("leastload"),
+            err.contains("fastest")
+                && err.contains("lru, plainrandom, twobin, leastload, weighted"),
             "{err}"
         );
 
@@ -255,8 +366,75 @@ mod tests {
             load(3, 0, 10, 0, false),
             load(4, 0, 0, 0, true),
         ];
-        assert_eq!(SchedulerKind::LeastLoad.pick(&engines), Some(EngineId(2)));
-        assert_eq!(SchedulerKind::LeastLoad.pick(&engines[3..]), None);
+        let r = &mut rng(1);
+        assert_eq!(SchedulerKind::LeastLoad.pick(&engines, r), Some(EngineId(2)));
+        assert_eq!(SchedulerKind::LeastLoad.pick(&engines[3..], r), None);
+    }
+
+    #[test]
+    fn lru_prefers_least_recently_assigned_whatever_the_load() {
+        let engines = [
+            load(0, 0, 10, 9, true),
+            load(1, 7, 10, 2, true),
+            load(2, 0, 10, 1, false),
+            load(3, 3, 3, 0, true),
+            load(4, 5, 10, 2, true),
+        ];
+        let r = &mut rng(1);
+        // 2 is excluded and 3 is full; 1 and 4 tie on the stamp: lower id.
+        assert_eq!(SchedulerKind::Lru.pick(&engines, r), Some(EngineId(1)));
+    }
+
+    #[test]
+    fn twobin_and_weighted_choose_between_their_two_draws() {
+        let a = load(0, 4, 10, 3, true);
+        let b = load(1, 1, 10, 8, true);
+        assert_eq!(twobin_choice(&a, &b), EngineId(0), "a was assigned earlier");
+        assert_eq!(twobin_choice(&b, &a), EngineId(0));
+        assert_eq!(twobin_choice(&b, &b), EngineId(1));
+        assert_eq!(weighted_choice(&a, &b), EngineId(1), "b is less loaded");
+        assert_eq!(weighted_choice(&b, &a), EngineId(1));
+        let c = load(2, 1, 10, 0, true);
+        assert_eq!(weighted_choice(&b, &c), EngineId(1), "tie: the first drawn");
+        assert!(weight(0) / weight(1) > 999_999.0);
+    }
+
+    #[test]
+    fn weighted_index_follows_the_weights() {
+        let r = &mut rng(7);
+        assert_eq!(weighted_index(&[], r), None);
+        let mut counts = [0u32; 3];
+        for _ in 0..30_000 {
+            counts[weighted_index(&[1.0, 2.0, 0.0], r).unwrap()] += 1;
+        }
+        assert_eq!(counts[2], 0);
+        let ratio = f64::from(counts[1]) / f64::from(counts[0]);
+        assert!((1.8..2.2).contains(&ratio), "{counts:?}");
+    }
+
+    #[test]
+    fn weighted_practically_never_picks_a_busy_engine_over_an_idle_one() {
+        let engines = [
+            load(0, 3, 10, 0, true),
+            load(1, 0, 10, 5, true),
+            load(2, 2, 10, 0, true),
+        ];
+        let r = &mut rng(3);
+        for _ in 0..10_000 {
+            assert_eq!(SchedulerKind::Weighted.pick(&engines, r), Some(EngineId(1)));
+        }
+    }
+
+    #[test]
+    fn plainrandom_is_uniform() {
+        let engines: Vec<EngineLoad> = (0..4).map(|i| load(i, i, 10, 0, true)).collect();
+        let r = &mut rng(11);
+        let mut counts = [0u32; 4];
+        for _ in 0..40_000 {
+            let id = SchedulerKind::PlainRandom.pick(&engines, r).unwrap();
+            counts[id.0 as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
     }
 
     #[test]
@@ -311,5 +489,85 @@ mod tests {
         // …while one short task barely moves it.
         est.observe(1);
         assert!(est.estimate_us().unwrap() > 40_000.0);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn engines() -> impl Strategy<Value = Vec<EngineLoad>> {
+            prop::collection::vec((0u32..5, 0u32..6, 0u64..8, prop::bool::weighted(0.8)), 0..12)
+                .prop_map(|v| {
+                    v.into_iter()
+                        .enumerate()
+                        .map(|(i, (outstanding, limit, last, eligible))| {
+                            load(i as u32, outstanding, limit, last, eligible)
+                        })
+                        .collect()
+                })
+        }
+
+        fn kind() -> impl Strategy<Value = SchedulerKind> {
+            prop::sample::select(SchedulerKind::ALL.to_vec())
+        }
+
+        proptest! {
+            #[test]
+            fn never_picks_a_full_or_excluded_engine(engines in engines(), kind in kind(), seed: u64) {
+                let r = &mut rng(seed);
+                let any = engines.iter().any(EngineLoad::can_take);
+                for _ in 0..20 {
+                    match kind.pick(&engines, r) {
+                        None => prop_assert!(!any),
+                        Some(id) => {
+                            let e = engines.iter().find(|e| e.id == id).unwrap();
+                            prop_assert!(e.can_take(), "{kind} picked {e:?}");
+                        }
+                    }
+                }
+            }
+
+            #[test]
+            fn leastload_never_picks_a_busier_engine_and_lru_an_older_stamp(engines in engines(), seed: u64) {
+                let r = &mut rng(seed);
+                let candidates: Vec<&EngineLoad> = engines.iter().filter(|e| e.can_take()).collect();
+                if let Some(id) = SchedulerKind::LeastLoad.pick(&engines, r) {
+                    let chosen = engines[id.0 as usize];
+                    prop_assert!(candidates.iter().all(|c| chosen.outstanding <= c.outstanding));
+                    prop_assert!(candidates.iter().all(|c| chosen.leastload_key() <= c.leastload_key()));
+                }
+                if let Some(id) = SchedulerKind::Lru.pick(&engines, r) {
+                    let chosen = engines[id.0 as usize];
+                    prop_assert!(candidates.iter().all(|c| chosen.last_assigned <= c.last_assigned));
+                }
+            }
+
+            #[test]
+            fn random_schemes_reach_every_candidate(engines in engines(), seed: u64) {
+                let r = &mut rng(seed);
+                let candidates: Vec<EngineId> =
+                    engines.iter().filter(|e| e.can_take()).map(|e| e.id).collect();
+                for kind in [SchedulerKind::PlainRandom, SchedulerKind::TwoBin] {
+                    let mut seen = std::collections::BTreeSet::new();
+                    for _ in 0..3_000 {
+                        seen.extend(kind.pick(&engines, r));
+                    }
+                    prop_assert_eq!(seen.into_iter().collect::<Vec<_>>(), candidates.clone(), "{}", kind);
+                }
+                // Weighted favours the least loaded by design; among equally loaded engines
+                // it reaches every one.
+                let level: Vec<EngineLoad> = engines
+                    .iter()
+                    .map(|e| EngineLoad { outstanding: 0, ..*e })
+                    .collect();
+                let level_candidates: Vec<EngineId> =
+                    level.iter().filter(|e| e.can_take()).map(|e| e.id).collect();
+                let mut seen = std::collections::BTreeSet::new();
+                for _ in 0..3_000 {
+                    seen.extend(SchedulerKind::Weighted.pick(&level, r));
+                }
+                prop_assert_eq!(seen.into_iter().collect::<Vec<_>>(), level_candidates);
+            }
+        }
     }
 }

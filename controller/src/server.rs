@@ -1,5 +1,9 @@
 //! The socket loop around the core: bind, write connection files, then receive, feed the core
 //! and perform its actions until told to stop.
+//!
+//! The engine socket is watched ([`transport::Socket::watch_peers`]): an engine whose
+//! connection closes (a killed process, local or remote) is reported to the core within
+//! milliseconds, without waiting for missed heartbeats.
 
 use crate::hub::{Action, Core, CoreConfig};
 use crate::scheduler::{Hwm, SchedulerKind};
@@ -47,6 +51,9 @@ pub struct ControllerConfig {
     pub key: Key,
     /// Where `client.json` and `engine.json` are written once the sockets are bound.
     pub security_dir: PathBuf,
+    /// True when this controller takes over from an earlier one (same ports and key, see
+    /// [`ControllerConfig::reusing`]): its engines and clients reconnect by themselves.
+    pub restarted: bool,
 }
 
 impl ControllerConfig {
@@ -65,8 +72,61 @@ impl ControllerConfig {
             heartbeat_misses: 3,
             key,
             security_dir,
+            restarted: false,
         }
     }
+
+    /// The configuration of a controller that comes back in place of one that died: the
+    /// address, ports and key of the connection files it left in `security_dir`, so that
+    /// running engines and clients reconnect without being restarted. Other settings are
+    /// the defaults of [`ControllerConfig::new`].
+    pub fn reusing(security_dir: PathBuf) -> Result<ControllerConfig, ControllerError> {
+        let (engine, key) = ConnectionInfo::load(
+            &security_dir.join("engine.json"),
+            PROTOCOL_VERSION,
+            &["engine", "heartbeat"],
+        )?;
+        let (client, client_key) = ConnectionInfo::load(
+            &security_dir.join("client.json"),
+            PROTOCOL_VERSION,
+            &["client", "notify"],
+        )?;
+        if client_key.to_hex() != key.to_hex() {
+            return Err(ControllerError::Reuse {
+                dir: security_dir,
+                reason: "engine.json and client.json hold different keys".into(),
+            });
+        }
+        let mut config = ControllerConfig::new(key, security_dir.clone());
+        let parsed = [
+            engine.addresses.engine.as_deref(),
+            engine.addresses.heartbeat.as_deref(),
+            client.addresses.client.as_deref(),
+            client.addresses.notify.as_deref(),
+        ]
+        .map(|a| a.and_then(split_tcp));
+        let [Some(e), Some(h), Some(c), Some(n)] = parsed else {
+            return Err(ControllerError::Reuse {
+                dir: security_dir,
+                reason: "an address is not of the form tcp://IP:PORT".into(),
+            });
+        };
+        config.ip = e.0.clone();
+        config.engine_port = e.1;
+        config.heartbeat_port = h.1;
+        config.client_port = c.1;
+        config.notify_port = n.1;
+        config.restarted = true;
+        Ok(config)
+    }
+}
+
+/// `tcp://IP:PORT` (IPv6 in brackets) as IP and port.
+fn split_tcp(address: &str) -> Option<(String, u16)> {
+    let rest = address.strip_prefix("tcp://")?;
+    let (ip, port) = rest.rsplit_once(':')?;
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    Some((ip.to_owned(), port.parse().ok()?))
 }
 
 /// Why the controller could not start or had to stop.
@@ -99,9 +159,19 @@ pub enum ControllerError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A connection file could not be written; engines and clients could not find us.
+    /// A connection file could not be written (engines and clients could not find us), or
+    /// read back for `--reuse`.
     #[error(transparent)]
     ConnectionFile(#[from] ConnectionFileError),
+    /// `--reuse` found connection files it cannot take over; start without `--reuse` (engines
+    /// and clients must then be started again with the new files).
+    #[error("cannot reuse the connection files in {dir}: {reason}")]
+    Reuse {
+        /// The security directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// The four sockets, with the send side of every action.
@@ -219,6 +289,16 @@ impl Sockets {
                 None => {}
             }
         }
+        // After the engine socket is drained, so that what an engine sent before it died counts.
+        for gone in self.engine.disconnected() {
+            tracing::debug!(
+                "connection of fd {} closed ({} engine connection(s) watched)",
+                gone.fd,
+                self.engine.watched_peers()
+            );
+            let actions = core.on_engine_disconnected(&gone.route, now);
+            stop |= self.perform(core, actions, now);
+        }
         for _ in 0..MAX_BURST {
             match self.client.recv::<FromClient>().map_err(fail("client"))? {
                 Some(m) => {
@@ -268,6 +348,13 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
         client: make("client", Kind::Router)?,
         notify: make("notify", Kind::Pub)?,
     };
+    socks
+        .engine
+        .watch_peers(&ctx)
+        .map_err(|source| ControllerError::Socket {
+            role: "engine monitor",
+            source,
+        })?;
     let addresses = Addresses {
         engine: Some(bind(&socks.engine, "engine", config.engine_port)?),
         heartbeat: Some(bind(&socks.heartbeat, "heartbeat", config.heartbeat_port)?),
@@ -277,6 +364,9 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let pid = std::process::id();
     write_connection_files(&config, &addresses, &host, pid)?;
+    if config.restarted {
+        tracing::info!("controller restarted on the ports and key of the previous one; engines and clients reconnect by themselves");
+    }
     tracing::info!(
         "controller pid {pid} listening: engines {}, heartbeats {}, clients {}, notifications {} (scheduler {}, hwm {})",
         addresses.engine.as_deref().unwrap_or(""),
@@ -297,6 +387,13 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
             pid,
             host,
             addresses,
+            seed: rand::random(),
+            // A restarted controller's old clients keep their ids: start elsewhere.
+            first_client_id: if config.restarted {
+                rand::random_range(1_000..(1 << 23))
+            } else {
+                1
+            },
         },
         Duration::ZERO,
     );
@@ -315,6 +412,7 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
                 Waitable::Socket(&socks.heartbeat),
                 Waitable::Socket(&socks.engine),
                 Waitable::Socket(&socks.client),
+                Waitable::Disconnects(&socks.engine),
             ],
             // Round up so that a sub-millisecond wait does not spin.
             wait.as_micros().div_ceil(1000) as i64,

@@ -109,6 +109,7 @@ fn engine(ctx: &Context, key: &Key, ctl: &Controller) -> (Socket, Socket) {
         pid: 1,
         functions: vec!["double".into()],
         slots: 1,
+        engine_id: None,
     });
     tasks.send(None, &reg, &[]).unwrap();
     let got: Received<ToEngine> = recv(&mut tasks);

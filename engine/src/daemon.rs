@@ -1,19 +1,38 @@
 //! The socket loop around the core: registration, the heartbeat thread, receiving task
 //! batches, sending result batches, and leaving on `Shutdown` or a signal.
+//!
+//! Losing the controller is not the end: libzmq reconnects by itself, and when no ping has
+//! come for a while (the controller died, restarted, or declared this engine dead) the engine
+//! registers again with its uuid and former id, and goes on. Only after the lonely timeout
+//! without any ping does it give up.
+//!
+//! Functions with a time limit run on a helper thread: one that overruns is reported as timed
+//! out and abandoned there (a thread cannot be stopped from outside), and the engine goes on
+//! with a fresh helper. Commands are killed at their limit instead.
 
-use protocol::{EngineId, FromEngine, Heartbeat, Registration, ToEngine, PROTOCOL_VERSION};
+use protocol::{
+    Assignment, EngineId, ErrorKind, FromEngine, Heartbeat, Registration, Status, TaskError,
+    TaskOutcome, ToEngine, Work, PROTOCOL_VERSION,
+};
 use security::{ConnectionInfo, Key};
 use signal_hook::SigId;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use transport::{poll, Context, Kind, Socket, TransportError, Waitable};
 
 use crate::core::{Batch, Core};
 use crate::exec::{Executor, Whoami};
+use crate::registry::Registry;
 use crate::{Engine, EngineError, EngineOptions};
+
+/// Silence (no ping) after which the engine registers again, at least.
+const REREGISTER_AFTER_MIN: Duration = Duration::from_secs(2);
+
+/// Longest pause between registration attempts while the controller is silent.
+const REREGISTER_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// How often the loops wake up to notice signals and stop requests.
 const TICK_MS: i64 = 100;
@@ -46,18 +65,16 @@ pub(crate) fn run(engine: Engine, options: EngineOptions) -> Result<(), EngineEr
 
     let functions = engine.function_names();
     tracing::debug!(uuid, controller = %engine_addr, "registering {} functions", functions.len());
-    sock.send(
-        None,
-        &FromEngine::Register(Registration {
-            uuid: uuid.clone(),
-            host: host.clone(),
-            pid,
-            functions,
-            slots: 1,
-        }),
-        &[],
-    )
-    .map_err(on_engine)?;
+    let registration = Registration {
+        uuid: uuid.clone(),
+        host: host.clone(),
+        pid,
+        functions,
+        slots: 1,
+        engine_id: None,
+    };
+    sock.send(None, &FromEngine::Register(registration.clone()), &[])
+        .map_err(on_engine)?;
 
     let registered = wait_registered(&mut sock, &signals, &options, &engine_addr, file);
     let (engine_id, period_ms) = match registered {
@@ -75,24 +92,26 @@ pub(crate) fn run(engine: Engine, options: EngineOptions) -> Result<(), EngineEr
         "registered as engine {engine_id} (uuid {uuid}, pid {pid}) with the controller at {engine_addr}; heartbeat every {period_ms} ms"
     );
 
-    let whoami = protocol::encode(&Whoami {
-        engine_id,
+    let runner = Runner {
+        registry: Arc::new(engine.registry.clone()),
+        max_output: engine.max_output_bytes,
         pid,
         host,
-    })
-    .map_err(|e| EngineError::Internal(format!("cannot encode whoami: {e}")))?;
-    let executor = Executor {
-        registry: &engine.registry,
-        engine: engine_id,
-        max_output: engine.max_output_bytes,
-        whoami,
+        worker: None,
     };
     let mut session = Session {
         sock,
         core: Core::default(),
         engine_addr: &engine_addr,
+        engine_id,
+        registration,
+        period: Duration::from_millis(period_ms.max(1)),
+        registered_at: heartbeat.now_ms(),
+        next_attempt: None,
+        backoff: Duration::ZERO,
     };
-    let result = session.serve(&executor, &signals, &heartbeat, options.lonely_timeout);
+    let result = session.serve(runner, &signals, &heartbeat, options.lonely_timeout);
+    let engine_id = session.engine_id;
     match &result {
         Ok(reason) => {
             tracing::info!("engine {engine_id} leaving: {reason}");
@@ -169,11 +188,197 @@ fn wait_registered(
     }
 }
 
-/// The registered engine's socket and core.
+/// What runs tasks: the registry, and the helper thread for tasks with a time limit.
+struct Runner {
+    registry: Arc<Registry>,
+    max_output: usize,
+    pid: u32,
+    host: String,
+    worker: Option<Worker>,
+}
+
+/// A task for the helper thread (with the engine id to run it as), and its answer.
+type Job = (EngineId, Assignment, Vec<u8>);
+type Done = (TaskOutcome, Vec<u8>, Option<String>);
+
+/// The helper thread that runs functions with a time limit.
+struct Worker {
+    jobs: mpsc::Sender<Job>,
+    done: mpsc::Receiver<Done>,
+}
+
+/// The executor of engine `engine` (rebuilt when a re-registration changes the id).
+fn executor_for<'r>(
+    registry: &'r Registry,
+    engine: EngineId,
+    max_output: usize,
+    pid: u32,
+    host: &str,
+) -> Result<Executor<'r>, EngineError> {
+    let whoami = protocol::encode(&Whoami {
+        engine_id: engine,
+        pid,
+        host: host.to_owned(),
+    })
+    .map_err(|e| EngineError::Internal(format!("cannot encode whoami: {e}")))?;
+    Ok(Executor {
+        registry,
+        engine,
+        max_output,
+        whoami,
+    })
+}
+
+impl Runner {
+    fn executor<'r>(&self, registry: &'r Registry, engine: EngineId) -> Result<Executor<'r>, EngineError> {
+        executor_for(registry, engine, self.max_output, self.pid, &self.host)
+    }
+
+    /// Runs one task; returns its outcome, result payload and the offered function that ran.
+    fn run(
+        &mut self,
+        executor: &Executor<'_>,
+        task: &Assignment,
+        payload: &[u8],
+    ) -> (TaskOutcome, Vec<u8>, Option<String>) {
+        let limit = task.timeout_ms.filter(|&ms| ms > 0);
+        match (&task.work, limit) {
+            (Work::Call { .. } | Work::Map { .. }, Some(ms)) => {
+                self.run_limited(executor, task, payload, Duration::from_millis(ms))
+            }
+            // Commands are killed at their limit by the executor itself.
+            _ => {
+                let (outcome, payload, ran) = executor.run(task, payload);
+                (outcome, payload, ran.map(str::to_owned))
+            }
+        }
+    }
+
+    fn run_limited(
+        &mut self,
+        executor: &Executor<'_>,
+        task: &Assignment,
+        payload: &[u8],
+        limit: Duration,
+    ) -> (TaskOutcome, Vec<u8>, Option<String>) {
+        let started_us = transport::now_us();
+        let start = Instant::now();
+        let sent = match self.worker() {
+            Ok(w) => w
+                .jobs
+                .send((executor.engine, task.clone(), payload.to_vec()))
+                .is_ok(),
+            Err(e) => {
+                tracing::warn!("{e}; running task {} without its time limit", task.id);
+                false
+            }
+        };
+        if !sent {
+            self.worker = None;
+            let (outcome, payload, ran) = executor.run(task, payload);
+            return (outcome, payload, ran.map(str::to_owned));
+        }
+        let answer = self
+            .worker
+            .as_ref()
+            .map(|w| w.done.recv_timeout(limit.saturating_sub(start.elapsed())));
+        match answer {
+            Some(Ok(done)) => done,
+            _ => {
+                // Abandoned: the thread finishes the call on its own and then exits, its
+                // channel being gone; a fresh one takes the next task.
+                self.worker = None;
+                let ms = limit.as_millis();
+                tracing::warn!(
+                    "task {} ({}) ran past its time limit of {ms} ms; abandoned in its thread",
+                    task.id,
+                    task.work.name()
+                );
+                let outcome = TaskOutcome {
+                    id: task.id,
+                    engine: Some(executor.engine),
+                    status: Status::Err(TaskError {
+                        kind: ErrorKind::Timeout,
+                        message: format!(
+                            "{} ran longer than its time limit of {ms} ms and was abandoned (it goes on in a detached thread of engine {} until it returns)",
+                            task.work.name(),
+                            executor.engine
+                        ),
+                        engine: Some(executor.engine),
+                    }),
+                    started_us,
+                    elapsed_us: start.elapsed().as_micros() as u64,
+                };
+                (outcome, Vec::new(), None)
+            }
+        }
+    }
+
+    /// The helper thread, started if needed.
+    fn worker(&mut self) -> Result<&Worker, EngineError> {
+        if self.worker.is_none() {
+            let (jobs, job_rx) = mpsc::channel::<Job>();
+            let (done_tx, done) = mpsc::channel::<Done>();
+            let helper = Runner {
+                registry: Arc::clone(&self.registry),
+                max_output: self.max_output,
+                pid: self.pid,
+                host: self.host.clone(),
+                worker: None,
+            };
+            std::thread::Builder::new()
+                .name("timed-task".into())
+                .spawn(move || {
+                    let registry = Arc::clone(&helper.registry);
+                    while let Ok((engine, task, payload)) = job_rx.recv() {
+                        let done = match helper.executor(&registry, engine) {
+                            Ok(executor) => {
+                                let (outcome, payload, ran) = executor.run(&task, &payload);
+                                (outcome, payload, ran.map(str::to_owned))
+                            }
+                            Err(e) => {
+                                tracing::error!("{e}");
+                                return;
+                            }
+                        };
+                        if done_tx.send(done).is_err() {
+                            // Abandoned while running: nobody waits for this thread.
+                            return;
+                        }
+                    }
+                })
+                .map_err(EngineError::Thread)?;
+            self.worker = Some(Worker { jobs, done });
+        }
+        self.worker
+            .as_ref()
+            .ok_or_else(|| EngineError::Internal("no helper thread".into()))
+    }
+}
+
+/// What [`Session::receive`] found besides tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Received {
+    Nothing,
+    /// The controller said `Shutdown`.
+    Shutdown,
+    /// A registration answer changed the engine's id.
+    NewId,
+}
+
+/// The registered engine's socket and core, and what re-registering needs.
 struct Session<'a> {
     sock: Socket,
     core: Core,
     engine_addr: &'a str,
+    engine_id: EngineId,
+    registration: Registration,
+    period: Duration,
+    /// [`HeartbeatThread::now_ms`] at the latest registration.
+    registered_at: u64,
+    /// When to register again while no ping comes (`None`: not yet silent long enough).
+    next_attempt: Option<Instant>,
+    backoff: Duration,
 }
 
 impl Session<'_> {
@@ -187,41 +392,50 @@ impl Session<'_> {
     /// Runs tasks until told to stop; returns why.
     fn serve(
         &mut self,
-        executor: &Executor<'_>,
+        mut runner: Runner,
         signals: &Signals,
         heartbeat: &HeartbeatThread,
         lonely_timeout: Duration,
     ) -> Result<String, EngineError> {
-        let registered_at = heartbeat.now_ms();
+        let registry = Arc::clone(&runner.registry);
+        let mut executor = runner.executor(&registry, self.engine_id)?;
         loop {
             if let Some(sig) = signals.received() {
                 return Ok(format!("received {sig}"));
             }
-            let silent = heartbeat.silence_ms(registered_at);
-            if silent > lonely_timeout.as_millis() as u64 {
+            let silent = Duration::from_millis(heartbeat.silence_ms(self.registered_at));
+            if silent > lonely_timeout {
                 return Err(EngineError::ControllerLost {
                     address: self.engine_addr.to_owned(),
-                    silent: Duration::from_millis(silent),
+                    silent,
                 });
             }
-            if self.receive()? {
-                return Ok("the controller asked it to shut down".into());
+            self.register_again_if_silent(silent)?;
+            match self.receive(heartbeat)? {
+                Received::Shutdown => return Ok("the controller asked it to shut down".into()),
+                Received::NewId => executor = runner.executor(&registry, self.engine_id)?,
+                Received::Nothing => {}
             }
             if let Some(queued) = self.core.next_task() {
                 if self.core.flush_before(&queued.task.work) {
                     self.flush()?;
                 }
-                let (outcome, payload, ran) = executor.run(&queued.task, &queued.payload);
+                let (outcome, payload, ran) =
+                    runner.run(&executor, &queued.task, &queued.payload);
                 if let Some(function) = ran {
                     self.core
-                        .on_ran(function, Duration::from_micros(outcome.elapsed_us));
+                        .on_ran(&function, Duration::from_micros(outcome.elapsed_us));
                 }
                 if self.core.must_flush_for(payload.len()) {
                     self.flush()?;
                 }
                 self.core.on_outcome(outcome, payload, Instant::now());
                 // Pick up what arrived meanwhile, so the flush rule sees the real queue.
-                let shutdown = self.receive()?;
+                let received = self.receive(heartbeat)?;
+                let shutdown = received == Received::Shutdown;
+                if received == Received::NewId {
+                    executor = runner.executor(&registry, self.engine_id)?;
+                }
                 if shutdown || self.core.flush_due(Instant::now()) {
                     self.flush()?;
                 }
@@ -235,20 +449,75 @@ impl Session<'_> {
         }
     }
 
-    /// Takes every waiting message without blocking; true when one was `Shutdown`.
-    fn receive(&mut self) -> Result<bool, EngineError> {
+    /// No ping for a while: the controller died, restarted, or thinks this engine dead.
+    /// Registers again (same uuid, asking for the same id), backing off while unanswered;
+    /// the controller acknowledges a registration it already has without fuss.
+    fn register_again_if_silent(&mut self, silent: Duration) -> Result<(), EngineError> {
+        let threshold = (self.period * 2).max(REREGISTER_AFTER_MIN);
+        if silent < threshold {
+            self.next_attempt = None;
+            self.backoff = Duration::ZERO;
+            return Ok(());
+        }
+        let now = Instant::now();
+        if self.next_attempt.is_some_and(|t| now < t) {
+            return Ok(());
+        }
+        if self.next_attempt.is_none() {
+            tracing::warn!(
+                "no heartbeat from the controller at {} for {:.1} s; registering again as engine {}",
+                self.engine_addr,
+                silent.as_secs_f64(),
+                self.engine_id
+            );
+        }
+        self.backoff = (self.backoff * 2)
+            .max(self.period.max(Duration::from_millis(500)))
+            .min(REREGISTER_BACKOFF_MAX);
+        self.next_attempt = Some(now + self.backoff);
+        let mut registration = self.registration.clone();
+        registration.engine_id = Some(self.engine_id);
+        self.sock
+            .send(None, &FromEngine::Register(registration), &[])
+            .map_err(|e| self.transport_err(e))
+    }
+
+    /// Takes every waiting message without blocking.
+    fn receive(&mut self, heartbeat: &HeartbeatThread) -> Result<Received, EngineError> {
+        let mut received = Received::Nothing;
         loop {
             let got = match self.sock.recv::<ToEngine>() {
                 Ok(Some(got)) => got,
                 Ok(None) if self.sock.readable() => continue,
-                Ok(None) => return Ok(false),
+                Ok(None) => return Ok(received),
                 Err(e) => return Err(self.transport_err(e)),
             };
             match got.msg {
                 ToEngine::Tasks { tasks } => self.core.on_tasks(tasks, got.payloads),
-                ToEngine::Shutdown => return Ok(true),
-                ToEngine::Registered { engine_id, .. } => {
-                    tracing::debug!("ignoring a repeated registration answer (engine {engine_id})")
+                ToEngine::Shutdown => return Ok(Received::Shutdown),
+                ToEngine::Registered {
+                    engine_id,
+                    heartbeat_period_ms,
+                } => {
+                    if self.next_attempt.is_some() {
+                        tracing::info!(
+                            "registered again with the controller at {} as engine {engine_id}",
+                            self.engine_addr
+                        );
+                    }
+                    // Silence counts from here: pings resume within a period.
+                    self.registered_at = heartbeat.now_ms();
+                    self.next_attempt = None;
+                    self.backoff = Duration::ZERO;
+                    self.period = Duration::from_millis(heartbeat_period_ms.max(1));
+                    if engine_id != self.engine_id {
+                        tracing::warn!(
+                            "engine {} is engine {engine_id} from now on (its id was taken)",
+                            self.engine_id
+                        );
+                        self.engine_id = engine_id;
+                        received = Received::NewId;
+                    }
                 }
                 ToEngine::Refused { reason } => {
                     tracing::warn!("ignoring a refusal after registration: {reason}")

@@ -1,10 +1,13 @@
-//! Running one task: a registered function, a map chunk, the built-in `whoami`, or a command.
+//! Running one task: a registered function, a map chunk, the built-in `whoami` and store
+//! functions, or a command.
 
 use protocol::{Assignment, EngineId, ErrorKind, Status, TaskError, TaskOutcome, Work};
-use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
+pub use protocol::Whoami;
+
 use crate::command::run_command;
+use crate::context::{self, Context};
 use crate::msgpack;
 use crate::registry::{unknown_function, CallError, Mode, Registry};
 
@@ -14,17 +17,6 @@ pub const WHOAMI: &str = "whoami";
 /// Largest result payload an engine sends; the rest of the message needs some room under
 /// the controller's size limit.
 pub(crate) const MAX_RESULT_BYTES: usize = protocol::DEFAULT_MAX_MESSAGE_BYTES - (1 << 20);
-
-/// What the built-in `whoami` function returns: which engine ran the task, and where.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Whoami {
-    /// The engine's id in its cluster.
-    pub engine_id: EngineId,
-    /// The engine's process id.
-    pub pid: u32,
-    /// The engine's host name.
-    pub host: String,
-}
 
 /// Runs tasks for one registered engine.
 #[derive(Debug)]
@@ -53,7 +45,10 @@ impl Executor<'_> {
                     Work::Map { .. } => Mode::Map,
                     _ => Mode::Call,
                 };
-                if self.registry.contains(function) || function == WHOAMI {
+                if self.registry.contains(function)
+                    || function == WHOAMI
+                    || context::is_builtin(function)
+                {
                     ran = Some(function.as_str());
                 }
                 self.call(function, mode, payload)
@@ -108,8 +103,12 @@ impl Executor<'_> {
     }
 
     fn call(&self, function: &str, mode: Mode, payload: &[u8]) -> Result<Vec<u8>, CallError> {
+        let ctx = Context::new(self.engine, self.registry.store().clone());
         if let Some(handler) = self.registry.get(function) {
-            return handler(mode, payload);
+            return handler(&ctx, mode, payload);
+        }
+        if let Some(result) = context::call_builtin(function, &ctx, mode, payload) {
+            return result;
         }
         if function != WHOAMI {
             return Err(unknown_function(function));
@@ -224,6 +223,39 @@ mod tests {
             &protocol::encode(&[(), (), ()]).unwrap(),
         );
         assert_eq!(protocol::decode::<Vec<Whoami>>(&payload).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn store_functions_are_built_in_and_shared_with_context_functions() {
+        let mut registry = Registry::default();
+        registry.add_typed_with_context("total", |ctx: &Context, (): ()| {
+            ctx.get_shared::<Vec<u64>>("xs")
+                .map(|xs| (ctx.engine_id(), xs.iter().sum::<u64>()))
+        });
+        let ex = executor(&registry);
+        let call = |function: &str, arg: &[u8]| {
+            let work = Work::Call {
+                function: function.into(),
+            };
+            let task = assignment(work, None);
+            let (outcome, payload, ran) = ex.run(&task, arg);
+            (outcome, payload, ran.map(str::to_owned))
+        };
+        let mut push = std::collections::BTreeMap::new();
+        push.insert("xs", vec![1u64, 2, 3]);
+        let (outcome, _, ran) = call(protocol::builtin::PUSH, &protocol::encode(&push).unwrap());
+        assert_eq!(outcome.status, Status::Ok);
+        assert_eq!(ran.as_deref(), Some(protocol::builtin::PUSH));
+        let (_, payload, _) = call("total", &protocol::encode(&()).unwrap());
+        assert_eq!(
+            protocol::decode::<(EngineId, u64)>(&payload).unwrap(),
+            (EngineId(4), 6)
+        );
+        let (_, payload, _) = call(protocol::builtin::PULL, &protocol::encode(&["xs"]).unwrap());
+        assert_eq!(
+            protocol::decode::<(Vec<u64>,)>(&payload).unwrap().0,
+            vec![1, 2, 3]
+        );
     }
 
     #[test]

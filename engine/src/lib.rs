@@ -6,15 +6,28 @@
 //! functions, and call [`Engine::run`] (or [`Engine::main`] from a binary's `main`):
 //!
 //! ```no_run
-//! use cluster_engine::Engine;
+//! use cluster_engine::{Context, Engine, Function};
+//!
+//! // Declared once, in a module the client code shares (it needs only `cluster-protocol`).
+//! pub const SQUARE: Function<i64, i64> = Function::new("square");
+//! pub const SCALED: Function<f64, f64> = Function::new("scaled");
+//!
 //! fn main() -> std::process::ExitCode {
 //!     Engine::builder()
 //!         .stock_functions()
-//!         .function("square", |x: i64| Ok::<_, String>(x * x))
+//!         .register(SQUARE, |x: i64| Ok::<_, String>(x * x))
+//!         // Reads a value a client pushed into this engine's store.
+//!         .register_with_context(SCALED, |ctx: &Context, x: f64| {
+//!             ctx.get::<f64>("factor").map(|k| k * x)
+//!         })
 //!         .build()
 //!         .main() // reads `--file engine.json`
 //! }
 //! ```
+//!
+//! Each engine keeps a store of named values (see [`Context`]): clients fill it with
+//! `DirectView::push`/`scatter` and read it back with `pull`/`gather`, through built-in
+//! functions every engine offers (named in [`protocol::builtin`]).
 //!
 //! How data flows when running:
 //!
@@ -31,6 +44,7 @@
 //! task errors; the engine keeps running.
 
 mod command;
+mod context;
 mod core;
 mod daemon;
 mod exec;
@@ -45,7 +59,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+pub use context::{Context, StoreError};
 pub use exec::{Whoami, WHOAMI};
+pub use protocol::Function;
 use registry::Registry;
 
 /// Default cap on each of a command's stdout and stderr, in bytes.
@@ -76,17 +92,28 @@ pub struct EngineOptions {
     /// How long to wait for the controller to accept the registration (default 10 s).
     pub register_timeout: Duration,
     /// How long the engine waits without a heartbeat ping before concluding that the
-    /// controller is gone and exiting (default 60 s).
+    /// controller is gone and exiting (default 60 s, or [`LONELY_TIMEOUT_ENV`] seconds).
+    /// Meanwhile it keeps registering again, so a controller restarted within this time
+    /// (`cluster controller --reuse`) gets it back.
     pub lonely_timeout: Duration,
 }
 
+/// Environment variable giving the default [`EngineOptions::lonely_timeout`] in seconds.
+pub const LONELY_TIMEOUT_ENV: &str = "CLUSTER_LONELY_TIMEOUT";
+
 impl EngineOptions {
-    /// Options for this connection file, with default timeouts.
+    /// Options for this connection file, with default timeouts (the lonely timeout from
+    /// [`LONELY_TIMEOUT_ENV`] when it holds a number of seconds).
     pub fn new(connection_file: PathBuf) -> Self {
+        let lonely_timeout = std::env::var(LONELY_TIMEOUT_ENV)
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .unwrap_or(Duration::from_secs(60));
         EngineOptions {
             connection_file,
             register_timeout: Duration::from_secs(10),
-            lonely_timeout: Duration::from_secs(60),
+            lonely_timeout,
         }
     }
 }
@@ -133,9 +160,10 @@ pub enum EngineError {
         reason: String,
     },
     /// No heartbeat ping arrived for the lonely timeout: the controller stopped answering (it
-    /// died, or the network is partitioned). Start the engine again once it is back.
+    /// died, or the network is partitioned) and did not come back. Start the engine again
+    /// once it is back.
     #[error(
-        "the controller at {address} stopped answering (no heartbeat for {silent:?}); giving up"
+        "the controller at {address} stopped answering (no heartbeat for {silent:?}) and did not come back; giving up (wait longer with --lonely-timeout or CLUSTER_LONELY_TIMEOUT)"
     )]
     ControllerLost {
         /// The controller's engine address.
@@ -163,11 +191,14 @@ impl Engine {
         }
     }
 
-    /// The functions this engine offers, sorted, including the built-in `whoami`.
+    /// The functions this engine offers, sorted, including the built-in `whoami` and the
+    /// store functions of [`protocol::builtin`].
     pub fn function_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.registry.names().map(str::to_owned).collect();
-        if !self.registry.contains(WHOAMI) {
-            names.push(WHOAMI.to_owned());
+        for builtin in std::iter::once(WHOAMI).chain(protocol::builtin::ALL) {
+            if !self.registry.contains(builtin) {
+                names.push(builtin.to_owned());
+            }
         }
         names.sort_unstable();
         names
@@ -177,7 +208,8 @@ impl Engine {
     /// tasks until the controller says `Shutdown` or the process gets SIGTERM/SIGINT (then it
     /// returns `Ok` after sending `Unregister`). Installs SIGTERM/SIGINT handlers for its
     /// duration: a second signal while the first is being handled exits the process at once.
-    pub fn run(self, options: EngineOptions) -> Result<(), EngineError> {
+    pub fn run(mut self, options: EngineOptions) -> Result<(), EngineError> {
+        self.registry.reset_store();
         daemon::run(self, options)
     }
 
@@ -234,7 +266,11 @@ impl Engine {
              -h, --help    print this help\n\n\
              Functions: {}\n\
              Command tasks are always available. Log filter: RUST_LOG (default info).\n",
-            self.function_names().join(", ")
+            self.function_names()
+                .into_iter()
+                .filter(|n| !n.starts_with("__"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     }
 }
@@ -253,6 +289,43 @@ impl EngineBuilder {
     {
         self.registry.add_typed(name, f);
         self
+    }
+
+    /// Adds the function behind a typed handle: [`EngineBuilder::function`] with the handle's
+    /// name, and the compiler checking that `f` takes `A` and returns `R`. Share the handle
+    /// (a `pub const`) with the clients that call it.
+    pub fn register<A, R, E, F>(self, handle: Function<A, R>, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: std::fmt::Display,
+        F: Fn(A) -> Result<R, E> + Send + Sync + 'static,
+    {
+        self.function(handle.name(), f)
+    }
+
+    /// Adds a typed function that also gets the task's [`Context`]: the engine's id and its
+    /// store of named values (pushed by clients, or set by other functions).
+    pub fn function_with_context<A, R, E, F>(mut self, name: &str, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: std::fmt::Display,
+        F: Fn(&Context, A) -> Result<R, E> + Send + Sync + 'static,
+    {
+        self.registry.add_typed_with_context(name, f);
+        self
+    }
+
+    /// [`EngineBuilder::function_with_context`] behind a typed handle.
+    pub fn register_with_context<A, R, E, F>(self, handle: Function<A, R>, f: F) -> Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: std::fmt::Display,
+        F: Fn(&Context, A) -> Result<R, E> + Send + Sync + 'static,
+    {
+        self.function_with_context(handle.name(), f)
     }
 
     /// Adds a function over raw msgpack bytes (argument in, result out). In a map chunk it is
@@ -373,6 +446,10 @@ mod tests {
         assert_eq!(
             engine.function_names(),
             [
+                "__clear",
+                "__keys",
+                "__pull",
+                "__push",
                 "busy_wait",
                 "echo",
                 "noop",
@@ -382,7 +459,12 @@ mod tests {
                 "whoami"
             ]
         );
-        assert!(engine.usage("engine").contains("--file PATH"));
+        let usage = engine.usage("engine");
+        assert!(usage.contains("--file PATH"));
+        assert!(
+            usage.contains("nth_prime") && !usage.contains("__push"),
+            "{usage}"
+        );
     }
 
     #[test]

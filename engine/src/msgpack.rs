@@ -53,6 +53,43 @@ pub(crate) fn split_array(bytes: &[u8]) -> Result<SplitArray<'_>, String> {
     })
 }
 
+/// The encodings of one key and its value.
+pub(crate) type MapEntry<'a> = (&'a [u8], &'a [u8]);
+
+/// Cuts a msgpack map into the encodings of its keys and values, in order. Errors (never
+/// panics) on anything else, on truncated input and on trailing bytes.
+pub(crate) fn split_map(bytes: &[u8]) -> Result<Vec<MapEntry<'_>>, String> {
+    let (header_len, count) = match bytes.first() {
+        Some(&b) if (0x80..=0x8f).contains(&b) => (1, u64::from(b & 0x0f)),
+        Some(0xde) => (3, be(bytes, 1, 2)?),
+        Some(0xdf) => (5, be(bytes, 1, 4)?),
+        Some(&b) => return Err(format!("expected a msgpack map, found type byte {b:#04x}")),
+        None => return Err("expected a msgpack map, found no bytes".into()),
+    };
+    // Every key and value takes at least one byte, which bounds the allocation.
+    if count.saturating_mul(2) > (bytes.len() - header_len) as u64 {
+        return Err(format!(
+            "map claims {count} entries but only {} bytes follow",
+            bytes.len() - header_len
+        ));
+    }
+    let mut entries = Vec::with_capacity(count as usize);
+    let mut pos = header_len;
+    for _ in 0..count {
+        let key_end = skip_value(bytes, pos)?;
+        let value_end = skip_value(bytes, key_end)?;
+        entries.push((&bytes[pos..key_end], &bytes[key_end..value_end]));
+        pos = value_end;
+    }
+    if pos != bytes.len() {
+        return Err(format!(
+            "{} bytes follow the map's last entry",
+            bytes.len() - pos
+        ));
+    }
+    Ok(entries)
+}
+
 /// Writes the header of an array of `n` items, in the shortest form.
 #[cfg(test)]
 pub(crate) fn write_array_header(n: usize, out: &mut Vec<u8>) {
@@ -162,6 +199,28 @@ mod tests {
             for (i, item) in split.items.iter().enumerate() {
                 assert_eq!(*item, &items[i % items.len()][..]);
             }
+        }
+    }
+
+    #[test]
+    fn splits_maps_into_keys_and_values() {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert("a".to_string(), vec![1u32, 2, 3]);
+        m.insert("bb".to_string(), vec![]);
+        let bytes = rmp_serde::to_vec(&m).unwrap();
+        let entries = split_map(&bytes).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(rmp_serde::from_slice::<String>(entries[0].0).unwrap(), "a");
+        assert_eq!(
+            rmp_serde::from_slice::<Vec<u32>>(entries[0].1).unwrap(),
+            vec![1, 2, 3]
+        );
+        assert!(split_map(&[0x80]).unwrap().is_empty());
+        assert!(split_map(&[0x81, 0xa1]).is_err());
+        assert!(split_map(&[0x90]).is_err());
+        assert!(split_map(&[0xdf, 0xff, 0xff, 0xff, 0xff]).is_err());
+        for cut in 0..bytes.len() {
+            assert!(split_map(&bytes[..cut]).is_err());
         }
     }
 

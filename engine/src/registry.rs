@@ -4,6 +4,9 @@
 //! that decodes the argument (or, for a map chunk, the array of arguments), calls the
 //! function under `catch_unwind`, and encodes the result with field names. The execution loop
 //! then only sees bytes in and bytes (or a [`CallError`]) out.
+//!
+//! Every handler gets the task's [`Context`] (engine id and the per-engine store); functions
+//! registered without one simply ignore it.
 
 use protocol::ErrorKind;
 use serde::{de::DeserializeOwned, Serialize};
@@ -12,6 +15,7 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
+use crate::context::{Context, Store};
 use crate::msgpack;
 
 /// Longest error message kept; a function returning megabytes of error text must not make
@@ -50,12 +54,13 @@ impl CallError {
 }
 
 /// A registered function, type-erased.
-pub(crate) type Handler = dyn Fn(Mode, &[u8]) -> Result<Vec<u8>, CallError> + Send + Sync;
+pub(crate) type Handler = dyn Fn(&Context, Mode, &[u8]) -> Result<Vec<u8>, CallError> + Send + Sync;
 
-/// Registered functions by name.
+/// Registered functions by name, and the store their contexts read.
 #[derive(Clone, Default)]
 pub(crate) struct Registry {
     functions: HashMap<String, Arc<Handler>>,
+    store: Arc<Store>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -77,18 +82,29 @@ impl Registry {
         E: std::fmt::Display,
         F: Fn(A) -> Result<R, E> + Send + Sync + 'static,
     {
-        let handler = move |mode: Mode, payload: &[u8]| match mode {
+        self.add_typed_with_context(name, move |_: &Context, arg: A| f(arg));
+    }
+
+    /// Adds (or replaces) a typed function that also gets the task's [`Context`].
+    pub(crate) fn add_typed_with_context<A, R, E, F>(&mut self, name: &str, f: F)
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: std::fmt::Display,
+        F: Fn(&Context, A) -> Result<R, E> + Send + Sync + 'static,
+    {
+        let handler = move |ctx: &Context, mode: Mode, payload: &[u8]| match mode {
             Mode::Call => {
                 let arg: A = decode_arg(payload, std::any::type_name::<A>())?;
-                let result =
-                    call_guarded(&f, arg).map_err(|m| CallError::new(ErrorKind::Remote, m))?;
+                let result = call_guarded(|a| f(ctx, a), arg)
+                    .map_err(|m| CallError::new(ErrorKind::Remote, m))?;
                 encode_result(&result)
             }
             Mode::Map => {
                 let args: Vec<A> = decode_arg(payload, std::any::type_name::<Vec<A>>())?;
                 let mut results = Vec::with_capacity(args.len());
                 for (i, arg) in args.into_iter().enumerate() {
-                    let r = call_guarded(&f, arg)
+                    let r = call_guarded(|a| f(ctx, a), arg)
                         .map_err(|m| CallError::new(ErrorKind::Remote, format!("item {i}: {m}")))?;
                     results.push(r);
                 }
@@ -104,7 +120,7 @@ impl Registry {
     where
         F: Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync + 'static,
     {
-        let handler = move |mode: Mode, payload: &[u8]| match mode {
+        let handler = move |_: &Context, mode: Mode, payload: &[u8]| match mode {
             Mode::Call => {
                 call_guarded(&f, payload).map_err(|m| CallError::new(ErrorKind::Remote, m))
             }
@@ -144,6 +160,16 @@ impl Registry {
         self.functions.keys().map(String::as_str)
     }
 
+    /// The per-engine store that contexts read.
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Starts with an empty store (an engine that runs gets its own, even if it was cloned).
+    pub(crate) fn reset_store(&mut self) {
+        self.store = Arc::default();
+    }
+
     /// Runs `name` on `payload`.
     #[cfg(test)]
     pub(crate) fn call(
@@ -152,8 +178,9 @@ impl Registry {
         mode: Mode,
         payload: &[u8],
     ) -> Result<Vec<u8>, CallError> {
+        let ctx = Context::new(protocol::EngineId(0), self.store.clone());
         match self.get(name) {
-            Some(handler) => handler(mode, payload),
+            Some(handler) => handler(&ctx, mode, payload),
             None => Err(unknown_function(name)),
         }
     }
@@ -190,7 +217,7 @@ fn encode_result<R: Serialize + ?Sized>(result: &R) -> Result<Vec<u8>, CallError
 
 /// Calls `f`, turning both its error and a panic into a message. A panic in user code must
 /// not take the engine down with it.
-fn call_guarded<A, R, E, F>(f: &F, arg: A) -> Result<R, String>
+fn call_guarded<A, R, E, F>(f: F, arg: A) -> Result<R, String>
 where
     E: std::fmt::Display,
     F: Fn(A) -> Result<R, E>,
@@ -326,6 +353,26 @@ mod tests {
         );
         // Still usable afterwards.
         assert!(r.call("panics", Mode::Call, &enc(&1u32)).is_ok());
+    }
+
+    #[test]
+    fn context_functions_read_the_store() {
+        let mut r = registry();
+        r.add_typed_with_context("scaled", |ctx: &Context, x: f64| {
+            ctx.get::<f64>("factor").map(|k| k * x)
+        });
+        let err = r.call("scaled", Mode::Call, &enc(&2.0f64)).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Remote);
+        assert!(err.message.contains("\"factor\""), "{}", err.message);
+        Context::new(protocol::EngineId(0), r.store().clone())
+            .set("factor", &1.5f64)
+            .unwrap();
+        let out = r.call("scaled", Mode::Map, &enc(&[2.0f64, 4.0])).unwrap();
+        assert_eq!(rmp_serde::from_slice::<Vec<f64>>(&out).unwrap(), [3.0, 6.0]);
+        // A clone that runs gets a store of its own.
+        let mut other = r.clone();
+        other.reset_store();
+        assert!(other.call("scaled", Mode::Call, &enc(&2.0f64)).is_err());
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! The stock functions every `cluster engine` offers, for demos and benchmarks.
 //!
+//! Their typed handles ([`NTH_PRIME`], [`SUM_RANGE`], …) come from `cluster-protocol`, so
+//! that client code uses the very same declarations without depending on this crate.
+//!
 //! They are public so that tests and benchmarks compute expected values locally with the
 //! very same code. Each does its work honestly: [`std::hint::black_box`] keeps the optimiser
 //! from replacing a loop with its closed form or folding a known argument.
 
+pub use protocol::stock::{echo, BUSY_WAIT, NOOP, NTH_PRIME, SLEEP, SUM_RANGE, WHOAMI};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -75,14 +79,14 @@ fn check_seconds(seconds: f64) -> Result<f64, String> {
 pub(crate) fn register(builder: crate::EngineBuilder) -> crate::EngineBuilder {
     builder
         // Raw, so that it accepts anything at all (even an empty payload) and costs nothing.
-        .raw_function("noop", |_| Ok(vec![0xc0]))
-        .raw_function("echo", |bytes| Ok(bytes.to_vec()))
-        .function("sleep", |seconds: f64| check_seconds(seconds).map(sleep))
-        .function("busy_wait", |seconds: f64| {
+        .raw_function(NOOP.name(), |_| Ok(vec![0xc0]))
+        .raw_function(echo::<()>().name(), |bytes| Ok(bytes.to_vec()))
+        .register(SLEEP, |seconds: f64| check_seconds(seconds).map(sleep))
+        .register(BUSY_WAIT, |seconds: f64| {
             check_seconds(seconds).map(busy_wait)
         })
-        .function("nth_prime", |n: u64| Ok::<_, String>(nth_prime(n)))
-        .function("sum_range", |n: u64| Ok::<_, String>(sum_range(n)))
+        .register(NTH_PRIME, |n: u64| Ok::<_, String>(nth_prime(n)))
+        .register(SUM_RANGE, |n: u64| Ok::<_, String>(sum_range(n)))
 }
 
 #[cfg(test)]

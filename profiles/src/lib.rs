@@ -7,7 +7,9 @@
 //! cluster.toml        settings, written with commented defaults by `cluster profile create`
 //! security/  (0700)   client.json and engine.json, the connection files (0600)
 //! log/                controller.log, engine-<n>.log
-//! run/                controller.json and engine-<pid>.json: what `cluster stop` must stop
+//! run/                controller.json, engine-<pid>.json (engine-<host>-<pid>.json for
+//!                     engines on other hosts) and ssh-<host>.json: what `cluster stop` must
+//!                     stop; submitted.jsonl: tasks `cluster submit` sent
 //! ```
 //!
 //! [`Settings`] resolve as built-in defaults < `cluster.toml` < `CLUSTER_*` environment <
@@ -105,6 +107,53 @@ pub struct Settings {
     pub engine_program: Option<String>,
     /// Seconds `cluster stop` waits after SIGTERM before SIGKILL.
     pub stop_grace_s: f64,
+    /// How to reach other machines for `--launcher ssh` (the `[ssh]` table).
+    pub ssh: SshSettings,
+}
+
+/// The `[ssh]` table of `cluster.toml`: engines on other machines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SshSettings {
+    /// Hosts as `HOST` or `HOST:ENGINES` (`[user@]host`), used when `--hosts` and
+    /// `--hostfile` are not given.
+    pub hosts: Vec<String>,
+    /// Remote user (default: ssh's own default).
+    pub user: Option<String>,
+    /// Remote ssh port (default: ssh's own default, 22).
+    pub port: Option<u16>,
+    /// Private key file (`ssh -i`).
+    pub identity_file: Option<String>,
+    /// Extra ssh options, each given as `-o OPTION` (`StrictHostKeyChecking=accept-new`).
+    pub options: Vec<String>,
+    /// The `cluster` program on the remote hosts: a path, or a name looked up in the remote
+    /// `PATH`.
+    pub cluster_path: String,
+    /// Folder on the remote hosts for the engine connection file, logs and a copied binary
+    /// (relative paths start in the remote home; default `.cluster/remote/<profile>`).
+    pub remote_dir: Option<String>,
+    /// Address of this machine that the hosts can reach, written into the engine connection
+    /// file when the controller listens on every interface (0.0.0.0). Default: the address the
+    /// host sees the ssh connection come from.
+    pub controller_address: Option<String>,
+    /// Seconds ssh may take to connect to a host.
+    pub connect_timeout_s: u64,
+}
+
+impl Default for SshSettings {
+    fn default() -> Self {
+        SshSettings {
+            hosts: Vec::new(),
+            user: None,
+            port: None,
+            identity_file: None,
+            options: Vec::new(),
+            cluster_path: "cluster".into(),
+            remote_dir: None,
+            controller_address: None,
+            connect_timeout_s: 10,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -123,6 +172,7 @@ impl Default for Settings {
             engines: 0,
             engine_program: None,
             stop_grace_s: 5.0,
+            ssh: SshSettings::default(),
         }
     }
 }
@@ -165,6 +215,19 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 
 # Seconds `cluster stop` waits after SIGTERM before SIGKILL.
 # stop_grace_s = 5.0
+
+# Engines on other machines over ssh (`cluster start --launcher ssh`). The controller must
+# listen on an address those machines reach (ip above, or --ip).
+# [ssh]
+# hosts = ["node1:4", "node2:4"]
+# user = "me"
+# port = 22
+# identity_file = "~/.ssh/id_ed25519"
+# options = ["StrictHostKeyChecking=accept-new"]
+# cluster_path = "cluster"
+# remote_dir = ".cluster/remote/default"
+# controller_address = "10.0.0.5"
+# connect_timeout_s = 10
 "#;
 
 /// What `cluster start` records about the controller it launched.
@@ -189,6 +252,22 @@ pub struct EngineRecord {
     pub launcher: String,
     /// Its log file.
     pub log: PathBuf,
+}
+
+/// How `cluster stop` reaches a host whose engines `cluster start --launcher ssh` started
+/// (file `run/ssh-<host>.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SshHostRecord {
+    /// The ssh destination as given (`[user@]host`).
+    pub destination: String,
+    /// The ssh options used (everything between `ssh` and the destination).
+    pub ssh_args: Vec<String>,
+    /// The remote folder holding the engine file and logs.
+    pub remote_dir: String,
+    /// The host's own name (`uname -n`), as its engines report it.
+    pub hostname: String,
+    /// Pids of the engines started there.
+    pub pids: Vec<u32>,
 }
 
 /// One profile folder.
@@ -371,6 +450,52 @@ impl Profile {
         )
     }
 
+    /// `run/submitted.jsonl`: tasks sent by `cluster submit`, for `cluster wait`.
+    pub fn submitted_file(&self) -> PathBuf {
+        self.run_dir().join("submitted.jsonl")
+    }
+
+    /// Records an engine launched on another host (file `run/engine-<host>-<pid>.json`, so
+    /// that equal pids on different hosts do not collide).
+    pub fn write_remote_engine_record(&self, record: &EngineRecord) -> Result<(), ProfileError> {
+        write_json(
+            &self.run_dir().join(format!(
+                "engine-{}-{}.json",
+                file_safe(&record.host),
+                record.pid
+            )),
+            record,
+        )
+    }
+
+    /// Records how to reach an ssh host (file `run/ssh-<destination>.json`).
+    pub fn write_ssh_host_record(&self, record: &SshHostRecord) -> Result<(), ProfileError> {
+        write_json(
+            &self
+                .run_dir()
+                .join(format!("ssh-{}.json", file_safe(&record.destination))),
+            record,
+        )
+    }
+
+    /// All recorded ssh hosts.
+    pub fn ssh_host_records(&self) -> Result<Vec<SshHostRecord>, ProfileError> {
+        let mut out = Vec::new();
+        let Ok(entries) = fs::read_dir(self.run_dir()) else {
+            return Ok(out);
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("ssh-") && name.ends_with(".json") {
+                if let Some(record) = read_json::<SshHostRecord>(&entry.path())? {
+                    out.push(record);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.destination.cmp(&b.destination));
+        Ok(out)
+    }
+
     /// All recorded engines with the files that hold them.
     pub fn engine_records(&self) -> Result<Vec<(PathBuf, EngineRecord)>, ProfileError> {
         let dir = self.run_dir();
@@ -415,6 +540,19 @@ impl Profile {
         }
         Ok(())
     }
+}
+
+/// `name` with every character that does not belong in a file name replaced by `_`.
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), ProfileError> {
@@ -481,8 +619,10 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# "))
             .filter(|l| {
-                l.split_once(" = ")
-                    .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                *l == "[ssh]"
+                    || l.split_once(" = ").is_some_and(|(k, _)| {
+                        k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    })
             })
             .map(|l| format!("{l}\n"))
             .collect();
@@ -497,6 +637,16 @@ mod tests {
             .unwrap();
         let expected = Settings {
             engine_program: Some("/path/to/my-engine".into()),
+            ssh: SshSettings {
+                hosts: vec!["node1:4".into(), "node2:4".into()],
+                user: Some("me".into()),
+                port: Some(22),
+                identity_file: Some("~/.ssh/id_ed25519".into()),
+                options: vec!["StrictHostKeyChecking=accept-new".into()],
+                remote_dir: Some(".cluster/remote/default".into()),
+                controller_address: Some("10.0.0.5".into()),
+                ..SshSettings::default()
+            },
             ..Settings::default()
         };
         assert_eq!(parsed, expected);

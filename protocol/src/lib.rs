@@ -33,6 +33,9 @@
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::fmt;
 
+mod function;
+pub use function::{builtin, stock, Function, Whoami};
+
 /// Version of the wire protocol. Peers with another version are refused with a clear message,
 /// and connection files carry it so that a stale file is recognised before any message is sent.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -157,6 +160,10 @@ pub struct Registration {
     pub functions: Vec<String>,
     /// Tasks the engine runs at once (1 for the stock engine).
     pub slots: u32,
+    /// The id this engine had before, when it registers again (after a network blip or a
+    /// controller restart); the controller gives it back unless another engine holds it.
+    #[serde(default)]
+    pub engine_id: Option<EngineId>,
 }
 
 /// Engine → controller, on the engine socket.
@@ -254,6 +261,14 @@ pub enum FromClient {
         /// Stop the controller after the engines.
         controller: bool,
     },
+    /// Ask for [`ToClient::QueueStatus`].
+    QueueStatus,
+    /// Abort tasks that have not started (queued, or waiting for dependencies): they fail
+    /// with [`ErrorKind::Aborted`]. Answered by [`ToClient::Aborted`].
+    Abort {
+        /// Tasks to abort.
+        ids: Vec<TaskId>,
+    },
 }
 message_types!(FromClient {
     Hello => "hello",
@@ -262,6 +277,8 @@ message_types!(FromClient {
     Fetch => "fetch",
     Purge => "purge",
     Shutdown => "shutdown",
+    QueueStatus => "queue_status",
+    Abort => "abort",
 });
 
 /// Controller → client, on the client socket.
@@ -296,6 +313,19 @@ pub enum ToClient {
         /// What went wrong.
         message: String,
     },
+    /// Answer to [`FromClient::QueueStatus`].
+    QueueStatus(QueueStatus),
+    /// Answer to [`FromClient::Abort`]: every id asked for is in exactly one list.
+    Aborted {
+        /// Aborted now (their submitters get an [`ErrorKind::Aborted`] outcome).
+        aborted: Vec<TaskId>,
+        /// Already running on an engine: not aborted.
+        running: Vec<TaskId>,
+        /// Already finished: nothing to do.
+        finished: Vec<TaskId>,
+        /// Ids the controller has no record of.
+        unknown: Vec<TaskId>,
+    },
 }
 message_types!(ToClient {
     Welcome => "welcome",
@@ -304,6 +334,8 @@ message_types!(ToClient {
     Status => "status",
     Ack => "ack",
     Error => "error",
+    QueueStatus => "queue_status",
+    Aborted => "aborted",
 });
 
 /// Published by the controller on its notification socket.
@@ -401,12 +433,23 @@ pub struct TaskOptions {
     /// Engines allowed to run it (any when empty).
     #[serde(default)]
     pub targets: Vec<EngineId>,
-    /// Times the task may be re-run on another engine after its engine died.
+    /// Times the task may be re-run on another engine after it failed there or its engine
+    /// died (never on an engine it already failed on).
     #[serde(default)]
     pub retries: u32,
-    /// Run-time limit on the engine, milliseconds (command tasks are killed at it).
+    /// Time limit in milliseconds, twice: a task not started this long after it was
+    /// submitted fails with [`ErrorKind::Timeout`], and one running longer than this on its
+    /// engine is stopped (commands are killed, functions abandoned) and fails the same way.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Run only after these tasks have finished successfully (a failed one fails this task
+    /// with [`ErrorKind::Dependency`]).
+    #[serde(default)]
+    pub after: Vec<TaskId>,
+    /// Run on the engine where these tasks ran, after they finished successfully (they must
+    /// all have run on the same engine).
+    #[serde(default)]
+    pub follow: Vec<TaskId>,
 }
 
 /// A task as submitted by a client.
@@ -453,6 +496,9 @@ pub enum ErrorKind {
     Unschedulable,
     /// The command could not be started (program missing, bad cwd).
     CommandFailed,
+    /// A task it depends on (`after`, `follow`) failed, is unknown, or the dependency can
+    /// no longer be met.
+    Dependency,
 }
 
 impl fmt::Display for ErrorKind {
@@ -466,6 +512,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Aborted => "aborted",
             ErrorKind::Unschedulable => "unschedulable",
             ErrorKind::CommandFailed => "command failed to start",
+            ErrorKind::Dependency => "dependency not met",
         };
         f.write_str(s)
     }
@@ -552,6 +599,9 @@ pub struct TaskCounts {
     pub failed: u64,
     /// Results kept by the controller (until purged).
     pub stored: u64,
+    /// Waiting for their dependencies (`after`, `follow`); not counted in `queued`.
+    #[serde(default)]
+    pub waiting: u64,
 }
 
 /// Messages dropped on receipt, by reason.
@@ -610,6 +660,30 @@ pub struct ControllerStatus {
     pub clients: u32,
 }
 
+/// One engine's queue in a [`QueueStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineQueue {
+    /// Engine id.
+    pub id: EngineId,
+    /// Tasks assigned to it and not finished (running or queued on the engine).
+    pub outstanding: u32,
+    /// Tasks it finished successfully.
+    pub completed: u64,
+    /// Tasks that failed on it.
+    pub failed: u64,
+}
+
+/// Answer to [`FromClient::QueueStatus`]: where the unfinished tasks are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStatus {
+    /// Registered engines, by id.
+    pub engines: Vec<EngineQueue>,
+    /// Tasks ready to run, waiting for an engine with room.
+    pub unassigned: u64,
+    /// Tasks waiting for their dependencies (`after`, `follow`) to finish.
+    pub waiting: u64,
+}
+
 /// Answer to [`FromClient::Status`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -648,6 +722,8 @@ mod tests {
                     targets: vec![EngineId(3)],
                     retries: 1,
                     timeout_ms: None,
+                    after: vec![TaskId(5)],
+                    ..Default::default()
                 },
             }],
         };

@@ -4,6 +4,9 @@
 //! `cargo test --workspace` builds them (the `cluster-cli` package has an integration test,
 //! which makes cargo build its binary, and examples are always built). Every process a test
 //! starts is stopped by pid when its [`TestCluster`] is dropped, whatever the test's outcome.
+//! [`netns`] makes fake hosts (network namespaces running sshd) for the ssh launcher's tests.
+
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -161,7 +164,13 @@ impl TestCluster {
             pids.push(rec.pid);
         }
         if let Ok(engines) = profile.engine_records() {
-            pids.extend(engines.into_iter().map(|(_, r)| r.pid));
+            // Engines on other hosts are stopped over ssh by `cluster stop`, not by pid here.
+            pids.extend(
+                engines
+                    .into_iter()
+                    .filter(|(_, r)| r.launcher == "local")
+                    .map(|(_, r)| r.pid),
+            );
         }
         pids.sort_unstable();
         pids.dedup();
@@ -204,5 +213,73 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Helpers for the controller's end-to-end tests (engine death, restarts, settings).
+impl TestCluster {
+    /// [`TestCluster::start`] with extra environment variables (settings such as
+    /// `CLUSTER_HEARTBEAT_PERIOD_MS`, inherited by the controller and engines).
+    pub fn start_env(&self, n: usize, extra: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+        let n = n.to_string();
+        let mut args = vec!["start", "-n", &n, "--json"];
+        args.extend_from_slice(extra);
+        let mut cmd = self.command(&args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let run = Run::from(cmd.output().expect("run cluster")).ok();
+        let report: serde_json::Value =
+            serde_json::from_str(run.stdout.trim()).expect("start --json prints JSON");
+        self.remember_pids();
+        report
+    }
+
+    /// Pids of the engines the profile's run folder records.
+    pub fn engine_pids(&self) -> Vec<u32> {
+        let profile = profiles::Profile::in_root(self.dir.path(), &self.profile).expect("profile");
+        let mut pids: Vec<u32> = profile
+            .engine_records()
+            .expect("engine records")
+            .into_iter()
+            .map(|(_, r)| r.pid)
+            .collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    /// Pid of the controller the profile's run folder records.
+    pub fn controller_pid(&self) -> Option<u32> {
+        let profile = profiles::Profile::in_root(self.dir.path(), &self.profile).ok()?;
+        profile.controller_record().ok().flatten().map(|r| r.pid)
+    }
+
+    /// Starts `cluster controller ARGS…` in the background (its pid is killed on drop).
+    pub fn spawn_controller(&self, args: &[&str]) -> u32 {
+        let mut full = vec!["controller"];
+        full.extend_from_slice(args);
+        let child = self
+            .command(&full)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the controller");
+        let pid = child.id();
+        self.pids.borrow_mut().push(pid);
+        // Reap it when it exits, so that it does not linger as a zombie that looks alive.
+        std::thread::spawn(move || {
+            let mut child = child;
+            let _ = child.wait();
+        });
+        pid
+    }
+}
+
+/// Sends signal `sig` to `pid` (a process the test started).
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a pid the test started.
+    unsafe {
+        libc::kill(pid as i32, sig);
     }
 }

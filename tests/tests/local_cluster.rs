@@ -57,8 +57,7 @@ fn direct_tasks_run_on_the_named_engine() {
         .apply::<(), serde_json::Value>("whoami", &())
         .unwrap();
     assert_eq!(results.len(), 2);
-    for (ar, engine) in results.into_iter().zip(&status.engines) {
-        let who = ar.get(T).unwrap();
+    for (who, engine) in results.get(T).unwrap().into_iter().zip(&status.engines) {
         assert_eq!(who["engine_id"], engine.id.0, "{who}");
         assert_eq!(who["pid"], engine.pid, "{who}");
     }

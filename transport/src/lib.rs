@@ -10,12 +10,22 @@
 //! silent drop) and `ROUTER_HANDOVER` (an engine that reconnects with the same routing id takes
 //! over its old slot). [`poll`] waits on several sockets and plain file descriptors at once, so
 //! a loop can be woken by another thread through a pipe.
+//!
+//! A router can also watch its peers' connections ([`Socket::watch_peers`]): a peer whose TCP
+//! connection closes (a killed process, local or remote) is reported by routing id within
+//! milliseconds through [`Socket::disconnected`], from libzmq's socket monitor (see
+//! [`DisconnectEvent`] and the `watch` module for how descriptors map to routing ids).
 
 use protocol::{decode, encode, DropCounts, Header, MessageType, PROTOCOL_VERSION};
 use security::{Key, ReplayGuard, Signer, MAC_LEN};
 use serde::{de::DeserializeOwned, Serialize};
 use std::os::unix::io::RawFd;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+mod watch;
+
+pub use watch::DisconnectEvent;
+use watch::PeerWatch;
 
 /// Transport failures. Dropped bad messages are not errors (they are counted instead).
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +119,7 @@ pub struct Socket {
     guard: ReplayGuard,
     drops: DropCounts,
     max_bytes: usize,
+    watch: Option<PeerWatch>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -176,7 +187,40 @@ impl Socket {
             guard: ReplayGuard::default(),
             drops: DropCounts::default(),
             max_bytes: protocol::DEFAULT_MAX_MESSAGE_BYTES,
+            watch: None,
         })
+    }
+
+    /// Starts watching this router's peers: from now on, a peer that sent a verified message
+    /// and whose connection then closes is reported by [`Socket::disconnected`]. Poll
+    /// [`Waitable::Disconnects`] to be woken by it.
+    pub fn watch_peers(&mut self, ctx: &Context) -> Result<(), TransportError> {
+        if self.kind != Kind::Router {
+            return Err(TransportError::Zmq(zmq::Error::ENOTSUP));
+        }
+        if self.watch.is_none() {
+            self.watch = Some(PeerWatch::start(&ctx.0, &self.sock)?);
+        }
+        Ok(())
+    }
+
+    /// Peers whose connection closed since the last call (empty unless
+    /// [`Socket::watch_peers`] was called). Never blocks. Call it after draining
+    /// [`Socket::recv`], so that messages a peer sent before closing are handled first.
+    pub fn disconnected(&mut self) -> Vec<DisconnectEvent> {
+        self.watch.as_mut().map(PeerWatch::take).unwrap_or_default()
+    }
+
+    /// Stops reporting `route`'s disconnect (it said goodbye, or is known gone already).
+    pub fn forget_peer(&mut self, route: &[u8]) {
+        if let Some(w) = self.watch.as_mut() {
+            w.forget(route);
+        }
+    }
+
+    /// Peers the watch currently knows by connection (0 when not watching).
+    pub fn watched_peers(&self) -> usize {
+        self.watch.as_ref().map_or(0, PeerWatch::known)
     }
 
     /// Binds to `address` (`tcp://IP:PORT`, port 0 or `*` for a free one) and returns the
@@ -301,12 +345,49 @@ impl Socket {
     /// what was waiting failed a check and was dropped (and counted); call again until
     /// [`Socket::readable`] is false.
     pub fn recv<M: DeserializeOwned>(&mut self) -> Result<Option<Received<M>>, TransportError> {
+        if self.watch.is_some() {
+            return self.recv_watched();
+        }
         let frames = match self.sock.recv_multipart(zmq::DONTWAIT) {
             Ok(frames) => frames,
             Err(zmq::Error::EAGAIN) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         Ok(self.check(frames))
+    }
+
+    /// [`Socket::recv`] that also notes which connection the message came over.
+    fn recv_watched<M: DeserializeOwned>(
+        &mut self,
+    ) -> Result<Option<Received<M>>, TransportError> {
+        let mut first = zmq::Message::new();
+        match self.sock.recv(&mut first, zmq::DONTWAIT) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        // The routing-id frame lacks the metadata when libzmq prefetched it for a poll, so
+        // read the descriptor from the next frame, which comes straight off the connection.
+        let mut fd = first.gets("__fd").and_then(|s| s.parse::<RawFd>().ok());
+        let mut frames = vec![first.to_vec()];
+        let mut more = first.get_more();
+        drop(first);
+        let mut frame = zmq::Message::new();
+        while more {
+            self.sock.recv(&mut frame, 0)?;
+            if fd.is_none() {
+                fd = frame.gets("__fd").and_then(|s| s.parse::<RawFd>().ok());
+            }
+            frames.push(frame.to_vec());
+            more = frame.get_more();
+        }
+        let received = self.check(frames);
+        if let (Some(got), Some(fd), Some(watch)) = (&received, fd, self.watch.as_mut()) {
+            if let Some(route) = &got.route {
+                watch.learn(fd, route);
+            }
+        }
+        Ok(received)
     }
 
     /// True when a message is waiting.
@@ -389,6 +470,9 @@ pub enum Waitable<'a> {
     Socket(&'a Socket),
     /// A file descriptor (e.g. the read end of a wake-up pipe).
     Fd(RawFd),
+    /// A watched router's disconnect events ([`Socket::watch_peers`]); never ready when the
+    /// socket is not watched.
+    Disconnects(&'a Socket),
 }
 
 /// Waits until one of `items` is readable or `timeout_ms` passes (-1 = forever); returns one
@@ -399,6 +483,11 @@ pub fn poll(items: &[Waitable<'_>], timeout_ms: i64) -> Result<Vec<bool>, Transp
         .map(|w| match w {
             Waitable::Socket(s) => s.sock.as_poll_item(zmq::POLLIN),
             Waitable::Fd(fd) => zmq::PollItem::from_fd(*fd, zmq::POLLIN),
+            Waitable::Disconnects(s) => match &s.watch {
+                Some(w) => w.poll_item(),
+                // poll(2) skips negative descriptors.
+                None => zmq::PollItem::from_fd(-1, zmq::POLLIN),
+            },
         })
         .collect();
     match zmq::poll(&mut zitems, timeout_ms) {
@@ -473,6 +562,102 @@ mod tests {
             .send(Some(b"nobody"), &ToClient::Ack, &[])
             .unwrap_err();
         assert!(matches!(err, TransportError::Unreachable));
+    }
+
+    #[test]
+    fn a_watched_router_reports_which_peer_disconnected() {
+        let key = Key::generate();
+        let ctx = Context::new();
+        let mut router = Socket::new(&ctx, Kind::Router, &key, None).unwrap();
+        let addr = router.bind("tcp://127.0.0.1:0").unwrap();
+        router.watch_peers(&ctx).unwrap();
+        let mut peers = Vec::new();
+        for name in ["e1", "e2", "e3"] {
+            let mut d = Socket::new(&ctx, Kind::Dealer, &key, Some(name.as_bytes())).unwrap();
+            d.connect(&addr).unwrap();
+            d.send(None, &FromClient::Hello, &[]).unwrap();
+            peers.push(d);
+        }
+        // An unsigned message teaches nothing.
+        let stranger = Socket::new(&ctx, Kind::Dealer, &key, Some(b"x")).unwrap();
+        stranger.connect(&addr).unwrap();
+        stranger.send_raw_frames(&[b"", b"junk"]).unwrap();
+        let mut seen = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while seen < 3 && std::time::Instant::now() < deadline {
+            wait(&router);
+            while let Some(m) = router.recv::<FromClient>().unwrap() {
+                assert!(m.route.is_some());
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 3);
+        assert!(router.disconnected().is_empty());
+        assert_eq!(router.watched_peers(), 3);
+
+        drop(stranger);
+        let t0 = std::time::Instant::now();
+        drop(peers.remove(1));
+        let mut gone = Vec::new();
+        while gone.is_empty() && t0.elapsed() < std::time::Duration::from_secs(5) {
+            let _ = poll(&[Waitable::Disconnects(&router)], 100).unwrap();
+            gone = router.disconnected();
+        }
+        assert_eq!(
+            gone.iter().map(|g| g.route.as_slice()).collect::<Vec<_>>(),
+            [b"e2"]
+        );
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            t0.elapsed()
+        );
+        // A peer that said goodbye is not reported again.
+        router.forget_peer(b"e1");
+        drop(peers.remove(0));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(router.disconnected().is_empty());
+        assert_eq!(router.watched_peers(), 1);
+    }
+
+    #[test]
+    fn a_reconnecting_peer_is_not_reported_for_its_old_connection() {
+        let key = Key::generate();
+        let ctx = Context::new();
+        let mut router = Socket::new(&ctx, Kind::Router, &key, None).unwrap();
+        let addr = router.bind("tcp://127.0.0.1:0").unwrap();
+        router.watch_peers(&ctx).unwrap();
+        let recv_one = |router: &mut Socket| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while std::time::Instant::now() < deadline {
+                wait(router);
+                if let Some(m) = router.recv::<FromClient>().unwrap() {
+                    return m;
+                }
+            }
+            panic!("no message");
+        };
+        let mut old = Socket::new(&ctx, Kind::Dealer, &key, Some(b"e")).unwrap();
+        old.connect(&addr).unwrap();
+        old.send(None, &FromClient::Hello, &[]).unwrap();
+        recv_one(&mut router);
+        // The same routing id over a new connection (handover), then the old one closes.
+        let mut new = Socket::new(&ctx, Kind::Dealer, &key, Some(b"e")).unwrap();
+        new.connect(&addr).unwrap();
+        new.send(None, &FromClient::Status, &[]).unwrap();
+        assert_eq!(recv_one(&mut router).msg, FromClient::Status);
+        drop(old);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(router.disconnected().is_empty());
+        drop(new);
+        let t0 = std::time::Instant::now();
+        let mut gone = Vec::new();
+        while gone.is_empty() && t0.elapsed() < std::time::Duration::from_secs(5) {
+            let _ = poll(&[Waitable::Disconnects(&router)], 100).unwrap();
+            gone = router.disconnected();
+        }
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].route, b"e");
     }
 
     #[test]

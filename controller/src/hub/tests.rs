@@ -2,6 +2,8 @@
 
 use super::*;
 use protocol::{CommandSpec, TaskOptions};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
 
 const CLIENT: &[u8] = b"client-a";
 const OTHER_CLIENT: &[u8] = b"client-b";
@@ -29,6 +31,7 @@ fn registration(uuid: &str, functions: &[&str]) -> FromEngine {
         pid: 100,
         functions: functions.iter().map(|f| f.to_string()).collect(),
         slots: 1,
+        engine_id: None,
     })
 }
 
@@ -876,6 +879,502 @@ fn ten_thousand_queued_tasks_drain_one_by_one() {
     assert_eq!(core.status(Duration::ZERO).tasks.done, n);
 }
 
+// ----- schedulers in the core -----
+
+fn core_with(scheduler: SchedulerKind, hwm: Hwm) -> Core {
+    Core::new(
+        CoreConfig {
+            scheduler,
+            hwm,
+            host: "ctl".into(),
+            pid: 42,
+            seed: 7,
+            ..Default::default()
+        },
+        Duration::ZERO,
+    )
+}
+
+/// Submits one task `seq` of `f` and returns the engine it went to, if any.
+fn one_to(core: &mut Core, seq: u64) -> Option<u32> {
+    let to = sent_to(&submit(core, vec![call(seq, "f")]));
+    assert!(to.len() <= 1);
+    to.first().map(|(e, _)| e.0)
+}
+
+#[test]
+fn lru_takes_the_least_recently_assigned_even_if_busier() {
+    let mut core = core_with(SchedulerKind::Lru, Hwm::Limit(0));
+    for uuid in ["a", "b", "c"] {
+        register(&mut core, uuid, &["f"]);
+    }
+    assert_eq!(core.status(Duration::ZERO).controller.scheduler, "lru");
+    let picks: Vec<u32> = (1..=6).map(|i| one_to(&mut core, i).unwrap()).collect();
+    assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+    // Engine 2 finishes everything: leastload would pick it, lru still takes 0.
+    finish(&mut core, "c", &[tid(3), tid(6)], 5);
+    assert_eq!(one_to(&mut core, 7), Some(0));
+}
+
+#[test]
+fn random_schedulers_spread_over_every_engine_and_respect_limits() {
+    for kind in [
+        SchedulerKind::PlainRandom,
+        SchedulerKind::TwoBin,
+        SchedulerKind::Weighted,
+    ] {
+        let mut core = core_with(kind, Hwm::Limit(0));
+        for uuid in ["a", "b", "c", "d"] {
+            register(&mut core, uuid, &["f"]);
+        }
+        let mut counts = [0u32; 4];
+        for seq in 1..=400 {
+            let e = one_to(&mut core, seq).unwrap();
+            counts[e as usize] += 1;
+            // Finish at once so that loads stay level (weighted favours idle engines).
+            finish(&mut core, ["a", "b", "c", "d"][e as usize], &[tid(seq)], 5);
+        }
+        assert!(counts.iter().all(|&c| c > 40), "{kind}: {counts:?}");
+
+        // With a limit of one, nobody ever gets a second task.
+        let mut core = core_with(kind, Hwm::Limit(1));
+        for uuid in ["a", "b", "c"] {
+            register(&mut core, uuid, &["f"]);
+        }
+        let actions = submit(&mut core, (1..=5).map(|i| call(i, "f")).collect());
+        let mut to: Vec<u32> = sent_to(&actions).iter().map(|(e, _)| e.0).collect();
+        to.sort();
+        assert_eq!(to, [0, 1, 2], "{kind}");
+        assert_eq!(core.status(Duration::ZERO).tasks.queued, 2);
+    }
+}
+
+#[test]
+fn weighted_prefers_idle_engines() {
+    let mut core = core_with(SchedulerKind::Weighted, Hwm::Limit(0));
+    for uuid in ["a", "b", "c"] {
+        register(&mut core, uuid, &["f"]);
+    }
+    // Load 0 and 1 with three tasks each (targeted), leave 2 idle.
+    let mut reqs = Vec::new();
+    for i in 0..6 {
+        reqs.push(with(call(100 + i, "f"), &[(i % 2) as u32], 0));
+    }
+    submit(&mut core, reqs);
+    for seq in 1..=50 {
+        assert_eq!(one_to(&mut core, seq), Some(2));
+        finish(&mut core, "c", &[tid(seq)], 5);
+    }
+}
+
+// ----- retries after failures -----
+
+/// Engine `uuid` reports failures of `kind` for `ids`.
+fn fail(core: &mut Core, uuid: &str, ids: &[TaskId], kind: ErrorKind) -> Vec<Action> {
+    let results = ids
+        .iter()
+        .map(|&id| failure(id, None, kind, format!("{kind} on {uuid}")))
+        .collect();
+    core.on_engine(
+        uuid.as_bytes(),
+        FromEngine::Results { results },
+        ids.iter().map(|_| Vec::new()).collect(),
+        Duration::ZERO,
+    )
+}
+
+#[test]
+fn a_failed_task_with_retries_runs_again_elsewhere_then_reports_its_last_error() {
+    let mut core = new_core(Hwm::Limit(1));
+    for uuid in ["a", "b", "c"] {
+        register(&mut core, uuid, &["f"]);
+    }
+    let actions = submit(&mut core, vec![with(call(1, "f"), &[], 1)]);
+    assert_eq!(sent_to(&actions), [(EngineId(0), tid(1))]);
+    let actions = fail(&mut core, "a", &[tid(1)], ErrorKind::Remote);
+    assert!(delivered(&actions).is_empty(), "retried, not reported");
+    let batches = sent(&actions);
+    assert_eq!(batches.len(), 1);
+    assert_ne!(batches[0].0, EngineId(0), "never the engine it failed on");
+    assert_eq!(batches[0].2, [payload_of(tid(1))], "same argument");
+    let second = ["a", "b", "c"][batches[0].0 .0 as usize];
+    // Out of retries: the real error is delivered.
+    let actions = fail(&mut core, second, &[tid(1)], ErrorKind::Remote);
+    let msgs = delivered(&actions);
+    let err = error_of(&msgs[0].1[0]);
+    assert_eq!(err.kind, ErrorKind::Remote);
+    assert_eq!(err.message, format!("remote error on {second}"));
+    let q = core.queue_status();
+    assert_eq!(q.engines.iter().map(|e| e.failed).sum::<u64>(), 2);
+
+    // Bad arguments fail the same way on any engine: no retry.
+    let actions = submit(&mut core, vec![with(call(2, "f"), &[], 3)]);
+    let (e, _) = sent_to(&actions)[0];
+    let actions = fail(
+        &mut core,
+        ["a", "b", "c"][e.0 as usize],
+        &[tid(2)],
+        ErrorKind::BadArguments,
+    );
+    assert_eq!(
+        error_of(&delivered(&actions)[0].1[0]).kind,
+        ErrorKind::BadArguments
+    );
+}
+
+#[test]
+fn a_failed_task_with_no_other_engine_reports_its_error() {
+    let mut core = new_core(Hwm::Limit(1));
+    register(&mut core, "a", &["f"]);
+    submit(&mut core, vec![with(call(1, "f"), &[], 2)]);
+    let actions = fail(&mut core, "a", &[tid(1)], ErrorKind::Timeout);
+    assert_eq!(
+        error_of(&delivered(&actions)[0].1[0]).kind,
+        ErrorKind::Timeout
+    );
+}
+
+// ----- dependencies -----
+
+fn after(mut req: TaskRequest, deps: &[u64]) -> TaskRequest {
+    req.options.after = deps.iter().map(|&d| tid(d)).collect();
+    req
+}
+
+fn follow(mut req: TaskRequest, deps: &[u64]) -> TaskRequest {
+    req.options.follow = deps.iter().map(|&d| tid(d)).collect();
+    req
+}
+
+#[test]
+fn after_waits_for_its_dependencies_to_succeed() {
+    let mut core = new_core(Hwm::Limit(0));
+    register(&mut core, "a", &["f"]);
+    register(&mut core, "b", &["f"]);
+    let actions = submit(
+        &mut core,
+        vec![call(1, "f"), call(2, "f"), after(call(3, "f"), &[1, 2])],
+    );
+    let to = sent_to(&actions);
+    assert_eq!(to.len(), 2, "3 waits: {to:?}");
+    let status = core.status(Duration::ZERO);
+    assert_eq!((status.tasks.waiting, status.tasks.queued), (1, 0));
+    assert_eq!(core.queue_status().waiting, 1);
+    let actions = finish(&mut core, "a", &[tid(1)], 5);
+    assert!(sent(&actions).is_empty(), "still waits for 2");
+    let actions = finish(&mut core, "b", &[tid(2)], 5);
+    assert_eq!(sent_to(&actions).len(), 1);
+    assert_eq!(sent_to(&actions)[0].1, tid(3));
+    assert_eq!(core.status(Duration::ZERO).tasks.waiting, 0);
+
+    // A dependency that finished long ago is met at once.
+    let actions = submit(&mut core, vec![after(call(4, "f"), &[1])]);
+    assert_eq!(sent_to(&actions).len(), 1);
+}
+
+#[test]
+fn dependencies_that_cannot_be_met_fail_at_once_and_in_cascade() {
+    let mut core = new_core(Hwm::Limit(0));
+    register(&mut core, "a", &["f"]);
+    let kind_and_message = |actions: &[Action], id: TaskId| {
+        delivered(actions)
+            .into_iter()
+            .flat_map(|(_, o, _)| o)
+            .find(|o| o.id == id)
+            .map(|o| {
+                let e = error_of(&o);
+                (e.kind, e.message.clone())
+            })
+            .expect("an outcome")
+    };
+    // On itself.
+    let actions = submit(&mut core, vec![after(call(1, "f"), &[1])]);
+    let (kind, message) = kind_and_message(&actions, tid(1));
+    assert_eq!(kind, ErrorKind::Dependency);
+    assert!(message.contains("itself"), "{message}");
+    // On a task nobody submitted.
+    let actions = submit(&mut core, vec![after(call(2, "f"), &[77])]);
+    let (kind, message) = kind_and_message(&actions, tid(2));
+    assert_eq!(kind, ErrorKind::Dependency);
+    assert!(message.contains("1:77") && message.contains("does not know"), "{message}");
+    // On a task that fails: the dependent fails, and its own dependent too.
+    submit(
+        &mut core,
+        vec![
+            call(3, "f"),
+            after(call(4, "f"), &[3]),
+            follow(call(5, "f"), &[4]),
+        ],
+    );
+    let actions = fail(&mut core, "a", &[tid(3)], ErrorKind::Remote);
+    let (kind, message) = kind_and_message(&actions, tid(4));
+    assert_eq!(kind, ErrorKind::Dependency);
+    assert!(message.contains("1:3") && message.contains("remote error"), "{message}");
+    assert_eq!(kind_and_message(&actions, tid(5)).0, ErrorKind::Dependency);
+    // On a task that failed long ago.
+    let actions = submit(&mut core, vec![after(call(6, "f"), &[3])]);
+    assert_eq!(kind_and_message(&actions, tid(6)).0, ErrorKind::Dependency);
+    let status = core.status(Duration::ZERO);
+    assert_eq!((status.tasks.waiting, status.tasks.failed), (0, 6));
+}
+
+#[test]
+fn follow_runs_where_the_followed_tasks_ran() {
+    let mut core = new_core(Hwm::Limit(0));
+    for uuid in ["a", "b", "c"] {
+        register(&mut core, uuid, &["f"]);
+    }
+    // 1 and 2 go to engines 0 and 1.
+    let actions = submit(&mut core, vec![call(1, "f"), call(2, "f")]);
+    assert_eq!(
+        sent_to(&actions),
+        [(EngineId(0), tid(1)), (EngineId(1), tid(2))]
+    );
+    // 3 follows 2 (on engine 1, though 2 is the least loaded); it waits until 2 is done.
+    let actions = submit(&mut core, vec![follow(call(3, "f"), &[2])]);
+    assert!(sent(&actions).is_empty());
+    let actions = finish(&mut core, "b", &[tid(2)], 5);
+    assert_eq!(sent_to(&actions), [(EngineId(1), tid(3))]);
+    // Following tasks that ran on two engines can never be met.
+    finish(&mut core, "a", &[tid(1)], 5);
+    let actions = submit(&mut core, vec![follow(call(4, "f"), &[1, 2])]);
+    let err = error_of(&delivered(&actions)[0].1[0]).clone();
+    assert_eq!(err.kind, ErrorKind::Dependency);
+    assert!(err.message.contains("different engines"), "{}", err.message);
+    // Nor can a follow whose engine is not among the targets…
+    let actions = submit(&mut core, vec![with(follow(call(5, "f"), &[1]), &[2], 0)]);
+    assert_eq!(error_of(&delivered(&actions)[0].1[0]).kind, ErrorKind::Dependency);
+    // …nor one whose engine is gone.
+    core.on_engine(b"a", FromEngine::Unregister, vec![], Duration::ZERO);
+    let actions = submit(&mut core, vec![follow(call(6, "f"), &[1])]);
+    let err = error_of(&delivered(&actions)[0].1[0]).clone();
+    assert!(err.message.contains("no longer registered"), "{}", err.message);
+}
+
+// ----- time limits -----
+
+fn timed(mut req: TaskRequest, ms: u64) -> TaskRequest {
+    req.options.timeout_ms = Some(ms);
+    req
+}
+
+#[test]
+fn a_task_not_started_in_time_fails_with_a_timeout() {
+    let mut core = new_core(Hwm::Limit(1));
+    register(&mut core, "a", &["f"]);
+    // 1 occupies the engine; 2 and 3 wait in the queue, 4 waits for 2.
+    let actions = submit(
+        &mut core,
+        vec![
+            call(1, "f"),
+            timed(call(2, "f"), 500),
+            timed(call(3, "f"), 5_000),
+            timed(after(call(4, "f"), &[2]), 300),
+        ],
+    );
+    assert_eq!(sent_to(&actions), [(EngineId(0), tid(1))]);
+    assert_eq!(core.next_tick(), Duration::from_millis(300));
+    let actions = core.on_tick(Duration::from_millis(300));
+    let msgs = delivered(&actions);
+    assert_eq!(msgs[0].1[0].id, tid(4));
+    let err = error_of(&msgs[0].1[0]);
+    assert_eq!(err.kind, ErrorKind::Timeout);
+    assert!(err.message.contains("dependencies"), "{}", err.message);
+    let actions = core.on_tick(Duration::from_millis(500));
+    let msgs = delivered(&actions);
+    assert_eq!(msgs[0].1[0].id, tid(2));
+    assert!(error_of(&msgs[0].1[0]).message.contains("500 ms"));
+    // The engine frees: the timed-out entry is skipped, 3 runs (its limit now counts on the
+    // engine), and nothing fires at its old start deadline.
+    let actions = finish(&mut core, "a", &[tid(1)], 5);
+    assert_eq!(sent_to(&actions), [(EngineId(0), tid(3))]);
+    let status = core.status(Duration::ZERO);
+    assert_eq!((status.tasks.queued, status.tasks.failed), (0, 2));
+    assert!(delivered(&core.on_tick(Duration::from_millis(5_000))).is_empty());
+}
+
+#[test]
+fn a_task_running_past_its_limit_without_word_from_the_engine_fails_or_retries() {
+    let mut core = new_core(Hwm::Limit(1));
+    register(&mut core, "a", &["f"]);
+    register(&mut core, "b", &["f"]);
+    let t0 = Duration::from_secs(10);
+    let actions = core.on_client(
+        CLIENT,
+        FromClient::Submit {
+            tasks: vec![timed(with(call(1, "f"), &[0], 0), 1_000), timed(with(call(2, "f"), &[], 1), 1_000)],
+        },
+        vec![payload_of(tid(1)), payload_of(tid(2))],
+        t0,
+    );
+    assert_eq!(
+        sent_to(&actions),
+        [(EngineId(0), tid(1)), (EngineId(1), tid(2))]
+    );
+    // The engine's own limit comes first; the controller waits a grace period more.
+    assert!(delivered(&core.on_tick(t0 + secs(1))).is_empty());
+    let actions = core.on_tick(t0 + secs(1) + RUN_TIMEOUT_GRACE);
+    let msgs = delivered(&actions);
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].1[0].id, tid(1));
+    let err = error_of(&msgs[0].1[0]);
+    assert_eq!((err.kind, err.engine), (ErrorKind::Timeout, Some(EngineId(0))));
+    // Task 2 had a retry: it goes to engine 0, now free, never back to engine 1.
+    assert_eq!(sent_to(&actions), [(EngineId(0), tid(2))]);
+    // A late result for task 1 is ignored.
+    assert!(delivered(&finish(&mut core, "a", &[tid(1)], 5)).is_empty());
+}
+
+// ----- abort, queue status -----
+
+#[test]
+fn abort_stops_queued_and_waiting_tasks_only() {
+    let mut core = new_core(Hwm::Limit(1));
+    register(&mut core, "a", &["f"]);
+    submit(
+        &mut core,
+        vec![call(1, "f"), call(2, "f"), call(3, "f"), after(call(4, "f"), &[1])],
+    );
+    finish(&mut core, "a", &[tid(1)], 5);
+    // 2 runs now, 3 is queued, 4 is queued too (1 is done).
+    let q = core.queue_status();
+    assert_eq!((q.unassigned, q.waiting), (2, 0));
+    assert_eq!(q.engines[0].outstanding, 1);
+    let actions = core.on_client(
+        OTHER_CLIENT,
+        FromClient::Abort {
+            ids: vec![tid(1), tid(2), tid(3), tid(99)],
+        },
+        vec![],
+        Duration::ZERO,
+    );
+    let answer = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::ToClient {
+                route,
+                msg: ToClient::Aborted { aborted, running, finished, unknown },
+                ..
+            } if route == OTHER_CLIENT => Some((aborted.clone(), running.clone(), finished.clone(), unknown.clone())),
+            _ => None,
+        })
+        .expect("an abort answer");
+    assert_eq!(answer, (vec![tid(3)], vec![tid(2)], vec![tid(1)], vec![tid(99)]));
+    // The submitter hears about the aborted task.
+    let msgs = delivered(&actions);
+    assert_eq!(msgs[0].0, CLIENT);
+    assert_eq!(error_of(&msgs[0].1[0]).kind, ErrorKind::Aborted);
+    // The scheduler skips it: 4 runs next.
+    let actions = finish(&mut core, "a", &[tid(2)], 5);
+    assert_eq!(sent_to(&actions), [(EngineId(0), tid(4))]);
+    let q = core.queue_status();
+    assert_eq!((q.unassigned, q.waiting), (0, 0));
+    let actions = core.on_client(CLIENT, FromClient::QueueStatus, vec![], Duration::ZERO);
+    assert!(matches!(
+        &actions[..],
+        [Action::ToClient { msg: ToClient::QueueStatus(q), .. }] if q.engines.len() == 1 && q.engines[0].completed == 2
+    ));
+}
+
+// ----- engines coming back, disconnects, clients of an earlier life -----
+
+fn registration_with_id(uuid: &str, id: u32) -> FromEngine {
+    let FromEngine::Register(mut reg) = registration(uuid, &["f"]) else {
+        unreachable!()
+    };
+    reg.engine_id = Some(EngineId(id));
+    FromEngine::Register(reg)
+}
+
+fn registered_id(actions: &[Action]) -> Option<EngineId> {
+    actions.iter().find_map(|a| match a {
+        Action::ToEngine {
+            msg: ToEngine::Registered { engine_id, .. },
+            ..
+        } => Some(*engine_id),
+        _ => None,
+    })
+}
+
+#[test]
+fn engines_of_an_earlier_controller_get_their_ids_back() {
+    let mut core = new_core(Hwm::Auto);
+    let back = |core: &mut Core, uuid: &str, id: u32| {
+        registered_id(&core.on_engine(
+            uuid.as_bytes(),
+            registration_with_id(uuid, id),
+            vec![],
+            Duration::ZERO,
+        ))
+    };
+    assert_eq!(back(&mut core, "x", 3), Some(EngineId(3)));
+    assert_eq!(back(&mut core, "y", 1), Some(EngineId(1)));
+    // A fresh engine takes a new id, never one kept for a returning engine.
+    assert_eq!(register(&mut core, "z", &["f"]).0, EngineId(4));
+    // A returning engine whose id is taken gets a new one; absurd ids are not honoured.
+    assert_eq!(back(&mut core, "w", 3), Some(EngineId(5)));
+    assert_eq!(back(&mut core, "v", u32::MAX), Some(EngineId(6)));
+    let ids: Vec<u32> = core
+        .status(Duration::ZERO)
+        .engines
+        .iter()
+        .map(|e| e.id.0)
+        .collect();
+    assert_eq!(ids, [1, 3, 4, 5, 6]);
+    // Work goes only to real engines.
+    let actions = submit(&mut core, (1..=5).map(|i| call(i, "f")).collect());
+    assert_eq!(sent_to(&actions).len(), 5);
+}
+
+#[test]
+fn a_repeated_registration_is_acknowledged_quietly_and_a_dead_engine_comes_back() {
+    let mut core = new_core(Hwm::Limit(1));
+    let (a, _) = register(&mut core, "a", &["f"]);
+    submit(&mut core, vec![call(1, "f")]);
+    let again = core.on_engine(b"a", registration("a", &["f"]), vec![], Duration::ZERO);
+    assert_eq!(registered_id(&again), Some(a));
+    assert_eq!(again.len(), 1, "no notification: {again:?}");
+    assert_eq!(engine_status(&core, 0).outstanding, 1, "its task is kept");
+    // Declared dead (its connection closed), it registers again with the same uuid.
+    let gone = core.on_engine_disconnected(b"a", Duration::ZERO);
+    assert!(gone.contains(&Action::Publish(Notification::EngineLeft {
+        id: a,
+        reason: "disconnected".into()
+    })));
+    assert_eq!(error_of(&delivered(&gone)[0].1[0]).kind, ErrorKind::EngineLost);
+    assert!(core.on_engine_disconnected(b"a", Duration::ZERO).is_empty());
+    assert!(core.on_engine_disconnected(b"nobody", Duration::ZERO).is_empty());
+    let (_, actions) = register(&mut core, "a", &["f"]);
+    assert!(actions.iter().any(|x| matches!(x, Action::Publish(Notification::EngineJoined(i)) if i.id == a)));
+    assert_eq!(engine_status(&core, 0).outstanding, 0);
+}
+
+#[test]
+fn clients_of_an_earlier_controller_keep_their_ids_and_new_ones_avoid_them() {
+    let mut core = Core::new(
+        CoreConfig {
+            first_client_id: 500,
+            ..Default::default()
+        },
+        Duration::ZERO,
+    );
+    register(&mut core, "a", &["f"]);
+    // A client of the previous life submits without saying hello.
+    core.on_client(
+        b"old",
+        FromClient::Submit {
+            tasks: vec![TaskRequest {
+                id: TaskId::new(ClientId(700), 1),
+                ..call(1, "f")
+            }],
+        },
+        vec![b"x".to_vec()],
+        Duration::ZERO,
+    );
+    assert_eq!(hello(&mut core, b"new"), ClientId(701));
+    assert_eq!(core.status(Duration::ZERO).controller.clients, 2);
+}
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
@@ -900,7 +1399,7 @@ mod properties {
             for (i, e) in engines.iter_mut().enumerate() {
                 e.id = EngineId(i as u32);
             }
-            let pick = SchedulerKind::LeastLoad.pick(&engines);
+            let pick = SchedulerKind::LeastLoad.pick(&engines, &mut SmallRng::seed_from_u64(0));
             let candidates: Vec<&EngineLoad> = engines.iter().filter(|e| e.can_take()).collect();
             match pick {
                 None => prop_assert!(candidates.is_empty()),
@@ -924,10 +1423,19 @@ mod properties {
             targets: Vec<u32>,
             retries: u32,
             count: u8,
+            /// Run after (or follow) a task submitted this many submissions ago.
+            after: Option<(u8, bool)>,
+            timeout: bool,
         },
         Finish {
             engine: u8,
             how_many: u8,
+        },
+        Fail {
+            engine: u8,
+        },
+        Abort {
+            back: u8,
         },
         Leave {
             engine: u8,
@@ -940,9 +1448,11 @@ mod properties {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => (0u8..3, prop::collection::vec(0u32..5, 0..3), 0u32..3, 1u8..6)
-                .prop_map(|(function, targets, retries, count)| Op::Submit { function, targets, retries, count }),
+            4 => (0u8..3, prop::collection::vec(0u32..5, 0..3), 0u32..3, 1u8..6, prop::option::weighted(0.3, (1u8..8, any::<bool>())), prop::bool::weighted(0.2))
+                .prop_map(|(function, targets, retries, count, after, timeout)| Op::Submit { function, targets, retries, count, after, timeout }),
             4 => (0u8..4, 1u8..4).prop_map(|(engine, how_many)| Op::Finish { engine, how_many }),
+            1 => (0u8..4).prop_map(|engine| Op::Fail { engine }),
+            1 => (1u8..10).prop_map(|back| Op::Abort { back }),
             1 => (0u8..4).prop_map(|engine| Op::Leave { engine }),
             1 => (0u8..4).prop_map(|engine| Op::Join { engine }),
             1 => Just(Op::Tick),
@@ -966,8 +1476,12 @@ mod properties {
         /// every task is answered exactly once, and nothing is left queued while an engine
         /// could take it. (The core also checks every pick against `SchedulerKind::pick`.)
         #[test]
-        fn random_traffic_keeps_the_invariants(limit in 0u32..4, ops in prop::collection::vec(op(), 1..60)) {
-            let mut core = new_core(Hwm::Limit(limit));
+        fn random_traffic_keeps_the_invariants(
+            kind in prop::sample::select(SchedulerKind::ALL.to_vec()),
+            limit in 0u32..4,
+            ops in prop::collection::vec(op(), 1..60),
+        ) {
+            let mut core = core_with(kind, Hwm::Limit(limit));
             let uuids = ["e0", "e1", "e2", "e3"];
             let mut running: HashMap<TaskId, EngineId> = HashMap::new();
             let mut answered: HashSet<TaskId> = HashSet::new();
@@ -979,12 +1493,29 @@ mod properties {
             }
             for op in ops {
                 let actions = match op {
-                    Op::Submit { function, targets, retries, count } => {
+                    Op::Submit { function, targets, retries, count, after: dep, timeout } => {
                         let reqs = (0..count).map(|_| {
                             submitted += 1;
-                            with(call(submitted, FUNCTIONS[function as usize]), &targets, retries)
+                            let mut req = with(call(submitted, FUNCTIONS[function as usize]), &targets, retries);
+                            if let Some((back, follows)) = dep {
+                                let d = submitted.saturating_sub(u64::from(back)).max(1);
+                                req = if follows { follow(req, &[d]) } else { after(req, &[d]) };
+                            }
+                            if timeout {
+                                req = timed(req, 1_500);
+                            }
+                            req
                         }).collect();
                         submit(&mut core, reqs)
+                    }
+                    Op::Fail { engine } => {
+                        let id = ids.get(&engine).copied();
+                        let mine: Vec<TaskId> = running.iter().filter(|(_, e)| Some(**e) == id).map(|(t, _)| *t).take(1).collect();
+                        fail(&mut core, uuids[engine as usize], &mine, ErrorKind::Remote)
+                    }
+                    Op::Abort { back } => {
+                        let id = tid(submitted.saturating_sub(u64::from(back)).max(1));
+                        core.on_client(CLIENT, FromClient::Abort { ids: vec![id] }, vec![], now)
                     }
                     Op::Finish { engine, how_many } => {
                         let id = ids.get(&engine).copied();
@@ -1047,7 +1578,7 @@ mod properties {
                 }
                 // Work-conserving: no queued task has a free engine it could run on.
                 for class in core.classes.iter().flatten() {
-                    if !class.queue.is_empty() {
+                    if class.queue.iter().any(|&(t, seq)| core.is_queued(t, seq)) {
                         let free = core.free.iter().any(|&(_, _, id)| core.eligible(id, &class.key));
                         prop_assert!(!free, "class {:?} waits beside a free engine", class.key);
                         // Nothing waits forever: with engines registered, some can run it.
@@ -1055,8 +1586,17 @@ mod properties {
                     }
                 }
                 let status = core.status(now);
-                let queued: usize = core.classes.iter().flatten().map(|c| c.queue.len()).sum();
+                let queued: usize = core.classes.iter().flatten().map(|c| c.queue.iter().filter(|&&(t, seq)| core.is_queued(t, seq)).count()).sum();
                 prop_assert_eq!(status.tasks.queued, queued as u64);
+                let waiting = core.tasks.values().filter(|t| t.state == TaskState::Waiting).count();
+                prop_assert_eq!(status.tasks.waiting, waiting as u64);
+                // A waiting task waits for something unfinished.
+                for (id, t) in &core.tasks {
+                    if t.state == TaskState::Waiting {
+                        prop_assert!(t.deps_left > 0);
+                        prop_assert!(core.dependents.iter().any(|(d, list)| core.tasks.contains_key(d) && list.iter().any(|(w, _)| w == id)));
+                    }
+                }
                 prop_assert_eq!(status.tasks.done + status.tasks.failed, answered.len() as u64);
                 prop_assert_eq!(core.tasks.len() as u64, submitted - answered.len() as u64);
             }

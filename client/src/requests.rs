@@ -1,0 +1,114 @@
+//! Controller requests about the queue: [`Client::queue_status`] and [`Client::abort`].
+//!
+//! Each request is a short synchronous exchange on a socket of its own (made from the
+//! client's connection file), apart from the client's I/O thread: the answers are not tied to
+//! any submission, and the exchange is all they need.
+
+use crate::client::Client;
+use crate::error::Error;
+use protocol::{FromClient, MessageType, TaskId, ToClient, PROTOCOL_VERSION};
+use security::{ConnectionFileError, ConnectionInfo};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use transport::{Context, Kind, Socket, Waitable};
+
+pub use protocol::QueueStatus;
+
+/// How long a request waits for its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn context() -> &'static Context {
+    static CONTEXT: OnceLock<Context> = OnceLock::new();
+    CONTEXT.get_or_init(Context::new)
+}
+
+/// What [`Client::abort`] did: every id asked for is in exactly one list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AbortReport {
+    /// Not started yet, now aborted: their results are errors of kind
+    /// [`protocol::ErrorKind::Aborted`].
+    pub aborted: Vec<TaskId>,
+    /// Already running on an engine: not aborted (they finish normally).
+    pub running: Vec<TaskId>,
+    /// Already finished.
+    pub finished: Vec<TaskId>,
+    /// Unknown to the controller (never submitted, purged, or sent to an earlier one).
+    pub unknown: Vec<TaskId>,
+}
+
+impl Client {
+    /// Where the unfinished tasks are: per engine (outstanding, completed, failed), ready but
+    /// unassigned, and waiting for dependencies.
+    pub fn queue_status(&self) -> Result<QueueStatus, Error> {
+        match self.exchange(FromClient::QueueStatus)? {
+            ToClient::QueueStatus(status) => Ok(status),
+            other => Err(unexpected("queue_status", &other)),
+        }
+    }
+
+    /// Aborts tasks that have not started (queued, or waiting for dependencies). Tasks
+    /// already running are not stopped; the report says which were which.
+    pub fn abort(&self, ids: &[TaskId]) -> Result<AbortReport, Error> {
+        match self.exchange(FromClient::Abort { ids: ids.to_vec() })? {
+            ToClient::Aborted {
+                aborted,
+                running,
+                finished,
+                unknown,
+            } => Ok(AbortReport {
+                aborted,
+                running,
+                finished,
+                unknown,
+            }),
+            other => Err(unexpected("abort", &other)),
+        }
+    }
+
+    /// Sends `request` on a fresh connection and waits for the answer.
+    fn exchange(&self, request: FromClient) -> Result<ToClient, Error> {
+        let name = request.msg_type();
+        let path = self.connection_file();
+        let (info, key) = ConnectionInfo::load(path, PROTOCOL_VERSION, &["client"])?;
+        let address = info
+            .addresses
+            .client
+            .ok_or_else(|| ConnectionFileError::Corrupt {
+                path: path.to_owned(),
+                reason: "the client address is missing".into(),
+            })?;
+        let mut sock = Socket::new(context(), Kind::Dealer, &key, None)?;
+        sock.connect(&address)?;
+        sock.set_send_timeout(REQUEST_TIMEOUT.as_millis() as i32)?;
+        sock.send(None, &request, &[])?;
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            while let Some(received) = sock.recv::<ToClient>()? {
+                match received.msg {
+                    ToClient::Error { message } => {
+                        return Err(Error::Refused {
+                            request: name.to_owned(),
+                            message,
+                        })
+                    }
+                    answer => return Ok(answer),
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout {
+                    what: format!("the controller at {address} to answer the {name} request"),
+                });
+            }
+            let ms = (deadline - now).as_millis().max(1) as i64;
+            transport::poll(&[Waitable::Socket(&sock)], ms)?;
+        }
+    }
+}
+
+fn unexpected(request: &str, answer: &ToClient) -> Error {
+    Error::Decode {
+        what: format!("the answer to the {request} request"),
+        message: format!("unexpected {:?} message", answer.msg_type()),
+    }
+}

@@ -1,0 +1,134 @@
+//! In-process tests of an engine that loses its controller, and of time limits on functions:
+//! a real engine against a fake controller on 127.0.0.1.
+
+mod common;
+
+use cluster_engine::{Engine, EngineError, EngineOptions, Whoami};
+use common::{encode, FakeController};
+use protocol::{
+    Assignment, ClientId, EngineId, ErrorKind, FromEngine, Status, TaskId, TaskOutcome, ToEngine,
+    Work,
+};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+fn start(options: EngineOptions) -> JoinHandle<Result<(), EngineError>> {
+    std::thread::spawn(move || Engine::builder().stock_functions().build().run(options))
+}
+
+fn call(seq: u64, function: &str, timeout_ms: Option<u64>) -> Assignment {
+    Assignment {
+        id: TaskId::new(ClientId(3), seq),
+        work: Work::Call {
+            function: function.into(),
+        },
+        timeout_ms,
+    }
+}
+
+/// The next `Results` message's outcomes and payloads (registrations in between are
+/// returned as `None`).
+fn next_results(fake: &mut FakeController) -> Option<Vec<(TaskOutcome, Vec<u8>)>> {
+    let got = fake.recv_engine();
+    match got.msg {
+        FromEngine::Results { results } => Some(results.into_iter().zip(got.payloads).collect()),
+        _ => None,
+    }
+}
+
+fn registered(id: u32, period_ms: u64) -> ToEngine {
+    ToEngine::Registered {
+        engine_id: EngineId(id),
+        heartbeat_period_ms: period_ms,
+    }
+}
+
+#[test]
+fn a_function_past_its_time_limit_is_abandoned_and_the_engine_goes_on() {
+    let mut fake = FakeController::new();
+    let engine = start(EngineOptions::new(fake.file.clone()));
+    let (route, _) = fake.expect_register();
+    fake.send_engine(&route, &registered(4, 1000), &[]);
+    let t = Instant::now();
+    fake.send_engine(
+        &route,
+        &ToEngine::Tasks {
+            tasks: vec![
+                call(1, "busy_wait", Some(300)),
+                call(2, "echo", None),
+                call(3, "echo", Some(5_000)),
+            ],
+        },
+        &[&encode(&3.0f64), &encode(&"after"), &encode(&"timed")],
+    );
+    let mut outcomes = Vec::new();
+    while outcomes.len() < 3 {
+        outcomes.extend(next_results(&mut fake).unwrap_or_default());
+    }
+    let elapsed = t.elapsed();
+    let (first, _) = &outcomes[0];
+    match &first.status {
+        Status::Err(e) => {
+            assert_eq!(e.kind, ErrorKind::Timeout);
+            assert_eq!(e.engine, Some(EngineId(4)));
+            assert!(
+                e.message.contains("busy_wait") && e.message.contains("300 ms"),
+                "{}",
+                e.message
+            );
+        }
+        Status::Ok => panic!("busy_wait should have timed out"),
+    }
+    assert!(first.elapsed_us >= 300_000, "{}", first.elapsed_us);
+    // The others ran without waiting for the abandoned call (3 s).
+    assert!(elapsed < Duration::from_millis(2_500), "{elapsed:?}");
+    assert_eq!(outcomes[1].1, encode(&"after"));
+    assert_eq!(outcomes[2].1, encode(&"timed"));
+    fake.send_engine(&route, &ToEngine::Shutdown, &[]);
+    while fake.recv_engine().msg != FromEngine::Unregister {}
+    engine.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_silent_controller_gets_a_new_registration_with_the_old_id() {
+    let mut fake = FakeController::new();
+    let engine = start(EngineOptions::new(fake.file.clone()));
+    let (route, first) = fake.expect_register();
+    assert_eq!(first.engine_id, None);
+    fake.send_engine(&route, &registered(7, 100), &[]);
+    fake.ping(&route, 1);
+    fake.recv_heartbeat();
+    // No more pings: after a few seconds the engine registers again, asking for id 7.
+    let t = Instant::now();
+    let again = loop {
+        match fake.recv_engine().msg {
+            FromEngine::Register(r) => break r,
+            other => panic!("expected a registration, got {other:?}"),
+        }
+    };
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(1_500), "{waited:?}");
+    assert!(waited < Duration::from_secs(6), "{waited:?}");
+    assert_eq!(again.uuid, first.uuid);
+    assert_eq!(again.engine_id, Some(EngineId(7)));
+    // A controller that gives another id: the engine is that engine from now on.
+    fake.send_engine(&route, &registered(9, 100), &[]);
+    fake.send_engine(
+        &route,
+        &ToEngine::Tasks {
+            tasks: vec![call(1, "whoami", None)],
+        },
+        &[&encode(&())],
+    );
+    let results = loop {
+        if let Some(r) = next_results(&mut fake) {
+            break r;
+        }
+    };
+    let me: Whoami = protocol::decode(&results[0].1).unwrap();
+    assert_eq!(me.engine_id, EngineId(9));
+    assert_eq!(results[0].0.engine, Some(EngineId(9)));
+    fake.send_engine(&route, &ToEngine::Shutdown, &[]);
+    while fake.recv_engine().msg != FromEngine::Unregister {}
+    engine.join().unwrap().unwrap();
+}
