@@ -56,7 +56,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..200 {
         view.apply(NOOP, ())?.get(limit)?;
     }
-    view.map(NOOP, std::iter::repeat_n((), 10_000))?.get(limit)?;
+    view.map(NOOP, std::iter::repeat_n((), 10_000))?
+        .get(limit)?;
 
     // One at a time: submit, wait, decode.
     let mut rtts = Vec::with_capacity(calls);

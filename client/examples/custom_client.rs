@@ -23,7 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Typed calls: `view.apply(SQUARE, "7")` would not compile.
     let squares: Vec<i64> = view.map(SQUARE, 0..10)?.get(limit)?;
     println!("squares: {squares:?}");
-    let words = view.apply(WORD_COUNT, "the quick brown fox".to_string())?.get(limit)?;
+    let words = view
+        .apply(WORD_COUNT, "the quick brown fox".to_string())?
+        .get(limit)?;
     println!("words: {words}");
     let norm = view.apply(NORM, Point { x: 3.0, y: 4.0 })?.get(limit)?;
     println!("norm of (3, 4): {norm}");
@@ -47,8 +49,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total: u64 = sums.iter().map(|(_, s)| s).sum();
     let back: Vec<u64> = dv.gather("xs", limit)?;
     if total != 500_500 || back != (1..=1000).collect::<Vec<_>>() {
-        return Err(format!("scatter/gather went wrong: total {total}, {} items back", back.len()).into());
+        return Err(format!(
+            "scatter/gather went wrong: total {total}, {} items back",
+            back.len()
+        )
+        .into());
     }
-    println!("total over {} engines: {total}; gathered {} items in order", sums.len(), back.len());
+    println!(
+        "total over {} engines: {total}; gathered {} items in order",
+        sums.len(),
+        back.len()
+    );
     Ok(())
 }

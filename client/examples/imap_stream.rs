@@ -22,7 +22,11 @@ fn peak_rss_kib() -> Option<u64> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let n: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1_000_000);
+    let n: u64 = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
     let json = args.any(|a| a == "--json");
     let client = Client::connect_env()?;
     let view = client.load_balanced_view();
@@ -42,7 +46,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let expected = (0..n).fold(0u64, |a, b| a.wrapping_add(b));
     if count != n || total != expected {
-        return Err(format!("got {count} results summing to {total}, expected {n} and {expected}").into());
+        return Err(
+            format!("got {count} results summing to {total}, expected {n} and {expected}").into(),
+        );
     }
     let peak_kib = peak_rss_kib().unwrap_or(0);
     if json {
@@ -55,7 +61,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "imap of {n} items: {seconds:.3} s, {:.0} items/s, final chunk {chunksize} items",
             n as f64 / seconds
         );
-        println!("peak resident memory: {:.1} MiB (before the stream: {:.1} MiB)", peak_kib as f64 / 1024.0, before_kib as f64 / 1024.0);
+        println!(
+            "peak resident memory: {:.1} MiB (before the stream: {:.1} MiB)",
+            peak_kib as f64 / 1024.0,
+            before_kib as f64 / 1024.0
+        );
     }
     Ok(())
 }

@@ -25,7 +25,11 @@ fn sum_range(n: u64) -> u64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let n: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(10_000_000);
+    let n: u64 = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(10_000_000);
     let repeat: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(100);
     let client = Client::connect_env()?;
     let engines = client.ids()?.len();
@@ -46,7 +50,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if remote != local {
         return Err("the cluster's sums differ from the local ones".into());
     }
-    println!("sum(range({n})) = {} ×{repeat}", local.first().copied().unwrap_or(0));
+    println!(
+        "sum(range({n})) = {} ×{repeat}",
+        local.first().copied().unwrap_or(0)
+    );
     println!("local, 1 process:   {local_s:8.3} s");
     println!("cluster, {engines} engines: {cluster_s:8.3} s");
     println!("speed-up:           {:8.2}×", local_s / cluster_s);

@@ -1,4 +1,5 @@
-//! Controller requests about the queue: [`Client::queue_status`] and [`Client::abort`].
+//! Controller requests about the queue: [`Client::queue_status`], [`Client::abort`] and
+//! [`Client::purge_tasks`].
 //!
 //! Each request is a short synchronous exchange on a socket of its own (made from the
 //! client's connection file), apart from the client's I/O thread: the answers are not tied to
@@ -65,6 +66,19 @@ impl Client {
         }
     }
 
+    /// Makes the controller forget the stored results of these tasks (an empty list
+    /// forgets nothing; [`Client::purge`] forgets them all). Ids it does not know are
+    /// ignored.
+    pub fn purge_tasks(&self, ids: &[TaskId]) -> Result<(), Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        match self.exchange(FromClient::Purge { ids: ids.to_vec() })? {
+            ToClient::Ack => Ok(()),
+            other => Err(unexpected("purge", &other)),
+        }
+    }
+
     /// Sends `request` on a fresh connection and waits for the answer.
     fn exchange(&self, request: FromClient) -> Result<ToClient, Error> {
         let name = request.msg_type();
@@ -83,16 +97,18 @@ impl Client {
         sock.send(None, &request, &[])?;
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
-            while let Some(received) = sock.recv::<ToClient>()? {
-                match received.msg {
-                    ToClient::Error { message } => {
-                        return Err(Error::Refused {
-                            request: name.to_owned(),
-                            message,
-                        })
-                    }
-                    answer => return Ok(answer),
-                }
+            if let Some(received) = sock.recv::<ToClient>()? {
+                return match received.msg {
+                    ToClient::Error { message } => Err(Error::Refused {
+                        request: name.to_owned(),
+                        message,
+                    }),
+                    answer => Ok(answer),
+                };
+            }
+            if sock.readable() {
+                // A message that failed its checks was dropped; look at the next one.
+                continue;
             }
             let now = Instant::now();
             if now >= deadline {

@@ -325,7 +325,9 @@ impl LoadBalancedView {
         self
     }
 
-    /// Run-time limit of each task on its engine (commands are killed at it).
+    /// Time limit of each task, twice: one not started within it fails with
+    /// [`crate::ErrorKind::Timeout`], and one running longer on its engine is stopped
+    /// (commands are killed, functions abandoned in a thread) and fails the same way.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.options.timeout_ms = Some(timeout_ms(t));
         self

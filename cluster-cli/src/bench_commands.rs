@@ -91,7 +91,13 @@ pub fn bench_commands(
             let x = timed(xargs, "xargs")?;
             let mut map = Command::new(&exe);
             map.env("CLUSTER_DIR", &root)
-                .args(["--profile", cluster.profile.name(), "map", "--no-progress", "-a"])
+                .args([
+                    "--profile",
+                    cluster.profile.name(),
+                    "map",
+                    "--no-progress",
+                    "-a",
+                ])
                 .arg(&file)
                 .args(["--", "true"]);
             let c = timed(map, "cluster map")?;

@@ -148,8 +148,18 @@ pub fn start(
     // its place (same ports and key) and let them register again, rather than orphan them.
     let survivors = surviving_engines(profile)?;
     if !survivors.is_empty()
-        && ConnectionInfo::load(&profile.engine_file(), protocol::PROTOCOL_VERSION, &["engine", "heartbeat"]).is_ok()
-        && ConnectionInfo::load(&profile.client_file(), protocol::PROTOCOL_VERSION, &["client", "notify"]).is_ok()
+        && ConnectionInfo::load(
+            &profile.engine_file(),
+            protocol::PROTOCOL_VERSION,
+            &["engine", "heartbeat"],
+        )
+        .is_ok()
+        && ConnectionInfo::load(
+            &profile.client_file(),
+            protocol::PROTOCOL_VERSION,
+            &["client", "notify"],
+        )
+        .is_ok()
     {
         return restart(profile, overrides, engines, &settings, t0, &survivors).inspect_err(|_| {
             let _ = stop(profile, Duration::from_secs(2));

@@ -7,14 +7,16 @@
 //! * [`render`] formats status for people;
 //! * [`template`] turns GNU-parallel style command templates into command lines, and
 //!   [`tasks`] runs them as command maps, submits, result look-ups and waits;
-//! * [`demo`] runs the seed examples and the benchmarks on throw-away clusters, and
-//!   [`bench_commands`] compares command maps with `xargs -P`.
+//! * [`demo`] runs the seed examples and the benchmarks on throw-away clusters,
+//!   [`bench_commands`] compares command maps with `xargs -P`, and [`bench_controller`]
+//!   times engine-death notices and holds many simulated engines.
 //!
 //! The controller, engine and client logic live in their own crates; nothing here schedules,
 //! executes or speaks the wire protocol.
 
 pub mod args;
 pub mod bench_commands;
+pub mod bench_controller;
 pub mod demo;
 pub mod launch;
 pub mod render;

@@ -2,7 +2,9 @@
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
-use cluster_cli::{args, bench_commands, demo, launch, render, ssh, tasks, template};
+use cluster_cli::{
+    args, bench_commands, bench_controller, demo, launch, render, ssh, tasks, template,
+};
 use profiles::Profile;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,7 +105,9 @@ enum Command {
     },
     /// Load-balanced map of a function (`--function NAME ITEMS…`) or of a command
     /// (`-- COMMAND TEMPLATE ::: ARG…`, GNU-parallel style).
-    #[command(after_help = "Command maps: `cluster map -- convert {} {.}.png ::: *.jpg` runs one task per argument; arguments come after `:::` (several `:::` groups combine), from --args-file FILE, or from stdin, one per line.\nPlaceholders: {} argument, {.} without extension, {/} basename, {//} directory, {/.} basename without extension, {#} task number, {N} (and {N.} {N/}…) column N of the argument set. Without any placeholder the arguments are appended.\nEach task's stdout and stderr are printed as a block, in input order (or as they finish with --unordered); exit status 0 only when every task exited 0.")]
+    #[command(
+        after_help = "Command maps: `cluster map -- convert {} {.}.png ::: *.jpg` runs one task per argument; arguments come after `:::` (several `:::` groups combine), from --args-file FILE, or from stdin, one per line.\nPlaceholders: {} argument, {.} without extension, {/} basename, {//} directory, {/.} basename without extension, {#} task number, {N} (and {N.} {N/}…) column N of the argument set. Without any placeholder the arguments are appended.\nEach task's stdout and stderr are printed as a block, in input order (or as they finish with --unordered); exit status 0 only when every task exited 0."
+    )]
     Map {
         /// Function to apply to each item (a function map); without it, a command map.
         #[arg(long)]
@@ -220,6 +224,17 @@ enum Command {
         /// Runs per figure of --commands (the median is reported).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Only time engine deaths: kill -9 → EngineLeft, SIGSTOP → unregistered, SIGCONT →
+        /// back (--runs times each).
+        #[arg(long)]
+        failover: bool,
+        /// Only the scale run: this many simulated engines on a real controller
+        /// (registration time, idle CPU with heartbeats, task rates; --items one-item tasks).
+        #[arg(long, value_name = "N")]
+        scale: Option<usize>,
+        /// Seconds of the idle CPU measurement of --scale.
+        #[arg(long, default_value_t = 10.0)]
+        idle: f64,
     },
 }
 
@@ -528,7 +543,9 @@ the controller was stopped again",
                     let records = profile.ssh_host_records().unwrap_or_default();
                     let _ = launch::stop(&profile, Duration::from_secs(2));
                     ssh::stop_hosts(&records, Duration::from_secs(2));
-                    return Err(e.context("starting engines over ssh failed; the cluster was stopped"));
+                    return Err(
+                        e.context("starting engines over ssh failed; the cluster was stopped")
+                    );
                 }
             };
             let seconds = t0.elapsed().as_secs_f64();
@@ -992,6 +1009,33 @@ the controller was stopped again",
         }
         Command::Demo { engines } => demo::demo(engines)?,
         Command::Bench {
+            scale: Some(n),
+            items,
+            idle,
+            json,
+            ..
+        } => {
+            let report = bench_controller::bench_scale(n, items, items * 10, secs(idle)?, !json)?;
+            if json {
+                println!("{}", render::json_line(&report));
+            } else {
+                print!("{}", bench_controller::render_scale(&report));
+            }
+        }
+        Command::Bench {
+            failover: true,
+            runs,
+            json,
+            ..
+        } => {
+            let report = bench_controller::bench_failover(runs, !json)?;
+            if json {
+                println!("{}", render::json_line(&report));
+            } else {
+                print!("{}", bench_controller::render_failover(&report));
+            }
+        }
+        Command::Bench {
             engines,
             json,
             commands,
@@ -1146,7 +1190,11 @@ fn command_options(task: &TaskFlags, cmd: &CommandFlags) -> Result<tasks::Comman
     Ok(tasks::CommandOptions {
         timeout: task.timeout.map(secs).transpose()?,
         retries: task.retries,
-        targets: task.targets.iter().map(|t| protocol::EngineId(*t)).collect(),
+        targets: task
+            .targets
+            .iter()
+            .map(|t| protocol::EngineId(*t))
+            .collect(),
         cwd: cmd.cwd.clone(),
         env: tasks::parse_env(&cmd.env)?,
     })

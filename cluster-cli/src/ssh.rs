@@ -112,9 +112,9 @@ pub fn assign_counts(hosts: &[HostSpec], total: Option<usize>) -> Result<Vec<(St
     let explicit: usize = hosts.iter().filter_map(|h| h.engines).sum();
     let open = hosts.iter().filter(|h| h.engines.is_none()).count();
     let rest = match total {
-        Some(n) if n < explicit => bail!(
-            "-n {n} is fewer than the {explicit} engines the host list asks for"
-        ),
+        Some(n) if n < explicit => {
+            bail!("-n {n} is fewer than the {explicit} engines the host list asks for")
+        }
         Some(n) if open == 0 && n != explicit => bail!(
             "-n {n} but the host list adds up to {explicit} engines; leave -n out or change a count"
         ),
@@ -180,8 +180,9 @@ const ADDRESS_MARKER: &str = "@CLUSTER_CONTROLLER@";
 /// The engine connection file as the hosts should see it: a controller listening on every
 /// interface is named by `controller_address`, or by [`ADDRESS_MARKER`].
 pub fn engine_file_for_hosts(path: &Path, controller_address: Option<&str>) -> Result<String> {
-    let (mut info, _) = ConnectionInfo::load(path, protocol::PROTOCOL_VERSION, &["engine", "heartbeat"])
-        .with_context(|| "cannot read the engine connection file to copy it to the hosts")?;
+    let (mut info, _) =
+        ConnectionInfo::load(path, protocol::PROTOCOL_VERSION, &["engine", "heartbeat"])
+            .with_context(|| "cannot read the engine connection file to copy it to the hosts")?;
     for address in [&mut info.addresses.engine, &mut info.addresses.heartbeat]
         .into_iter()
         .flatten()
@@ -314,7 +315,10 @@ pub fn explain_ssh_failure(destination: &str, stderr: &str) -> String {
         format!("host {destination} is unknown (its name does not resolve)")
     } else if lower.contains("connection refused") {
         format!("host {destination} refuses ssh connections (is sshd running, and on this port?)")
-    } else if lower.contains("timed out") || lower.contains("no route") || lower.contains("unreachable") {
+    } else if lower.contains("timed out")
+        || lower.contains("no route")
+        || lower.contains("unreachable")
+    {
         format!("host {destination} is unreachable")
     } else {
         format!("ssh to {destination} failed")
@@ -897,11 +901,19 @@ mod tests {
         let h = parse_hosts("a,b,c:2").unwrap();
         assert_eq!(
             assign_counts(&h, Some(7)).unwrap(),
-            [("a".to_owned(), 3), ("b".to_owned(), 2), ("c".to_owned(), 2)]
+            [
+                ("a".to_owned(), 3),
+                ("b".to_owned(), 2),
+                ("c".to_owned(), 2)
+            ]
         );
         assert_eq!(
             assign_counts(&h, None).unwrap(),
-            [("a".to_owned(), 1), ("b".to_owned(), 1), ("c".to_owned(), 2)]
+            [
+                ("a".to_owned(), 1),
+                ("b".to_owned(), 1),
+                ("c".to_owned(), 2)
+            ]
         );
         assert!(assign_counts(&h, Some(3)).is_err());
         let h = parse_hosts("a:1,a:2").unwrap();
@@ -938,7 +950,10 @@ mod tests {
         assert!(err.contains("--ip"), "{err}");
         info("0.0.0.0").save(&path).unwrap();
         let text = engine_file_for_hosts(&path, None).unwrap();
-        assert!(text.contains(&format!("tcp://{ADDRESS_MARKER}:5000")), "{text}");
+        assert!(
+            text.contains(&format!("tcp://{ADDRESS_MARKER}:5000")),
+            "{text}"
+        );
         let text = engine_file_for_hosts(&path, Some("10.0.0.5")).unwrap();
         assert!(text.contains("tcp://10.0.0.5:5001"), "{text}");
         info("10.9.9.9").save(&path).unwrap();
@@ -950,7 +965,10 @@ mod tests {
     fn ssh_failures_are_explained() {
         let m = explain_ssh_failure("n1", "root@n1: Permission denied (publickey).");
         assert!(m.contains("key was not accepted"), "{m}");
-        let m = explain_ssh_failure("n1", "ssh: connect to host 10.0.0.1 port 22: Connection refused");
+        let m = explain_ssh_failure(
+            "n1",
+            "ssh: connect to host 10.0.0.1 port 22: Connection refused",
+        );
         assert!(m.contains("refuses ssh"), "{m}");
         let m = explain_ssh_failure("n1", "ssh: connect to host n1 port 22: No route to host");
         assert!(m.contains("unreachable"), "{m}");
@@ -959,7 +977,10 @@ mod tests {
     #[test]
     fn start_script_quotes_its_inputs() {
         let s = start_script("dir with space", "/opt/x'y/cluster", 2, 7);
-        assert!(s.starts_with("D='dir with space'; P='/opt/x'\\''y/cluster'; N=2"), "{s}");
+        assert!(
+            s.starts_with("D='dir with space'; P='/opt/x'\\''y/cluster'; N=2"),
+            "{s}"
+        );
         assert!(s.contains(ADDRESS_MARKER));
     }
 }

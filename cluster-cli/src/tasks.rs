@@ -20,6 +20,8 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Options of command tasks, shared by `map` and `submit`.
@@ -409,61 +411,65 @@ impl Summary {
     }
 }
 
-/// The progress bar: done/failed/total, rate and ETA on one line of stderr, redrawn at most
-/// ten times a second, and only once the map has taken more than half a second.
+/// The progress bar: done/failed/total, rate and ETA on one line of stderr, redrawn by a
+/// thread of its own ten times a second once the map has taken more than half a second, so
+/// that the main thread can block on results. Output blocks take the same lock and wipe the
+/// bar first, so the two never mix on the terminal.
 #[derive(Debug)]
-struct Progress {
-    enabled: bool,
-    start: Instant,
-    last: Option<Instant>,
-    drawn: bool,
+struct Bar {
+    /// Whether the bar is on the terminal now.
+    drawn: Mutex<bool>,
+    done: AtomicUsize,
+    failed: AtomicUsize,
+    stop: AtomicBool,
     total: usize,
+    start: Instant,
 }
 
-impl Progress {
-    fn new(enabled: bool, total: usize) -> Progress {
-        Progress {
-            enabled,
-            start: Instant::now(),
-            last: None,
-            drawn: false,
-            total,
+impl Bar {
+    fn draw_loop(&self) {
+        std::thread::sleep(Duration::from_millis(500));
+        while !self.stop.load(Ordering::Relaxed) {
+            let line = progress_line(
+                self.done.load(Ordering::Relaxed),
+                self.failed.load(Ordering::Relaxed),
+                self.total,
+                self.start.elapsed(),
+            );
+            {
+                let mut drawn = self.drawn.lock().unwrap_or_else(|p| p.into_inner());
+                if self.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r\x1b[K{line}");
+                let _ = err.flush();
+                *drawn = true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    fn tick(&mut self, done: usize, failed: usize) {
-        if !self.enabled {
-            return;
-        }
-        let elapsed = self.start.elapsed();
-        if elapsed < Duration::from_millis(500)
-            || self.last.is_some_and(|t| t.elapsed() < Duration::from_millis(100))
-        {
-            return;
-        }
-        self.last = Some(Instant::now());
-        let line = progress_line(done, failed, self.total, elapsed);
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[K{line}");
-        let _ = err.flush();
-        self.drawn = true;
-    }
-
-    /// Wipes the bar before other output goes to the terminal.
-    fn clear(&mut self) {
-        if self.drawn {
+    /// Holds the terminal: the bar is wiped and stays away until the guard is dropped.
+    fn hold(&self) -> std::sync::MutexGuard<'_, bool> {
+        let mut drawn = self.drawn.lock().unwrap_or_else(|p| p.into_inner());
+        if *drawn {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[K");
             let _ = err.flush();
-            self.drawn = false;
+            *drawn = false;
         }
+        drawn
     }
 }
 
 /// The text of the progress bar.
 pub fn progress_line(done: usize, failed: usize, total: usize, elapsed: Duration) -> String {
     const WIDTH: usize = 30;
-    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH).min(WIDTH);
+    let filled = (done * WIDTH)
+        .checked_div(total)
+        .unwrap_or(WIDTH)
+        .min(WIDTH);
     let secs = elapsed.as_secs_f64().max(1e-9);
     let rate = done as f64 / secs;
     let eta = if done == 0 {
@@ -528,128 +534,128 @@ pub fn run_map(
         .enumerate()
         .map(|(i, set)| template.render(set, i + 1))
         .collect::<Result<Vec<_>, _>>()?;
+    let n = lines.len();
     let mut hosts = Hosts::default();
     hosts.refresh(client);
+    let bar = Arc::new(Bar {
+        drawn: Mutex::new(false),
+        done: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        stop: AtomicBool::new(false),
+        total: n,
+        start: Instant::now(),
+    });
+    let show_bar = printing.progress && !printing.json && is_terminal(2);
     let view = options.view(client);
-    let mut pending = Vec::with_capacity(lines.len());
-    for line in &lines {
-        pending.push(Some(view.command(options.spec(line))?));
+    if std::env::var_os("CLUSTER_EXPERIMENT_BATCH").is_some() {
+        let specs: Vec<CommandSpec> = lines.iter().map(|l| options.spec(l)).collect();
+        let all = view.commands(specs)?;
+        let mut bad = 0;
+        for r in all {
+            if !r.is_ok_and(|o| o.success()) {
+                bad += 1;
+            }
+        }
+        eprintln!("experiment: {bad} failed");
+        return Ok(Summary::default());
     }
-    let n = lines.len();
+    let mut pending = Vec::with_capacity(n);
+    for line in &lines {
+        let ar = view.command(options.spec(line))?;
+        if show_bar {
+            let bar = Arc::clone(&bar);
+            ar.add_done_callback(move |_| {
+                bar.done.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        pending.push(ar);
+    }
+    let drawer = show_bar.then(|| {
+        let bar = Arc::clone(&bar);
+        std::thread::spawn(move || bar.draw_loop())
+    });
     let mut summary = Summary {
         total: n,
         ..Summary::default()
     };
-    let mut progress = Progress::new(
-        printing.progress && !printing.json && is_terminal(2),
-        n,
-    );
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let mut err = std::io::stderr();
-    let mut sets = sets.into_iter().map(Some).collect::<Vec<_>>();
-    let mut lines = lines.into_iter().map(Some).collect::<Vec<_>>();
+    let mut sets: Vec<Option<Vec<String>>> = sets.into_iter().map(Some).collect();
+    let mut lines: Vec<Option<CommandLine>> = lines.into_iter().map(Some).collect();
     let mut finish = |i: usize,
-                      ar: client::AsyncResult<CommandOutput>,
-                      hosts: &mut Hosts,
-                      summary: &mut Summary,
-                      progress: &mut Progress,
+                      ar: &client::AsyncResult<CommandOutput>,
                       out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>|
      -> Result<()> {
-        let engine = ar.engine();
-        let elapsed = ar.elapsed();
-        let task = ar.id();
-        let end_us = wall_us();
+        let meta = ar.metadata();
+        let us = |t: Option<std::time::SystemTime>| {
+            t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_micros() as u64)
+        };
         let rec = Record {
-            task,
+            task: ar.id(),
             seq: i + 1,
             argument: sets[i].take(),
             command: lines[i].take(),
-            engine,
-            host: hosts.lookup(Some(client), engine),
+            engine: meta.engine,
+            host: hosts.lookup(Some(client), meta.engine),
             output: None,
             failure: None,
             submitted_command: None,
-            // The engine's own start time is not exposed by AsyncResult yet: derive it from
-            // the run time, ending when the result reached this client.
-            start_us: elapsed.map(|d| end_us.saturating_sub(d.as_micros() as u64)),
-            end_us: Some(end_us),
+            start_us: us(meta.started),
+            end_us: us(meta.completed),
         };
         let rec = match ar.get(Some(Duration::ZERO)) {
             Ok(output) => rec.with_output(output),
             Err(e) => rec.with_client_error(e),
         };
         summary.add(&rec);
-        if rec.output.as_ref().is_some_and(|o| !o.stdout.is_empty() || !o.stderr.is_empty())
-            || rec.failure.is_some()
-            || printing.json
-        {
-            progress.clear();
+        if rec.failure.is_some() {
+            bar.failed.fetch_add(1, Ordering::Relaxed);
         }
-        emit(&rec, printing.json, out, &mut err)?;
+        let quiet = !printing.json
+            && rec.failure.is_none()
+            && rec
+                .output
+                .as_ref()
+                .is_none_or(|o| o.stdout.is_empty() && o.stderr.is_empty() && !o.truncated);
+        if !quiet {
+            let _terminal = show_bar.then(|| bar.hold());
+            emit(&rec, printing.json, out, &mut err)?;
+            if show_bar {
+                // The bar comes back on stderr: what is printed must be out first.
+                out.flush()?;
+            }
+        }
         Ok(())
     };
-    let tick = Duration::from_millis(100);
     match printing.order {
         Order::Input => {
-            for i in 0..n {
-                loop {
-                    let ready = pending[i].as_ref().is_some_and(|ar| ar.ready());
-                    if ready {
-                        break;
-                    }
+            for (i, ar) in pending.iter().enumerate() {
+                if !ar.ready() {
                     // About to block: what is printed so far should be visible.
                     out.flush()?;
-                    if pending[i].as_ref().is_some_and(|ar| ar.wait(Some(tick))) {
-                        break;
-                    }
-                    let done = i + pending[i..]
-                        .iter()
-                        .filter(|a| a.as_ref().is_some_and(|a| a.ready()))
-                        .count();
-                    progress.tick(done, summary.failed());
+                    ar.wait(None);
                 }
-                if let Some(ar) = pending[i].take() {
-                    finish(i, ar, &mut hosts, &mut summary, &mut progress, &mut out)?;
-                }
-                progress.tick(i + 1, summary.failed());
+                finish(i, ar, &mut out)?;
             }
         }
         Order::Finish => {
-            // Tasks finish roughly in submission order, so only the oldest few hundred
-            // pending ones are scanned each round: no O(n) scan per result.
-            const WINDOW: usize = 1024;
-            let mut open: std::collections::VecDeque<usize> = (0..n).collect();
-            let mut done = 0;
-            while let Some(&first) = open.front() {
-                if !pending[first].as_ref().is_some_and(|a| a.ready()) {
-                    out.flush()?;
-                    if let Some(ar) = &pending[first] {
-                        ar.wait(Some(Duration::from_millis(20)));
-                    }
-                }
-                let window = open.len().min(WINDOW);
-                let mut keep = Vec::with_capacity(window);
-                for _ in 0..window {
-                    let Some(i) = open.pop_front() else { break };
-                    if pending[i].as_ref().is_some_and(|a| a.ready()) {
-                        if let Some(ar) = pending[i].take() {
-                            finish(i, ar, &mut hosts, &mut summary, &mut progress, &mut out)?;
-                            done += 1;
-                        }
-                    } else {
-                        keep.push(i);
-                    }
-                }
-                for i in keep.into_iter().rev() {
-                    open.push_front(i);
-                }
-                progress.tick(done, summary.failed());
+            // Callbacks, not polling: one wake-up per finished task.
+            for done in client::as_completed(pending.iter().enumerate(), None) {
+                let (i, ar) = done?;
+                finish(i, ar, &mut out)?;
+                // As they finish means as they finish: nothing waits in the buffer.
+                out.flush()?;
             }
         }
     }
     out.flush()?;
-    progress.clear();
+    bar.stop.store(true, Ordering::Relaxed);
+    if let Some(d) = drawer {
+        let _ = d.join();
+        drop(bar.hold());
+    }
     summary.seconds = t0.elapsed().as_secs_f64();
     Ok(summary)
 }
@@ -809,8 +815,7 @@ mod tests {
     #[test]
     fn env_items() {
         std::env::set_var("CLUSTER_TASKS_TEST_VAR", "v");
-        let env = parse_env(&["A=1".into(), "B=".into(), "CLUSTER_TASKS_TEST_VAR".into()])
-            .unwrap();
+        let env = parse_env(&["A=1".into(), "B=".into(), "CLUSTER_TASKS_TEST_VAR".into()]).unwrap();
         assert_eq!(
             env,
             [
@@ -862,13 +867,18 @@ mod tests {
         let mut s = Summary::default();
         tally(&mut s, &rec);
         assert_eq!(s.errors, 1);
-        assert!(s.failure_line("cluster wait").starts_with("cluster wait: 1 of 1 tasks failed"));
+        assert!(s
+            .failure_line("cluster wait")
+            .starts_with("cluster wait: 1 of 1 tasks failed"));
     }
 
     #[test]
     fn progress_text() {
         let line = progress_line(50, 1, 100, Duration::from_secs(2));
-        assert!(line.contains("50/100 done, 1 failed, 25/s, ETA 2 s"), "{line}");
+        assert!(
+            line.contains("50/100 done, 1 failed, 25/s, ETA 2 s"),
+            "{line}"
+        );
         assert!(progress_line(0, 0, 0, Duration::ZERO).contains("0/0"));
     }
 }

@@ -211,10 +211,7 @@ impl Template {
             return Err(TemplateError::Empty);
         }
         let words: Vec<Vec<Piece>> = words.iter().map(|w| parse_word(w)).collect();
-        let has_slots = words
-            .iter()
-            .flatten()
-            .any(|p| matches!(p, Piece::Slot(..)));
+        let has_slots = words.iter().flatten().any(|p| matches!(p, Piece::Slot(..)));
         Ok(Template {
             words,
             shell,
@@ -260,7 +257,11 @@ impl Template {
         }
         if !self.has_slots {
             for c in columns {
-                out.push(if self.shell { shell_quote(c) } else { c.clone() });
+                out.push(if self.shell {
+                    shell_quote(c)
+                } else {
+                    c.clone()
+                });
             }
         }
         if self.shell {
@@ -371,7 +372,10 @@ mod tests {
             render("awk {print$1} {}", &["f"]),
             ["awk", "{print$1}", "f"]
         );
-        assert_eq!(render("echo {0} {x} { {", &["f"]), ["echo", "{0}", "{x}", "{", "{", "f"]);
+        assert_eq!(
+            render("echo {0} {x} { {", &["f"]),
+            ["echo", "{0}", "{x}", "{", "{", "f"]
+        );
         assert_eq!(render("echo }{}{", &["f"]), ["echo", "}f{"]);
     }
 
@@ -391,7 +395,14 @@ mod tests {
     fn missing_column_is_an_error() {
         let t = Template::parse(&words("echo {3}"), false).unwrap();
         let err = t.render(&["a".into(), "b".into()], 1).unwrap_err();
-        assert!(matches!(err, TemplateError::MissingColumn { column: 3, columns: 2, .. }));
+        assert!(matches!(
+            err,
+            TemplateError::MissingColumn {
+                column: 3,
+                columns: 2,
+                ..
+            }
+        ));
         assert!(err.to_string().contains("--colsep"));
         assert_eq!(Template::parse(&[], false), Err(TemplateError::Empty));
     }

@@ -41,8 +41,9 @@ pub type Route = Vec<u8>;
 /// forwards it (and between a retryable task and the engine it is sent to).
 pub type Payload = Arc<Vec<u8>>;
 
-/// How long after its time limit a running task is failed by the controller when its engine
-/// has not reported back: the engine enforces the limit itself and should report first.
+/// How long past twice its time limit (once to start from the engine's own queue, once to
+/// run) a task assigned to an engine is failed by the controller when the engine has not
+/// reported back: engines enforce both limits themselves and should report first.
 pub const RUN_TIMEOUT_GRACE: Duration = Duration::from_secs(2);
 
 /// Largest jump in ids a re-registering engine may ask for (ids index a table).
@@ -149,6 +150,8 @@ struct Engine {
     slots: u32,
     route: Route,
     alive: bool,
+    /// It said goodbye (`Unregister`): a stray pong does not bring it back.
+    left: bool,
     running: HashSet<TaskId>,
     completed: u64,
     failed: u64,
@@ -175,6 +178,7 @@ impl Engine {
             slots: 1,
             route: Vec::new(),
             alive: false,
+            left: false,
             running: HashSet::new(),
             completed: 0,
             failed: 0,
@@ -530,9 +534,11 @@ impl Core {
                 ToClient::Status(Box::new(self.status(now))),
                 Vec::new(),
             ),
-            FromClient::QueueStatus => {
-                reply(&mut out, ToClient::QueueStatus(self.queue_status()), Vec::new())
-            }
+            FromClient::QueueStatus => reply(
+                &mut out,
+                ToClient::QueueStatus(self.queue_status()),
+                Vec::new(),
+            ),
             FromClient::Abort { ids } => self.abort(route, ids, &mut out),
             FromClient::Fetch { ids } => {
                 let mut results = Vec::new();
@@ -598,14 +604,24 @@ impl Core {
                 .ok()
                 .and_then(|u| self.by_uuid.get(u).copied())
         });
+        let mut out = Vec::new();
         if let Some(e) = id.and_then(|id| self.engines.get_mut(id.0 as usize)) {
             // A pong from the future is forged or from another controller's life.
-            if e.alive && seq <= self.ping_seq {
+            if seq > self.ping_seq {
+                return out;
+            }
+            if e.alive {
                 e.last_pong_seq = e.last_pong_seq.max(seq);
                 e.missed = 0;
+            } else if !e.left && e.pid != 0 {
+                // Declared dead by heartbeat, yet it answers (it was stopped, or cut off, for
+                // a while): it is back, under its id. Its old tasks went elsewhere already.
+                let id = e.id;
+                tracing::info!("engine {id} answers heartbeats again; taking it back");
+                self.admit(id, "came back", &mut out);
             }
         }
-        Vec::new()
+        out
     }
 
     /// Time passes: sends heartbeat pings when due, declares silent engines dead, and fails
@@ -842,34 +858,44 @@ impl Core {
         } else {
             "joined"
         };
-        if !e.alive {
-            e.alive = true;
-            self.alive += 1;
-        }
         e.host = reg.host;
         e.pid = reg.pid;
         e.functions = reg.functions.iter().cloned().collect();
         e.function_list = reg.functions;
         e.slots = reg.slots.max(1);
-        // Registration counts as an answer to every ping sent so far.
-        e.last_pong_seq = ping_seq;
-        e.missed = 0;
         e.limit = limit_for(hwm, &e.estimate, e.slots);
-        tracing::info!(
-            "engine {id} {again}: {} pid {} ({} function(s), {} slot(s))",
-            e.host,
-            e.pid,
-            e.function_list.len(),
-            e.slots
-        );
-        let info = e.info();
         out.push(Action::ToEngine {
             engine: id,
             route: route.to_vec(),
             msg: registered,
             payloads: Vec::new(),
         });
-        out.push(Action::Publish(Notification::EngineJoined(info)));
+        self.admit(id, again, out);
+    }
+
+    /// Makes engine `id` (whose registration details are recorded) alive and schedulable,
+    /// and announces it.
+    fn admit(&mut self, id: EngineId, how: &str, out: &mut Vec<Action>) {
+        let ping_seq = self.ping_seq;
+        let Some(e) = self.engines.get_mut(id.0 as usize) else {
+            return;
+        };
+        if !e.alive {
+            e.alive = true;
+            self.alive += 1;
+        }
+        e.left = false;
+        // Registration counts as an answer to every ping sent so far.
+        e.last_pong_seq = ping_seq;
+        e.missed = 0;
+        tracing::info!(
+            "engine {id} {how}: {} pid {} ({} function(s), {} slot(s))",
+            e.host,
+            e.pid,
+            e.function_list.len(),
+            e.slots
+        );
+        out.push(Action::Publish(Notification::EngineJoined(e.info())));
         self.update_free(id);
         // Tasks that waited for any engine at all may turn out impossible on this one.
         let mut deliveries = Deliveries::default();
@@ -954,6 +980,7 @@ impl Core {
             return;
         }
         e.alive = false;
+        e.left = reason == "unregistered";
         e.missed = 0;
         self.alive -= 1;
         let host = e.host.clone();
@@ -1297,11 +1324,7 @@ impl Core {
                 );
                 return Err(Box::new(failure(tid, None, ErrorKind::Dependency, message)));
             }
-            if !self
-                .engines
-                .get(engine.0 as usize)
-                .is_some_and(|e| e.alive)
-            {
+            if !self.engines.get(engine.0 as usize).is_some_and(|e| e.alive) {
                 let message = format!(
                     "task {tid} follows tasks that ran on engine {engine}, which is no longer registered"
                 );
@@ -1734,8 +1757,7 @@ impl Core {
                 break;
             }
             // Skip entries of tasks no longer queued (aborted, timed out).
-            while let Some(&(tid, seq)) = self.classes[cid].as_ref().and_then(|c| c.queue.front())
-            {
+            while let Some(&(tid, seq)) = self.classes[cid].as_ref().and_then(|c| c.queue.front()) {
                 if self.is_queued(tid, seq) {
                     break;
                 }
@@ -1783,7 +1805,7 @@ impl Core {
             task.state = TaskState::Running(eid);
             task.epoch = task.epoch.wrapping_add(1);
             if let Some(limit) = task.timeout_ms {
-                let when = now + Duration::from_millis(limit) + RUN_TIMEOUT_GRACE;
+                let when = now + Duration::from_millis(limit) * 2 + RUN_TIMEOUT_GRACE;
                 self.timers
                     .push(Reverse((when, tid, task.epoch, TimerKind::Run)));
             }

@@ -9,7 +9,8 @@
 //!
 //! [`run`] owns the four sockets and nothing else: it receives every message waiting, feeds it
 //! to the sans-IO [`Core`], and performs the [`Action`]s the core returns (sends, publications,
-//! heartbeat pings). All rules live in the core, which never reads a clock or touches a socket,
+//! heartbeat pings). It also watches the engine socket's connections, so that an engine whose
+//! connection closes (a killed process) is reported to the core at once. All rules live in the core, which never reads a clock or touches a socket,
 //! so they are tested with a fake clock and fake peers. Scheduling policy (which engine, how
 //! many tasks an engine may hold) is in [`scheduler`], as pure functions of engine loads.
 //!
@@ -20,6 +21,6 @@ mod server;
 
 pub mod scheduler;
 
-pub use hub::{Action, Core, CoreConfig, Payload, Route};
+pub use hub::{Action, Core, CoreConfig, Payload, Route, RUN_TIMEOUT_GRACE};
 pub use scheduler::{Hwm, ParseSettingError, SchedulerKind};
 pub use server::{run, ControllerConfig, ControllerError};

@@ -367,7 +367,10 @@ mod tests {
             load(4, 0, 0, 0, true),
         ];
         let r = &mut rng(1);
-        assert_eq!(SchedulerKind::LeastLoad.pick(&engines, r), Some(EngineId(2)));
+        assert_eq!(
+            SchedulerKind::LeastLoad.pick(&engines, r),
+            Some(EngineId(2))
+        );
         assert_eq!(SchedulerKind::LeastLoad.pick(&engines[3..], r), None);
     }
 
@@ -434,7 +437,10 @@ mod tests {
             let id = SchedulerKind::PlainRandom.pick(&engines, r).unwrap();
             counts[id.0 as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (9_000..11_000).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_000..11_000).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]
@@ -496,15 +502,18 @@ mod tests {
         use proptest::prelude::*;
 
         fn engines() -> impl Strategy<Value = Vec<EngineLoad>> {
-            prop::collection::vec((0u32..5, 0u32..6, 0u64..8, prop::bool::weighted(0.8)), 0..12)
-                .prop_map(|v| {
-                    v.into_iter()
-                        .enumerate()
-                        .map(|(i, (outstanding, limit, last, eligible))| {
-                            load(i as u32, outstanding, limit, last, eligible)
-                        })
-                        .collect()
-                })
+            prop::collection::vec(
+                (0u32..5, 0u32..6, 0u64..8, prop::bool::weighted(0.8)),
+                0..12,
+            )
+            .prop_map(|v| {
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, (outstanding, limit, last, eligible))| {
+                        load(i as u32, outstanding, limit, last, eligible)
+                    })
+                    .collect()
+            })
         }
 
         fn kind() -> impl Strategy<Value = SchedulerKind> {

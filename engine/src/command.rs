@@ -1,18 +1,21 @@
 //! Command tasks: run a program, feed its stdin, capture capped stdout and stderr, and kill
 //! it at its timeout.
 //!
-//! Each pipe gets its own thread so that a program writing a lot to stderr while we wait on
-//! stdout (or not reading its stdin) cannot deadlock us. The child runs in its own process
-//! group so that a timeout kills what it started too; otherwise a grandchild holding the
-//! pipes open would keep us waiting after the kill.
+//! One thread serves all three pipes with poll(2), so that a program writing a lot to stderr
+//! while we wait on stdout (or not reading its stdin) cannot deadlock us, without the cost of
+//! a reader thread per pipe (which, for a short program, is more than starting it: measured
+//! here, 180 µs of engine CPU per `true` with two reader threads against 70 µs without). The
+//! child runs in its own process group so that a timeout kills what it started too; otherwise
+//! a grandchild holding the pipes open would keep us waiting after the kill.
 
 use protocol::{CommandOutput, CommandSpec, ErrorKind};
+use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::unix::io::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::registry::CallError;
 
@@ -55,98 +58,247 @@ pub(crate) fn run_command(
         )
     })?;
     let pid = child.id();
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-
-    std::thread::scope(|scope| {
-        if let (Some(mut pipe), Some(data)) = (stdin, spec.stdin.as_deref()) {
-            // A program that exits without reading its input gives a broken pipe: not an error.
-            scope.spawn(move || {
-                let _ = pipe.write_all(data);
-            });
+    let mut pipes = Pipes::new(
+        child.stdin.take(),
+        spec.stdin.as_deref(),
+        child.stdout.take(),
+        child.stderr.take(),
+        max_output,
+    );
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut timed_out = false;
+    // Drain the pipes until both close (or, after a timeout kill, until a grandchild that left
+    // the process group is given up on).
+    let mut give_up: Option<Instant> = None;
+    while pipes.open() {
+        let now = Instant::now();
+        if !timed_out && deadline.is_some_and(|d| now >= d) {
+            kill_group(pid);
+            timed_out = true;
+            give_up = Some(now + AFTER_KILL);
         }
-        let out_reader = stdout.map(|p| scope.spawn(move || read_capped(p, max_output)));
-        let err_reader = stderr.map(|p| scope.spawn(move || read_capped(p, max_output)));
-
-        let mut timed_out = false;
-        if let Some(limit) = timeout {
-            let (tx, rx) = mpsc::channel();
-            scope.spawn(move || {
-                wait_exited_without_reaping(pid);
-                let _ = tx.send(());
-            });
-            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
-                timed_out = true;
-                // SAFETY: plain syscall. The child has not been reaped (the waiter uses
-                // WNOWAIT and we have not called wait), so its pid, which is also its process
-                // group id, cannot have been reused.
-                unsafe {
-                    libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+        if give_up.is_some_and(|g| now >= g) {
+            break;
+        }
+        let wake = if timed_out { give_up } else { deadline };
+        pipes.wait(wake.map(|w| w.saturating_duration_since(now)));
+    }
+    let (stdout, stderr, truncated) = pipes.finish();
+    // The pipes are closed; the program may still run (it closed them itself).
+    let status = loop {
+        match deadline.filter(|_| !timed_out) {
+            None => break child.wait(),
+            Some(d) => match child.try_wait() {
+                Ok(Some(status)) => break Ok(status),
+                Ok(None) if Instant::now() >= d => {
+                    kill_group(pid);
+                    timed_out = true;
                 }
-            }
+                Ok(None) => std::thread::sleep(Duration::from_micros(200)),
+                Err(e) => break Err(e),
+            },
         }
-        let status = child.wait();
-        let (stdout, out_cut) = join_reader(out_reader);
-        let (stderr, err_cut) = join_reader(err_reader);
-
-        if timed_out {
-            let ms = timeout.map(|t| t.as_millis()).unwrap_or_default();
-            return Err(CallError::new(
-                ErrorKind::Timeout,
-                format!(
-                    "command `{program}` ran longer than its timeout of {ms} ms and was killed"
-                ),
-            ));
-        }
-        let status = status.map_err(|e| {
-            CallError::new(
-                ErrorKind::CommandFailed,
-                format!("cannot wait for `{program}`: {e}"),
-            )
-        })?;
-        Ok(CommandOutput {
-            status: status.code(),
-            signal: status.signal(),
-            stdout,
-            stderr,
-            truncated: out_cut || err_cut,
-        })
+    };
+    if timed_out {
+        let ms = timeout.map(|t| t.as_millis()).unwrap_or_default();
+        return Err(CallError::new(
+            ErrorKind::Timeout,
+            format!("command `{program}` ran longer than its timeout of {ms} ms and was killed"),
+        ));
+    }
+    let status = status.map_err(|e| {
+        CallError::new(
+            ErrorKind::CommandFailed,
+            format!("cannot wait for `{program}`: {e}"),
+        )
+    })?;
+    Ok(CommandOutput {
+        status: status.code(),
+        signal: status.signal(),
+        stdout,
+        stderr,
+        truncated,
     })
 }
 
-type Reader<'s> = Option<std::thread::ScopedJoinHandle<'s, (Vec<u8>, bool)>>;
+/// How long, after a timeout kill, output pipes may stay open (held by a grandchild that left
+/// the process group) before they are given up on.
+const AFTER_KILL: Duration = Duration::from_secs(2);
 
-fn join_reader(reader: Reader<'_>) -> (Vec<u8>, bool) {
-    reader.and_then(|h| h.join().ok()).unwrap_or_default()
+/// Kills the process group of a child that is its own group leader.
+fn kill_group(pid: u32) {
+    // SAFETY: plain syscall. The child has not been reaped (only `Child::wait`/`try_wait`
+    // reap it, after this), so its pid, which is also its process group id, is not reused.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+    }
 }
 
-/// Reads up to `cap` bytes, then reads and discards the rest (so the program never blocks
-/// on a full pipe); the flag says whether anything was discarded.
-fn read_capped(mut pipe: impl Read, cap: usize) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
-    // A read error (rare on a pipe) ends the capture with what was read so far.
-    let _ = (&mut pipe).take(cap as u64).read_to_end(&mut kept);
-    let extra = io::copy(&mut pipe, &mut io::sink()).unwrap_or(0);
-    (kept, extra > 0)
+/// One output pipe being captured: the first `cap` bytes are kept, the rest read and dropped
+/// so the program never blocks on a full pipe.
+struct Capture {
+    pipe: Option<File>,
+    kept: Vec<u8>,
+    cut: bool,
 }
 
-/// Blocks until process `pid` has exited, leaving it to be reaped by `Child::wait`.
-fn wait_exited_without_reaping(pid: u32) {
-    loop {
-        // SAFETY: waitid writes only into `info`, a zeroed plain C struct we own.
-        let rc = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+impl Capture {
+    fn new(pipe: Option<impl Into<OwnedFd>>) -> Capture {
+        Capture {
+            pipe: pipe.map(|p| File::from(p.into())),
+            kept: Vec::new(),
+            cut: false,
+        }
+    }
+
+    fn fd(&self) -> Option<RawFd> {
+        self.pipe.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Reads what is there without blocking; closes on end of file or error.
+    fn read(&mut self, cap: usize, buf: &mut [u8]) {
+        while let Some(pipe) = &mut self.pipe {
+            match pipe.read(buf) {
+                Ok(0) => self.pipe = None,
+                Ok(n) => {
+                    let room = cap.saturating_sub(self.kept.len());
+                    self.kept.extend_from_slice(&buf[..n.min(room)]);
+                    if n > room {
+                        self.cut = true;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // A read error (rare on a pipe) ends the capture with what was read so far.
+                Err(_) => self.pipe = None,
+            }
+        }
+    }
+}
+
+/// The child's pipes, served by one thread with poll(2): no reader threads per command, which
+/// would cost more than starting a short program does.
+struct Pipes<'a> {
+    stdin: Option<File>,
+    input: &'a [u8],
+    out: Capture,
+    err: Capture,
+    cap: usize,
+    buf: Vec<u8>,
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl on a descriptor we own; failure leaves it blocking, which poll still
+    // serves correctly (each read then returns what one poll reported).
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
+}
+
+impl<'a> Pipes<'a> {
+    fn new(
+        stdin: Option<std::process::ChildStdin>,
+        input: Option<&'a [u8]>,
+        stdout: Option<std::process::ChildStdout>,
+        stderr: Option<std::process::ChildStderr>,
+        cap: usize,
+    ) -> Pipes<'a> {
+        let input = input.unwrap_or_default();
+        // Nothing to write: close stdin at once so the program sees end of file.
+        let stdin = stdin.filter(|_| !input.is_empty());
+        for fd in [
+            stdin.as_ref().map(AsRawFd::as_raw_fd),
+            stdout.as_ref().map(AsRawFd::as_raw_fd),
+            stderr.as_ref().map(AsRawFd::as_raw_fd),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            set_nonblocking(fd);
+        }
+        Pipes {
+            stdin: stdin.map(|p| File::from(OwnedFd::from(p))),
+            input,
+            out: Capture::new(stdout),
+            err: Capture::new(stderr),
+            cap,
+            buf: vec![0; 64 * 1024],
+        }
+    }
+
+    /// True while an output pipe is open.
+    fn open(&self) -> bool {
+        self.out.fd().is_some() || self.err.fd().is_some()
+    }
+
+    /// Waits up to `timeout` (`None`: no limit) for a pipe to be ready, and serves it.
+    fn wait(&mut self, timeout: Option<Duration>) {
+        let mut fds = Vec::with_capacity(3);
+        for fd in [self.out.fd(), self.err.fd()].into_iter().flatten() {
+            fds.push(libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        if let Some(p) = &self.stdin {
+            fds.push(libc::pollfd {
+                fd: p.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            });
+        }
+        let ms = timeout.map_or(-1, |t| {
+            t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int
+        });
+        // SAFETY: `fds` is a live, correctly sized array of pollfd.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if rc <= 0 {
+            // Timeout, or EINTR: the caller's loop checks its deadline and comes back.
             return;
         }
+        for p in &fds {
+            if p.revents == 0 {
+                continue;
+            }
+            if Some(p.fd) == self.out.fd() {
+                self.out.read(self.cap, &mut self.buf);
+            } else if Some(p.fd) == self.err.fd() {
+                self.err.read(self.cap, &mut self.buf);
+            } else {
+                self.write_input();
+            }
+        }
+    }
+
+    fn write_input(&mut self) {
+        let Some(pipe) = &mut self.stdin else { return };
+        loop {
+            if self.input.is_empty() {
+                self.stdin = None;
+                return;
+            }
+            match pipe.write(self.input) {
+                Ok(n) => self.input = &self.input[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // A program that exits without reading its input gives a broken pipe: not an
+                // error, the input is simply not wanted.
+                Err(_) => {
+                    self.stdin = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// What was captured: stdout, stderr, and whether either was cut.
+    fn finish(self) -> (Vec<u8>, Vec<u8>, bool) {
+        let cut = self.out.cut || self.err.cut;
+        (self.out.kept, self.err.kept, cut)
     }
 }
 
@@ -223,6 +375,23 @@ mod tests {
         // A quick command under a timeout is not affected.
         let out = run_command(&spec("echo", &["ok"]), Some(Duration::from_secs(10)), MIB).unwrap();
         assert_eq!(out.stdout, b"ok\n");
+    }
+
+    #[test]
+    fn timeout_holds_after_the_program_closes_its_output() {
+        let t = Instant::now();
+        let s = spec("sh", &["-c", "exec >&- 2>&-; sleep 30"]);
+        let err = run_command(&s, Some(Duration::from_millis(200)), MIB).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Timeout);
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn many_short_commands_in_a_row() {
+        for i in 0..200 {
+            let out = run_command(&spec("echo", &[&i.to_string()]), None, MIB).unwrap();
+            assert_eq!(out.stdout, format!("{i}\n").as_bytes());
+        }
     }
 
     #[test]

@@ -12,10 +12,11 @@
 
 use protocol::{
     Assignment, EngineId, ErrorKind, FromEngine, Heartbeat, Registration, Status, TaskError,
-    TaskOutcome, ToEngine, Work, PROTOCOL_VERSION,
+    TaskId, TaskOutcome, ToEngine, Work, PROTOCOL_VERSION,
 };
 use security::{ConnectionInfo, Key};
 use signal_hook::SigId;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -109,6 +110,7 @@ pub(crate) fn run(engine: Engine, options: EngineOptions) -> Result<(), EngineEr
         registered_at: heartbeat.now_ms(),
         next_attempt: None,
         backoff: Duration::ZERO,
+        arrivals: HashMap::new(),
     };
     let result = session.serve(runner, &signals, &heartbeat, options.lonely_timeout);
     let engine_id = session.engine_id;
@@ -230,7 +232,11 @@ fn executor_for<'r>(
 }
 
 impl Runner {
-    fn executor<'r>(&self, registry: &'r Registry, engine: EngineId) -> Result<Executor<'r>, EngineError> {
+    fn executor<'r>(
+        &self,
+        registry: &'r Registry,
+        engine: EngineId,
+    ) -> Result<Executor<'r>, EngineError> {
         executor_for(registry, engine, self.max_output, self.pid, &self.host)
     }
 
@@ -379,6 +385,35 @@ struct Session<'a> {
     /// When to register again while no ping comes (`None`: not yet silent long enough).
     next_attempt: Option<Instant>,
     backoff: Duration,
+    /// When each queued task with a time limit arrived.
+    arrivals: HashMap<TaskId, Instant>,
+}
+
+/// The outcome of a task with a time limit that waited in this engine's queue past it: it
+/// fails without running, as it would have in the controller's queue.
+fn too_late(task: &Assignment, waited: Option<Duration>, engine: EngineId) -> Option<TaskOutcome> {
+    let limit = Duration::from_millis(task.timeout_ms.filter(|&ms| ms > 0)?);
+    let waited = waited?;
+    if waited <= limit {
+        return None;
+    }
+    let message = format!(
+        "{} did not start within its time limit of {} ms (it waited {} ms in engine {engine}'s queue); not run",
+        task.work.name(),
+        limit.as_millis(),
+        waited.as_millis()
+    );
+    Some(TaskOutcome {
+        id: task.id,
+        engine: Some(engine),
+        status: Status::Err(TaskError {
+            kind: ErrorKind::Timeout,
+            message,
+            engine: Some(engine),
+        }),
+        started_us: 0,
+        elapsed_us: 0,
+    })
 }
 
 impl Session<'_> {
@@ -420,8 +455,11 @@ impl Session<'_> {
                 if self.core.flush_before(&queued.task.work) {
                     self.flush()?;
                 }
-                let (outcome, payload, ran) =
-                    runner.run(&executor, &queued.task, &queued.payload);
+                let waited = self.arrivals.remove(&queued.task.id).map(|t| t.elapsed());
+                let (outcome, payload, ran) = match too_late(&queued.task, waited, self.engine_id) {
+                    Some(outcome) => (outcome, Vec::new(), None),
+                    None => runner.run(&executor, &queued.task, &queued.payload),
+                };
                 if let Some(function) = ran {
                     self.core
                         .on_ran(&function, Duration::from_micros(outcome.elapsed_us));
@@ -493,7 +531,16 @@ impl Session<'_> {
                 Err(e) => return Err(self.transport_err(e)),
             };
             match got.msg {
-                ToEngine::Tasks { tasks } => self.core.on_tasks(tasks, got.payloads),
+                ToEngine::Tasks { tasks } => {
+                    let now = Instant::now();
+                    for t in tasks
+                        .iter()
+                        .filter(|t| t.timeout_ms.is_some_and(|ms| ms > 0))
+                    {
+                        self.arrivals.insert(t.id, now);
+                    }
+                    self.core.on_tasks(tasks, got.payloads)
+                }
                 ToEngine::Shutdown => return Ok(Received::Shutdown),
                 ToEngine::Registered {
                     engine_id,

@@ -1,5 +1,5 @@
-//! In-process tests of an engine that loses its controller, and of time limits on functions:
-//! a real engine against a fake controller on 127.0.0.1.
+//! In-process tests of an engine that loses its controller, and of time limits (to start and
+//! to run): a real engine against a fake controller on 127.0.0.1.
 
 mod common;
 
@@ -90,6 +90,41 @@ fn a_function_past_its_time_limit_is_abandoned_and_the_engine_goes_on() {
 }
 
 #[test]
+fn a_timed_task_that_waited_past_its_limit_in_the_engine_queue_is_not_run() {
+    let mut fake = FakeController::new();
+    let engine = start(EngineOptions::new(fake.file.clone()));
+    let (route, _) = fake.expect_register();
+    fake.send_engine(&route, &registered(0, 1000), &[]);
+    fake.send_engine(
+        &route,
+        &ToEngine::Tasks {
+            tasks: vec![
+                call(1, "sleep", None),
+                call(2, "echo", Some(200)),
+                call(3, "echo", Some(5_000)),
+            ],
+        },
+        &[&encode(&0.6f64), &encode(&"late"), &encode(&"in time")],
+    );
+    let mut outcomes = Vec::new();
+    while outcomes.len() < 3 {
+        outcomes.extend(next_results(&mut fake).unwrap_or_default());
+    }
+    match &outcomes[1].0.status {
+        Status::Err(e) => {
+            assert_eq!(e.kind, ErrorKind::Timeout);
+            assert!(e.message.contains("did not start"), "{}", e.message);
+        }
+        Status::Ok => panic!("task 2 should not have run"),
+    }
+    assert_eq!(outcomes[1].0.started_us, 0);
+    assert_eq!(outcomes[2].1, encode(&"in time"));
+    fake.send_engine(&route, &ToEngine::Shutdown, &[]);
+    while fake.recv_engine().msg != FromEngine::Unregister {}
+    engine.join().unwrap().unwrap();
+}
+
+#[test]
 fn a_silent_controller_gets_a_new_registration_with_the_old_id() {
     let mut fake = FakeController::new();
     let engine = start(EngineOptions::new(fake.file.clone()));
@@ -100,11 +135,9 @@ fn a_silent_controller_gets_a_new_registration_with_the_old_id() {
     fake.recv_heartbeat();
     // No more pings: after a few seconds the engine registers again, asking for id 7.
     let t = Instant::now();
-    let again = loop {
-        match fake.recv_engine().msg {
-            FromEngine::Register(r) => break r,
-            other => panic!("expected a registration, got {other:?}"),
-        }
+    let again = match fake.recv_engine().msg {
+        FromEngine::Register(r) => r,
+        other => panic!("expected a registration, got {other:?}"),
     };
     let waited = t.elapsed();
     assert!(waited >= Duration::from_millis(1_500), "{waited:?}");

@@ -193,7 +193,7 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 # client_port = 0
 # notify_port = 0
 
-# Load-balancing scheduler: leastload.
+# Load-balancing scheduler: lru, plainrandom, twobin, leastload or weighted.
 # scheduler = "leastload"
 
 # Tasks an engine may hold at once: "auto" (pipelines short tasks, one at a time for long
@@ -620,9 +620,8 @@ mod tests {
             .filter_map(|l| l.strip_prefix("# "))
             .filter(|l| {
                 *l == "[ssh]"
-                    || l.split_once(" = ").is_some_and(|(k, _)| {
-                        k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-                    })
+                    || l.split_once(" = ")
+                        .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
             })
             .map(|l| format!("{l}\n"))
             .collect();

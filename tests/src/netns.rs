@@ -81,7 +81,9 @@ pub fn unavailable() -> Option<String> {
     }
     for tool in ["ip", "unshare", "nsenter"] {
         if run("sh", &["-c", &format!("command -v {tool}")]).is_err() {
-            return Some(format!("{tool} is missing (apt-get install iproute2 util-linux)"));
+            return Some(format!(
+                "{tool} is missing (apt-get install iproute2 util-linux)"
+            ));
         }
     }
     None
@@ -118,7 +120,9 @@ impl FakeHosts {
         let pid = std::process::id();
         let mut claimed = None;
         for _ in 0..512 {
-            let k = pid.wrapping_mul(7919).wrapping_add(NEXT.fetch_add(1, Ordering::SeqCst));
+            let k = pid
+                .wrapping_mul(7919)
+                .wrapping_add(NEXT.fetch_add(1, Ordering::SeqCst));
             let (a, b) = (160 + (k / 256) % 64, k % 256);
             let bridge = format!("clbr-{a}-{b}");
             if run("ip", &["link", "add", &bridge, "type", "bridge"]).is_ok() {
@@ -147,7 +151,15 @@ impl FakeHosts {
             let path = d.join(key);
             run(
                 "ssh-keygen",
-                &["-q", "-t", "ed25519", "-N", "", "-f", path.to_str().unwrap_or("")],
+                &[
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-f",
+                    path.to_str().unwrap_or(""),
+                ],
             )?;
         }
         std::fs::copy(d.join("id_ed25519.pub"), d.join("authorized_keys"))
@@ -167,11 +179,24 @@ impl FakeHosts {
             });
             run(
                 "ip",
-                &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns],
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+                ],
             )?;
             run("ip", &["link", "set", &veth, "master", &self.bridge])?;
             run("ip", &["link", "set", &veth, "up"])?;
-            run("ip", &["-n", &ns, "addr", "add", &format!("{address}/24"), "dev", "eth0"])?;
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{address}/24"),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
             run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
             run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
             self.start_sshd(i - 1)?;
@@ -301,7 +326,10 @@ impl Drop for FakeHosts {
     fn drop(&mut self) {
         for h in &self.hosts {
             let text = run("ip", &["netns", "pids", &h.ns]).unwrap_or_default();
-            for p in text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            for p in text
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
                 // SAFETY: kill(2) on processes inside a namespace this harness made.
                 unsafe {
                     libc::kill(p, libc::SIGKILL);

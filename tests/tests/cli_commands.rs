@@ -18,13 +18,25 @@ fn command_map_prints_blocks_in_input_order_with_placeholders() {
     // Later arguments finish first; the output still follows the input.
     let run = c
         .cluster(&[
-            "map", "--", "sh", "-c", "sleep $1; echo \"$2 $3\"", "sh", "{1}", "{2/}", "{2.}",
-            ":::", "0.3", "0", ":::", "dir/a.jpg", "b.png",
+            "map",
+            "--",
+            "sh",
+            "-c",
+            "sleep $1; echo \"$2 $3\"",
+            "sh",
+            "{1}",
+            "{2/}",
+            "{2.}",
+            ":::",
+            "0.3",
+            "0",
+            ":::",
+            "dir/a.jpg",
+            "b.png",
         ])
         .ok();
     assert_eq!(
-        run.stdout,
-        "a.jpg dir/a\nb.png b\na.jpg dir/a\nb.png b\n",
+        run.stdout, "a.jpg dir/a\nb.png b\na.jpg dir/a\nb.png b\n",
         "{}",
         run.stderr
     );
@@ -32,13 +44,25 @@ fn command_map_prints_blocks_in_input_order_with_placeholders() {
     let file = c.dir.path().join("args");
     std::fs::write(&file, "x,1\ny,2\n").unwrap();
     let run = c
-        .cluster(&["map", "--colsep", ",", "-a", file.to_str().unwrap(), "--", "echo", "{2}-{1}", "{#}"])
+        .cluster(&[
+            "map",
+            "--colsep",
+            ",",
+            "-a",
+            file.to_str().unwrap(),
+            "--",
+            "echo",
+            "{2}-{1}",
+            "{#}",
+        ])
         .ok();
     assert_eq!(run.stdout, "1-x 1\n2-y 2\n");
     let run = c.cluster(&["map", "--", "echo", "hi", ":::", "a b"]).ok();
     assert_eq!(run.stdout, "hi a b\n");
     // A one-word command line with spaces runs in a shell; values stay quoted.
-    let run = c.cluster(&["map", "echo {} | tr a-z A-Z", ":::", "it's"]).ok();
+    let run = c
+        .cluster(&["map", "echo {} | tr a-z A-Z", ":::", "it's"])
+        .ok();
     assert_eq!(run.stdout, "IT'S\n");
     // Arguments on stdin.
     let mut child = c
@@ -50,7 +74,10 @@ fn command_map_prints_blocks_in_input_order_with_placeholders() {
     child.stdin.take().unwrap().write_all(b"p\nq\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    let mut lines: Vec<_> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    let mut lines: Vec<_> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
     lines.sort();
     assert_eq!(lines, ["p", "q"]);
     // The function map form still works.
@@ -63,9 +90,23 @@ fn json_failures_exit_status_and_summary() {
     let c = TestCluster::new();
     c.start(2, &[]);
     let run = c.cluster(&[
-        "map", "--json", "--timeout", "0.5", "--env", "GREETING=hello", "--cwd", "/tmp", "--",
-        "sh", "-c", "{}", ":::",
-        "echo $GREETING; pwd", "echo oops >&2; exit 3", "sleep 5", "kill -9 $$",
+        "map",
+        "--json",
+        "--timeout",
+        "0.5",
+        "--env",
+        "GREETING=hello",
+        "--cwd",
+        "/tmp",
+        "--",
+        "sh",
+        "-c",
+        "{}",
+        ":::",
+        "echo $GREETING; pwd",
+        "echo oops >&2; exit 3",
+        "sleep 5",
+        "kill -9 $$",
     ]);
     assert_eq!(run.code, 3, "{run:?}");
     let lines = json_lines(&run.stdout);
@@ -86,10 +127,23 @@ fn json_failures_exit_status_and_summary() {
         "{}",
         run.stderr
     );
-    assert_eq!(run.stderr.lines().count(), 1, "one summary line: {}", run.stderr);
+    assert_eq!(
+        run.stderr.lines().count(),
+        1,
+        "one summary line: {}",
+        run.stderr
+    );
 
     // A missing program fails its task, naming the engine; the others go on.
-    let run = c.cluster(&["map", "--", "{}", ":::", "true", "no-such-program-here", "true"]);
+    let run = c.cluster(&[
+        "map",
+        "--",
+        "{}",
+        ":::",
+        "true",
+        "no-such-program-here",
+        "true",
+    ]);
     assert_eq!(run.code, 3);
     assert!(
         run.stderr.contains("no-such-program-here") && run.stderr.contains("on engine "),
@@ -107,7 +161,9 @@ fn json_failures_exit_status_and_summary() {
 fn submit_result_and_wait() {
     let c = TestCluster::new();
     c.start(1, &[]);
-    let slow = c.cluster(&["submit", "--", "sh", "-c", "sleep 0.5; echo slow"]).ok();
+    let slow = c
+        .cluster(&["submit", "--", "sh", "-c", "sleep 0.5; echo slow"])
+        .ok();
     let slow = slow.stdout.trim().to_owned();
     let bad = c.cluster(&["submit", "--", "sh", "-c", "exit 4"]).ok();
     let bad = bad.stdout.trim().to_owned();
@@ -126,11 +182,16 @@ fn submit_result_and_wait() {
     let run = c.cluster(&["wait"]);
     assert_eq!(run.code, 3);
     assert!(
-        run.stdout.contains("2 submitted task(s): 1 succeeded, 1 failed"),
+        run.stdout
+            .contains("2 submitted task(s): 1 succeeded, 1 failed"),
         "{}",
         run.stdout
     );
-    assert!(run.stderr.contains("cluster wait: 1 of 2 tasks failed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cluster wait: 1 of 2 tasks failed"),
+        "{}",
+        run.stderr
+    );
     let run = c.cluster(&["result", "999:1"]);
     assert_eq!(run.code, 1);
     assert!(run.stderr.contains("no record"), "{}", run.stderr);

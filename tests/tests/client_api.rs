@@ -42,7 +42,10 @@ fn typed_stock_handles_futures_and_helpers() {
     let client = c.client();
     let view = client.load_balanced_view();
     let expected: Vec<u64> = (0..300).map(engine::stock::nth_prime).collect();
-    assert_eq!(view.map(stock::NTH_PRIME, 0..300).unwrap().get(T).unwrap(), expected);
+    assert_eq!(
+        view.map(stock::NTH_PRIME, 0..300).unwrap().get(T).unwrap(),
+        expected
+    );
     // The engine crate re-exports the very same handles.
     assert_eq!(engine::stock::SUM_RANGE, stock::SUM_RANGE);
     let sum = block_on(view.apply(stock::SUM_RANGE, 1000).unwrap()).unwrap();
@@ -71,7 +74,10 @@ fn typed_stock_handles_futures_and_helpers() {
         .unwrap()
         .get(T)
         .unwrap();
-    assert_eq!(who.iter().map(|w| w.engine_id.0).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(
+        who.iter().map(|w| w.engine_id.0).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
 }
 
 #[test]
@@ -121,14 +127,24 @@ fn per_engine_store_scatter_gather_and_context_functions() {
         .get(T)
         .unwrap();
     assert_eq!(sums, vec![(0, (0..51).sum()), (1, (51..101).sum())]);
-    assert_eq!(dv.gather::<u64>("xs", T).unwrap(), (0..101).collect::<Vec<_>>());
+    assert_eq!(
+        dv.gather::<u64>("xs", T).unwrap(),
+        (0..101).collect::<Vec<_>>()
+    );
     let keys = dv.keys().unwrap().get(T).unwrap();
     assert_eq!(keys, vec![vec!["xs".to_string()]; 2]);
     // Reading a name nobody pushed names it and the engine.
-    let err = dv.apply(functions::SCALED, 1.0).unwrap().get(T).unwrap_err();
+    let err = dv
+        .apply(functions::SCALED, 1.0)
+        .unwrap()
+        .get(T)
+        .unwrap_err();
     assert!(err.to_string().contains("\"factor\""), "{err}");
     dv.push("factor", &3.0).unwrap().get(T).unwrap();
-    assert_eq!(dv.apply(functions::SCALED, 2.0).unwrap().get(T).unwrap(), [6.0, 6.0]);
+    assert_eq!(
+        dv.apply(functions::SCALED, 2.0).unwrap().get(T).unwrap(),
+        [6.0, 6.0]
+    );
     let pulled: Vec<f64> = dv.pull("factor").unwrap().get(T).unwrap();
     assert_eq!(pulled, [3.0, 3.0]);
     dv.clear().unwrap().get(T).unwrap();
@@ -192,12 +208,22 @@ fn commands_executors_and_errors() {
     let text = String::from_utf8(m.stdout.unwrap()).unwrap();
     assert_eq!(text, format!("in 42\n{dir}\n"));
     let err = view
-        .command(Command::new("sleep").arg("5").timeout(Duration::from_millis(200)))
+        .command(
+            Command::new("sleep")
+                .arg("5")
+                .timeout(Duration::from_millis(200)),
+        )
         .unwrap()
         .get(T)
         .unwrap_err();
     assert!(
-        matches!(err, Error::Remote { kind: ErrorKind::Timeout, .. }),
+        matches!(
+            err,
+            Error::Remote {
+                kind: ErrorKind::Timeout,
+                ..
+            }
+        ),
         "{err:?}"
     );
     let outs = client
@@ -210,13 +236,25 @@ fn commands_executors_and_errors() {
 
     let pool = client.executor();
     let start = Instant::now();
-    let futures: Vec<_> = (0..4).map(|_| pool.submit(stock::SLEEP, 0.2).unwrap()).collect();
+    let futures: Vec<_> = (0..4)
+        .map(|_| pool.submit(stock::SLEEP, 0.2).unwrap())
+        .collect();
     pool.shutdown(true);
-    assert!(start.elapsed() >= Duration::from_millis(390), "two engines, four sleeps");
+    assert!(
+        start.elapsed() >= Duration::from_millis(390),
+        "two engines, four sleeps"
+    );
     assert!(futures.iter().all(|f| f.successful() == Some(true)));
-    assert!(matches!(pool.submit(stock::NOOP, ()), Err(Error::Shutdown { .. })));
+    assert!(matches!(
+        pool.submit(stock::NOOP, ()),
+        Err(Error::Shutdown { .. })
+    ));
 
-    let err = view.apply::<u64, u64>("no_such_function", 1).unwrap().get(T).unwrap_err();
+    let err = view
+        .apply::<u64, u64>("no_such_function", 1)
+        .unwrap()
+        .get(T)
+        .unwrap_err();
     assert!(matches!(err, Error::UnknownFunction { .. }), "{err:?}");
     assert!(!err.is_retryable());
 }

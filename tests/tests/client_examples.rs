@@ -43,7 +43,10 @@ fn sum_range_prints_the_speed_up() {
     c.start(2, &[]);
     // Smaller than the seed's 10,000,000 × 100: debug builds loop slowly.
     let out = run_example(&c, "sum_range", &["1000000", "8"]);
-    assert!(out.contains("sum(range(1000000)) = 499999500000 ×8"), "{out}");
+    assert!(
+        out.contains("sum(range(1000000)) = 499999500000 ×8"),
+        "{out}"
+    );
     assert!(out.contains("cluster, 2 engines"), "{out}");
     assert!(out.contains("speed-up:"), "{out}");
 }
@@ -61,7 +64,10 @@ fn custom_client_calls_the_custom_engine_through_shared_typed_handles() {
     assert!(out.contains("words: 4"), "{out}");
     assert!(out.contains("norm of (3, 4): 5"), "{out}");
     assert!(out.contains("overflows an i64"), "{out}");
-    assert!(out.contains("scaled by the pushed factor: [2.5, 5.0, 10.0]"), "{out}");
+    assert!(
+        out.contains("scaled by the pushed factor: [2.5, 5.0, 10.0]"),
+        "{out}"
+    );
     assert!(out.contains("total over 2 engines: 500500"), "{out}");
 }
 

@@ -22,16 +22,11 @@ fn busiest(client: &client::Client) -> (EngineId, u32) {
 
 /// Starts a 300-task map of `sleep(0.05)` on 3 engines, kills one engine mid-way with
 /// SIGKILL, and returns every task's result and the engine killed.
-fn map_while_an_engine_dies(
-    retries: u32,
-) -> (Vec<Result<(), client::Error>>, EngineId, Duration) {
+fn map_while_an_engine_dies(retries: u32) -> (Vec<Result<(), client::Error>>, EngineId, Duration) {
     let c = TestCluster::new();
     c.start(3, &[]);
     let client = c.client();
-    let view = client
-        .load_balanced_view()
-        .chunksize(1)
-        .retries(retries);
+    let view = client.load_balanced_view().chunksize(1).retries(retries);
     let t = Instant::now();
     let ar = view.map::<f64, ()>("sleep", vec![0.05; 300]).unwrap();
     // Let every engine get going, then kill one while it runs a task.
@@ -40,7 +35,12 @@ fn map_while_an_engine_dies(
     signal(pid, libc::SIGKILL);
     let killed = Instant::now();
     assert!(
-        eventually(Duration::from_secs(5), || client.status().unwrap().engines.len() == 2),
+        eventually(Duration::from_secs(5), || client
+            .status()
+            .unwrap()
+            .engines
+            .len()
+            == 2),
         "the killed engine is unregistered"
     );
     let noticed = killed.elapsed();
@@ -57,7 +57,10 @@ fn a_killed_engines_tasks_are_retried_elsewhere() {
         .iter()
         .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
         .collect();
-    assert!(failed.is_empty(), "engine {victim} died; failures: {failed:?}");
+    assert!(
+        failed.is_empty(),
+        "engine {victim} died; failures: {failed:?}"
+    );
     // Noticed from the closed connection, not after heartbeats (3 s by default).
     assert!(noticed < Duration::from_secs(2), "{noticed:?}");
 }
@@ -99,7 +102,12 @@ fn a_stopped_engine_is_dropped_by_heartbeat_and_comes_back_with_its_id() {
     signal(stopped.pid, libc::SIGSTOP);
     let t = Instant::now();
     assert!(
-        eventually(Duration::from_secs(5), || client.status().unwrap().engines.len() == 1),
+        eventually(Duration::from_secs(5), || client
+            .status()
+            .unwrap()
+            .engines
+            .len()
+            == 1),
         "a silent engine is unregistered"
     );
     let took = t.elapsed();
@@ -108,7 +116,12 @@ fn a_stopped_engine_is_dropped_by_heartbeat_and_comes_back_with_its_id() {
     assert!(took >= Duration::from_millis(400), "{took:?}");
     signal(stopped.pid, libc::SIGCONT);
     assert!(
-        eventually(Duration::from_secs(10), || client.status().unwrap().engines.len() == 2),
+        eventually(Duration::from_secs(10), || client
+            .status()
+            .unwrap()
+            .engines
+            .len()
+            == 2),
         "the engine registers again"
     );
     let back = client.status().unwrap();
@@ -135,12 +148,7 @@ fn who_ran(client: &client::Client) -> BTreeSet<(u64, u64)> {
         .get(T)
         .unwrap();
     who.iter()
-        .map(|w| {
-            (
-                w["engine_id"].as_u64().unwrap(),
-                w["pid"].as_u64().unwrap(),
-            )
-        })
+        .map(|w| (w["engine_id"].as_u64().unwrap(), w["pid"].as_u64().unwrap()))
         .collect()
 }
 
@@ -161,7 +169,10 @@ fn a_controller_killed_and_started_with_reuse_gets_its_engines_and_clients_back(
     }));
     let pid = c.spawn_controller(&["--reuse"]);
     assert!(eventually(Duration::from_secs(10), || {
-        std::fs::read_to_string(c.client_file()).is_ok_and(|f| f.contains(&format!("\"controller_pid\": {pid}")) || f.contains(&format!("\"controller_pid\":{pid}")))
+        std::fs::read_to_string(c.client_file()).is_ok_and(|f| {
+            f.contains(&format!("\"controller_pid\": {pid}"))
+                || f.contains(&format!("\"controller_pid\":{pid}"))
+        })
     }));
     // Same address and key.
     let new_file: serde_json::Value =

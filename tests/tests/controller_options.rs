@@ -62,9 +62,7 @@ fn after_and_follow_order_and_place_tasks() {
     let marker = c.dir.path().join("marker");
     let m = marker.display().to_string();
     // B checks that A's file exists: it must run after A, which takes a while.
-    let a = view
-        .command(sh(&format!("sleep 0.4; touch {m}")))
-        .unwrap();
+    let a = view.command(sh(&format!("sleep 0.4; touch {m}"))).unwrap();
     let b = view
         .clone()
         .after(&[a.id()])
@@ -111,7 +109,13 @@ fn after_and_follow_order_and_place_tasks() {
         .unwrap();
     let err = dependent.get(T).unwrap_err();
     assert!(
-        matches!(&err, client::Error::Remote { kind: ErrorKind::Dependency, .. }),
+        matches!(
+            &err,
+            client::Error::Remote {
+                kind: ErrorKind::Dependency,
+                ..
+            }
+        ),
         "{err:?}"
     );
 }
@@ -142,7 +146,11 @@ fn time_limits_fail_queued_tasks_and_abandon_running_functions() {
     }
     // The engine goes on at once.
     let t = Instant::now();
-    let n: u64 = view.apply::<u64, u64>("nth_prime", &10u64).unwrap().get(T).unwrap();
+    let n: u64 = view
+        .apply::<u64, u64>("nth_prime", &10u64)
+        .unwrap()
+        .get(T)
+        .unwrap();
     assert_eq!(n, 31);
     assert!(t.elapsed() < Duration::from_secs(1));
     // A task that cannot start within its limit (the only engine is busy) times out queued.
@@ -173,7 +181,13 @@ fn time_limits_fail_queued_tasks_and_abandon_running_functions() {
         .unwrap()
         .get(T);
     assert!(
-        matches!(&out, Err(client::Error::Remote { kind: ErrorKind::Timeout, .. })),
+        matches!(
+            &out,
+            Err(client::Error::Remote {
+                kind: ErrorKind::Timeout,
+                ..
+            })
+        ),
         "{out:?}"
     );
 }
@@ -236,4 +250,13 @@ fn abort_and_queue_status_see_the_queue() {
     let q = client.queue_status().unwrap();
     assert_eq!((q.unassigned, q.waiting), (0, 0));
     assert_eq!(q.engines[0].completed, 3);
+
+    // Any client can look results up by id, and purge some of them.
+    let mut store = client::ResultStore::open(c.client_file(), Duration::from_secs(10)).unwrap();
+    let ids = [running.id(), queued[1].id()];
+    assert_eq!(store.fetch(&ids).unwrap().done.len(), 2);
+    other.purge_tasks(&[queued[1].id()]).unwrap();
+    let lookup = store.fetch(&ids).unwrap();
+    assert_eq!(lookup.done.len(), 1);
+    assert_eq!(lookup.unknown, [queued[1].id()]);
 }

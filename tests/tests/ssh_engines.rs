@@ -22,7 +22,15 @@ fn cluster_for(hosts: &FakeHosts, identity: &Path, cluster_path: &Path) -> TestC
 
 fn hostnames_of_map(c: &TestCluster, tasks: usize) -> BTreeSet<String> {
     let args: Vec<String> = (0..tasks).map(|i| i.to_string()).collect();
-    let mut cmd = vec!["map", "--json", "--", "sh", "-c", "uname -n; sleep 0.1", ":::"];
+    let mut cmd = vec![
+        "map",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "uname -n; sleep 0.1",
+        ":::",
+    ];
     cmd.extend(args.iter().map(String::as_str));
     let run = c.cluster(&cmd).ok();
     run.stdout
@@ -66,7 +74,14 @@ fn engines_on_two_hosts_run_a_map_and_stop_leaves_nothing() {
     let list = format!("{}:2,{}:1", h1.address, h2.address);
     let run = c
         .cluster(&[
-            "start", "--ip", &hosts.gateway, "--launcher", "ssh", "--hosts", &list, "--json",
+            "start",
+            "--ip",
+            &hosts.gateway,
+            "--launcher",
+            "ssh",
+            "--hosts",
+            &list,
+            "--json",
         ])
         .ok();
     let report: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
@@ -92,18 +107,35 @@ fn engines_on_two_hosts_run_a_map_and_stop_leaves_nothing() {
     assert_eq!(mode, 0o600);
 
     let status = c.cluster(&["status"]).ok().stdout;
-    assert!(status.contains(&h1.hostname) && status.contains(&h2.hostname), "{status}");
-    assert!(status.contains(&format!("ssh host {}", h1.address)), "{status}");
+    assert!(
+        status.contains(&h1.hostname) && status.contains(&h2.hostname),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("ssh host {}", h1.address)),
+        "{status}"
+    );
 
     let names = hostnames_of_map(&c, 16);
     let expected: BTreeSet<String> = [h1.hostname.clone(), h2.hostname.clone()].into();
     assert_eq!(names, expected);
 
     let stop = c.cluster(&["stop"]).ok();
-    assert!(stop.stdout.contains("4 engine(s) on 2 ssh host(s)"), "{}", stop.stdout);
+    assert!(
+        stop.stdout.contains("4 engine(s) on 2 ssh host(s)"),
+        "{}",
+        stop.stdout
+    );
     assert_hosts_clean(&hosts);
-    assert!(!remote.exists(), "stop removes the engine file on the hosts");
-    assert!(c.alive().is_empty(), "local processes left: {:?}", c.alive());
+    assert!(
+        !remote.exists(),
+        "stop removes the engine file on the hosts"
+    );
+    assert!(
+        c.alive().is_empty(),
+        "local processes left: {:?}",
+        c.alive()
+    );
 }
 
 #[test]
@@ -117,7 +149,13 @@ fn one_host_down_the_other_still_serves() {
     let list = format!("{}:2,{}:2", h1.address, h2.address);
     // 0.0.0.0: the hosts get the address they reach this machine by, not 0.0.0.0.
     let run = c.cluster(&[
-        "start", "--ip", "0.0.0.0", "--launcher", "ssh", "--hosts", &list,
+        "start",
+        "--ip",
+        "0.0.0.0",
+        "--launcher",
+        "ssh",
+        "--hosts",
+        &list,
     ]);
     c.remember_pids();
     assert_eq!(run.code, 1, "{run:?}");
@@ -140,14 +178,29 @@ fn bad_key_missing_binary_and_crashing_engines_are_explained() {
     };
     let h = hosts.hosts[0].clone();
     let list = format!("{}:2", h.address);
-    let start = ["start", "--ip", &hosts.gateway, "--launcher", "ssh", "--hosts", &list];
+    let start = [
+        "start",
+        "--ip",
+        &hosts.gateway,
+        "--launcher",
+        "ssh",
+        "--hosts",
+        &list,
+    ];
 
     // A key the host does not accept.
     let c = cluster_for(&hosts, &hosts.wrong_identity(), &cluster_bin());
     let run = c.cluster(&start);
     assert_eq!(run.code, 1);
-    assert!(run.stderr.contains("key was not accepted"), "{}", run.stderr);
-    assert!(c.cluster(&["status"]).code != 0, "a failed start leaves nothing running");
+    assert!(
+        run.stderr.contains("key was not accepted"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        c.cluster(&["status"]).code != 0,
+        "a failed start leaves nothing running"
+    );
     drop(c);
 
     // No cluster program where the settings say: say so, and offer --copy-binary.
@@ -155,7 +208,8 @@ fn bad_key_missing_binary_and_crashing_engines_are_explained() {
     let run = c.cluster(&start);
     assert_eq!(run.code, 1);
     assert!(
-        run.stderr.contains("\"/nonexistent/cluster\" is not on") && run.stderr.contains("--copy-binary"),
+        run.stderr.contains("\"/nonexistent/cluster\" is not on")
+            && run.stderr.contains("--copy-binary"),
         "{}",
         run.stderr
     );
@@ -171,7 +225,11 @@ fn bad_key_missing_binary_and_crashing_engines_are_explained() {
 
     // Engines that die at start: the remote log's last lines are shown.
     let script = hosts.dir.path().join("broken-cluster");
-    std::fs::write(&script, "#!/bin/sh\necho 'broken engine: cannot start here' >&2\nexit 7\n").unwrap();
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'broken engine: cannot start here' >&2\nexit 7\n",
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let c = cluster_for(&hosts, &hosts.identity(), &script);
@@ -179,11 +237,16 @@ fn bad_key_missing_binary_and_crashing_engines_are_explained() {
     let run = c.cluster(&start);
     assert_eq!(run.code, 1);
     assert!(
-        run.stderr.contains("exited right after starting") && run.stderr.contains("broken engine: cannot start here"),
+        run.stderr.contains("exited right after starting")
+            && run.stderr.contains("broken engine: cannot start here"),
         "{}",
         run.stderr
     );
-    assert!(t.elapsed() < Duration::from_secs(15), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t.elapsed()
+    );
     drop(c);
     assert_hosts_clean(&hosts);
 }
@@ -203,7 +266,14 @@ fn bench_ssh_start_two_hosts_four_engines() {
         let t = Instant::now();
         let run = c
             .cluster(&[
-                "start", "--ip", &hosts.gateway, "--launcher", "ssh", "--hosts", &list, "--json",
+                "start",
+                "--ip",
+                &hosts.gateway,
+                "--launcher",
+                "ssh",
+                "--hosts",
+                &list,
+                "--json",
             ])
             .ok();
         let wall = t.elapsed().as_secs_f64();

@@ -357,9 +357,7 @@ impl Socket {
     }
 
     /// [`Socket::recv`] that also notes which connection the message came over.
-    fn recv_watched<M: DeserializeOwned>(
-        &mut self,
-    ) -> Result<Option<Received<M>>, TransportError> {
+    fn recv_watched<M: DeserializeOwned>(&mut self) -> Result<Option<Received<M>>, TransportError> {
         let mut first = zmq::Message::new();
         match self.sock.recv(&mut first, zmq::DONTWAIT) {
             Ok(()) => {}

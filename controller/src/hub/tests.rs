@@ -1096,7 +1096,10 @@ fn dependencies_that_cannot_be_met_fail_at_once_and_in_cascade() {
     let actions = submit(&mut core, vec![after(call(2, "f"), &[77])]);
     let (kind, message) = kind_and_message(&actions, tid(2));
     assert_eq!(kind, ErrorKind::Dependency);
-    assert!(message.contains("1:77") && message.contains("does not know"), "{message}");
+    assert!(
+        message.contains("1:77") && message.contains("does not know"),
+        "{message}"
+    );
     // On a task that fails: the dependent fails, and its own dependent too.
     submit(
         &mut core,
@@ -1109,7 +1112,10 @@ fn dependencies_that_cannot_be_met_fail_at_once_and_in_cascade() {
     let actions = fail(&mut core, "a", &[tid(3)], ErrorKind::Remote);
     let (kind, message) = kind_and_message(&actions, tid(4));
     assert_eq!(kind, ErrorKind::Dependency);
-    assert!(message.contains("1:3") && message.contains("remote error"), "{message}");
+    assert!(
+        message.contains("1:3") && message.contains("remote error"),
+        "{message}"
+    );
     assert_eq!(kind_and_message(&actions, tid(5)).0, ErrorKind::Dependency);
     // On a task that failed long ago.
     let actions = submit(&mut core, vec![after(call(6, "f"), &[3])]);
@@ -1143,12 +1149,19 @@ fn follow_runs_where_the_followed_tasks_ran() {
     assert!(err.message.contains("different engines"), "{}", err.message);
     // Nor can a follow whose engine is not among the targets…
     let actions = submit(&mut core, vec![with(follow(call(5, "f"), &[1]), &[2], 0)]);
-    assert_eq!(error_of(&delivered(&actions)[0].1[0]).kind, ErrorKind::Dependency);
+    assert_eq!(
+        error_of(&delivered(&actions)[0].1[0]).kind,
+        ErrorKind::Dependency
+    );
     // …nor one whose engine is gone.
     core.on_engine(b"a", FromEngine::Unregister, vec![], Duration::ZERO);
     let actions = submit(&mut core, vec![follow(call(6, "f"), &[1])]);
     let err = error_of(&delivered(&actions)[0].1[0]).clone();
-    assert!(err.message.contains("no longer registered"), "{}", err.message);
+    assert!(
+        err.message.contains("no longer registered"),
+        "{}",
+        err.message
+    );
 }
 
 // ----- time limits -----
@@ -1202,7 +1215,10 @@ fn a_task_running_past_its_limit_without_word_from_the_engine_fails_or_retries()
     let actions = core.on_client(
         CLIENT,
         FromClient::Submit {
-            tasks: vec![timed(with(call(1, "f"), &[0], 0), 1_000), timed(with(call(2, "f"), &[], 1), 1_000)],
+            tasks: vec![
+                timed(with(call(1, "f"), &[0], 0), 1_000),
+                timed(with(call(2, "f"), &[], 1), 1_000),
+            ],
         },
         vec![payload_of(tid(1)), payload_of(tid(2))],
         t0,
@@ -1211,14 +1227,18 @@ fn a_task_running_past_its_limit_without_word_from_the_engine_fails_or_retries()
         sent_to(&actions),
         [(EngineId(0), tid(1)), (EngineId(1), tid(2))]
     );
-    // The engine's own limit comes first; the controller waits a grace period more.
-    assert!(delivered(&core.on_tick(t0 + secs(1))).is_empty());
-    let actions = core.on_tick(t0 + secs(1) + RUN_TIMEOUT_GRACE);
+    // The engine's own limits come first (to start, then to run); the controller waits
+    // for both and a grace period more.
+    assert!(delivered(&core.on_tick(t0 + secs(2))).is_empty());
+    let actions = core.on_tick(t0 + secs(2) + RUN_TIMEOUT_GRACE);
     let msgs = delivered(&actions);
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].1[0].id, tid(1));
     let err = error_of(&msgs[0].1[0]);
-    assert_eq!((err.kind, err.engine), (ErrorKind::Timeout, Some(EngineId(0))));
+    assert_eq!(
+        (err.kind, err.engine),
+        (ErrorKind::Timeout, Some(EngineId(0)))
+    );
     // Task 2 had a retry: it goes to engine 0, now free, never back to engine 1.
     assert_eq!(sent_to(&actions), [(EngineId(0), tid(2))]);
     // A late result for task 1 is ignored.
@@ -1233,7 +1253,12 @@ fn abort_stops_queued_and_waiting_tasks_only() {
     register(&mut core, "a", &["f"]);
     submit(
         &mut core,
-        vec![call(1, "f"), call(2, "f"), call(3, "f"), after(call(4, "f"), &[1])],
+        vec![
+            call(1, "f"),
+            call(2, "f"),
+            call(3, "f"),
+            after(call(4, "f"), &[1]),
+        ],
     );
     finish(&mut core, "a", &[tid(1)], 5);
     // 2 runs now, 3 is queued, 4 is queued too (1 is done).
@@ -1253,13 +1278,27 @@ fn abort_stops_queued_and_waiting_tasks_only() {
         .find_map(|a| match a {
             Action::ToClient {
                 route,
-                msg: ToClient::Aborted { aborted, running, finished, unknown },
+                msg:
+                    ToClient::Aborted {
+                        aborted,
+                        running,
+                        finished,
+                        unknown,
+                    },
                 ..
-            } if route == OTHER_CLIENT => Some((aborted.clone(), running.clone(), finished.clone(), unknown.clone())),
+            } if route == OTHER_CLIENT => Some((
+                aborted.clone(),
+                running.clone(),
+                finished.clone(),
+                unknown.clone(),
+            )),
             _ => None,
         })
         .expect("an abort answer");
-    assert_eq!(answer, (vec![tid(3)], vec![tid(2)], vec![tid(1)], vec![tid(99)]));
+    assert_eq!(
+        answer,
+        (vec![tid(3)], vec![tid(2)], vec![tid(1)], vec![tid(99)])
+    );
     // The submitter hears about the aborted task.
     let msgs = delivered(&actions);
     assert_eq!(msgs[0].0, CLIENT);
@@ -1341,12 +1380,54 @@ fn a_repeated_registration_is_acknowledged_quietly_and_a_dead_engine_comes_back(
         id: a,
         reason: "disconnected".into()
     })));
-    assert_eq!(error_of(&delivered(&gone)[0].1[0]).kind, ErrorKind::EngineLost);
+    assert_eq!(
+        error_of(&delivered(&gone)[0].1[0]).kind,
+        ErrorKind::EngineLost
+    );
     assert!(core.on_engine_disconnected(b"a", Duration::ZERO).is_empty());
-    assert!(core.on_engine_disconnected(b"nobody", Duration::ZERO).is_empty());
+    assert!(core
+        .on_engine_disconnected(b"nobody", Duration::ZERO)
+        .is_empty());
     let (_, actions) = register(&mut core, "a", &["f"]);
-    assert!(actions.iter().any(|x| matches!(x, Action::Publish(Notification::EngineJoined(i)) if i.id == a)));
+    assert!(actions
+        .iter()
+        .any(|x| matches!(x, Action::Publish(Notification::EngineJoined(i)) if i.id == a)));
     assert_eq!(engine_status(&core, 0).outstanding, 0);
+}
+
+#[test]
+fn an_engine_declared_dead_by_heartbeat_that_answers_again_is_taken_back() {
+    let mut core = new_core(Hwm::Limit(1));
+    let (a, _) = register(&mut core, "a", &["f"]);
+    register(&mut core, "b", &["f"]);
+    let pong = |core: &mut Core, uuid: &str, seq| {
+        core.on_heartbeat(
+            uuid.as_bytes(),
+            Heartbeat::Pong {
+                seq,
+                uuid: uuid.into(),
+            },
+            Duration::ZERO,
+        )
+    };
+    // Engine a is silent (stopped) for four rounds: dead.
+    for n in 1..=4u64 {
+        core.on_tick(secs(n));
+        pong(&mut core, "b", n);
+    }
+    assert_eq!(core.status(Duration::ZERO).engines.len(), 1);
+    // Resumed, it answers the pings that waited for it: it is back, and gets work.
+    let back = pong(&mut core, "a", 2);
+    assert!(back
+        .iter()
+        .any(|x| matches!(x, Action::Publish(Notification::EngineJoined(i)) if i.id == a)));
+    assert_eq!(core.status(Duration::ZERO).engines.len(), 2);
+    let actions = submit(&mut core, vec![with(call(1, "f"), &[0], 0)]);
+    assert_eq!(sent_to(&actions), [(a, tid(1))]);
+    // One that said goodbye stays gone whatever arrives late.
+    core.on_engine(b"b", FromEngine::Unregister, vec![], Duration::ZERO);
+    assert!(pong(&mut core, "b", 4).is_empty());
+    assert_eq!(core.status(Duration::ZERO).engines.len(), 1);
 }
 
 #[test]
