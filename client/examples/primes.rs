@@ -57,7 +57,7 @@ fn local_primes(n: usize) -> Vec<u64> {
         if primes
             .iter()
             .take_while(|&&p| p * p <= candidate)
-            .all(|&p| candidate % p != 0)
+            .all(|&p| !candidate.is_multiple_of(p))
         {
             primes.push(candidate);
         }

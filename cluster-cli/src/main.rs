@@ -355,16 +355,25 @@ struct LaunchFlags {
     /// Where engines run: local, or ssh (on --hosts / --hostfile / the [ssh] hosts setting).
     #[arg(long, value_enum, default_value_t = Launcher::Local, env = "CLUSTER_LAUNCHER")]
     launcher: Launcher,
-    /// ssh hosts as HOST[:ENGINES],… (`node1:4,node2:4`; user@host works too).
+    /// ssh hosts as HOST[:ENGINES],… (`node1:4,node2:4`; user@host works too); implies
+    /// `--launcher ssh`.
     #[arg(long, value_name = "HOSTS")]
     hosts: Option<String>,
-    /// File of ssh hosts, one a line: `host`, `host:4`, `host 4` or `host slots=4`.
+    /// File of ssh hosts, one a line: `host`, `host:4`, `host 4` or `host slots=4`; implies
+    /// `--launcher ssh`.
     #[arg(long, value_name = "FILE")]
     hostfile: Option<PathBuf>,
     /// Send this machine's cluster binary to each host (same system and architecture) and
     /// run that, instead of the `cluster_path` of [ssh].
     #[arg(long)]
     copy_binary: bool,
+}
+
+impl LaunchFlags {
+    /// Engines go over ssh: asked for, or implied by a host list.
+    fn ssh(&self) -> bool {
+        self.launcher == Launcher::Ssh || self.hosts.is_some() || self.hostfile.is_some()
+    }
 }
 
 #[derive(Args, Debug)]
@@ -504,7 +513,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", p.dir().display());
             }
         },
-        Command::Start(a) if a.hosts.launcher == Launcher::Ssh => {
+        Command::Start(a) if a.hosts.ssh() => {
             let profile = Profile::create(&g.profile)?;
             let overrides = a.settings.overrides();
             let settings = profile.settings(&overrides)?;
@@ -723,7 +732,7 @@ the controller was stopped again",
             let before = client::Client::connect_file(profile.client_file())?
                 .ids()?
                 .len();
-            if hosts.launcher == Launcher::Ssh {
+            if hosts.ssh() {
                 let list = ssh::assign_counts(&host_specs(&hosts, &settings)?, n)?;
                 let opts = ssh_launch(&profile, &settings, &hosts, timeout)?;
                 let report = ssh::launch(&profile, &opts, &list, before)?;

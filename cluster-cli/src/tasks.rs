@@ -547,18 +547,6 @@ pub fn run_map(
     });
     let show_bar = printing.progress && !printing.json && is_terminal(2);
     let view = options.view(client);
-    if std::env::var_os("CLUSTER_EXPERIMENT_BATCH").is_some() {
-        let specs: Vec<CommandSpec> = lines.iter().map(|l| options.spec(l)).collect();
-        let all = view.commands(specs)?;
-        let mut bad = 0;
-        for r in all {
-            if !r.is_ok_and(|o| o.success()) {
-                bad += 1;
-            }
-        }
-        eprintln!("experiment: {bad} failed");
-        return Ok(Summary::default());
-    }
     let mut pending = Vec::with_capacity(n);
     for line in &lines {
         let ar = view.command(options.spec(line))?;
