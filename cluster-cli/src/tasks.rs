@@ -575,23 +575,29 @@ pub fn run_map(
                       ar: &client::AsyncResult<CommandOutput>,
                       out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>|
      -> Result<()> {
-        let meta = ar.metadata();
         let us = |t: Option<std::time::SystemTime>| {
             t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_micros() as u64)
+        };
+        // Times are only printed as JSON; the metadata copies the output, so skip it else.
+        let (engine, start_us, end_us) = if printing.json {
+            let meta = ar.metadata();
+            (meta.engine, us(meta.started), us(meta.completed))
+        } else {
+            (ar.engine(), None, None)
         };
         let rec = Record {
             task: ar.id(),
             seq: i + 1,
             argument: sets[i].take(),
             command: lines[i].take(),
-            engine: meta.engine,
-            host: hosts.lookup(Some(client), meta.engine),
+            engine,
+            host: hosts.lookup(Some(client), engine),
             output: None,
             failure: None,
             submitted_command: None,
-            start_us: us(meta.started),
-            end_us: us(meta.completed),
+            start_us,
+            end_us,
         };
         let rec = match ar.get(Some(Duration::ZERO)) {
             Ok(output) => rec.with_output(output),
