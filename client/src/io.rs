@@ -448,11 +448,8 @@ impl Io {
                     self.last_heard = Instant::now();
                     self.on_message(received.msg, received.payloads);
                 }
-                Ok(None) => {
-                    if !self.sock.readable() {
-                        return Ok(());
-                    }
-                }
+                // `recv` skips bad messages itself; poll reports any still waiting.
+                Ok(None) => return Ok(()),
                 Err(e) => return Err(format!("receiving from the controller failed: {e}")),
             }
         }

@@ -1270,9 +1270,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<client::Error>() {
             use client::Error as E;
             return match e {
-                E::Remote { .. } | E::EngineLost { .. } | E::UnknownFunction { .. } => {
-                    exit::TASK_FAILED
-                }
+                E::Remote { .. }
+                | E::EngineLost { .. }
+                | E::UnknownFunction { .. }
+                | E::Aborted { .. } => exit::TASK_FAILED,
                 E::Timeout { .. } => exit::TIMEOUT,
                 E::ConnectTimeout { .. }
                 | E::ConnectionLost { .. }

@@ -260,10 +260,20 @@ impl Sockets {
 
     /// Takes what is waiting on the three routers (up to [`MAX_BURST`] each) into the core;
     /// true when the core asked to stop.
-    fn drain(&mut self, core: &mut Core, now: Duration) -> Result<bool, ControllerError> {
+    ///
+    /// `ready` holds [`poll`]'s flags (heartbeat, engine, client, disconnects): a socket it
+    /// did not flag is skipped, since asking an empty socket costs a system call and the next
+    /// poll reports whatever arrived meanwhile.
+    fn drain(
+        &mut self,
+        core: &mut Core,
+        ready: &[bool],
+        now: Duration,
+    ) -> Result<bool, ControllerError> {
         let mut stop = false;
         let fail = |role| move |source| ControllerError::Socket { role, source };
-        for _ in 0..MAX_BURST {
+        let flagged = |i: usize| ready.get(i).copied().unwrap_or(true);
+        for _ in 0..if flagged(0) { MAX_BURST } else { 0 } {
             match self
                 .heartbeat
                 .recv::<Heartbeat>()
@@ -274,23 +284,28 @@ impl Sockets {
                     let actions = core.on_heartbeat(&route, m.msg, now);
                     stop |= self.perform(core, actions, now);
                 }
-                None if !self.heartbeat.readable() => break,
-                None => {}
+                None => break,
             }
         }
-        for _ in 0..MAX_BURST {
+        for _ in 0..if flagged(1) { MAX_BURST } else { 0 } {
             match self.engine.recv::<FromEngine>().map_err(fail("engine"))? {
                 Some(m) => {
                     let route = m.route.unwrap_or_default();
                     let actions = core.on_engine(&route, m.msg, m.payloads, now);
                     stop |= self.perform(core, actions, now);
                 }
-                None if !self.engine.readable() => break,
-                None => {}
+                None => break,
             }
         }
         // After the engine socket is drained, so that what an engine sent before it died counts.
-        for gone in self.engine.disconnected() {
+        // Receiving from the engine socket can queue disconnects too (see the transport's
+        // watch module), so look whenever either was flagged.
+        let gone = if flagged(1) || flagged(3) {
+            self.engine.disconnected()
+        } else {
+            Vec::new()
+        };
+        for gone in gone {
             tracing::debug!(
                 "connection of fd {} closed ({} engine connection(s) watched)",
                 gone.fd,
@@ -299,15 +314,14 @@ impl Sockets {
             let actions = core.on_engine_disconnected(&gone.route, now);
             stop |= self.perform(core, actions, now);
         }
-        for _ in 0..MAX_BURST {
+        for _ in 0..if flagged(2) { MAX_BURST } else { 0 } {
             match self.client.recv::<FromClient>().map_err(fail("client"))? {
                 Some(m) => {
                     let route = m.route.unwrap_or_default();
                     let actions = core.on_client(&route, m.msg, m.payloads, now);
                     stop |= self.perform(core, actions, now);
                 }
-                None if !self.client.readable() => break,
-                None => {}
+                None => break,
             }
         }
         Ok(stop)
@@ -407,7 +421,7 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
             .next_tick()
             .saturating_sub(start.elapsed())
             .min(STOP_CHECK);
-        poll(
+        let ready = poll(
             &[
                 Waitable::Socket(&socks.heartbeat),
                 Waitable::Socket(&socks.engine),
@@ -433,7 +447,7 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
         core.set_dropped(dropped);
 
         let now = start.elapsed();
-        let mut stopping = socks.drain(&mut core, now)?;
+        let mut stopping = socks.drain(&mut core, &ready, now)?;
         let now = start.elapsed();
         if now >= core.next_tick() {
             let actions = core.on_tick(now);

@@ -526,7 +526,7 @@ impl Session<'_> {
         loop {
             let got = match self.sock.recv::<ToEngine>() {
                 Ok(Some(got)) => got,
-                Ok(None) if self.sock.readable() => continue,
+                // `recv` skips bad messages itself; poll reports any still waiting.
                 Ok(None) => return Ok(received),
                 Err(e) => return Err(self.transport_err(e)),
             };

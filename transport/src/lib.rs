@@ -96,6 +96,15 @@ impl Context {
     }
 }
 
+/// Most bad messages [`Socket::recv`] drops in one call before returning `Ok(None)`.
+pub const MAX_DROPS_PER_RECV: usize = 64;
+
+enum RecvOne<M> {
+    Got(Received<M>),
+    Dropped,
+    Empty,
+}
+
 /// A message that passed every check.
 #[derive(Debug)]
 pub struct Received<M> {
@@ -342,22 +351,44 @@ impl Socket {
     }
 
     /// Receives one message without blocking. `Ok(None)` means nothing was waiting, or that
-    /// what was waiting failed a check and was dropped (and counted); call again until
-    /// [`Socket::readable`] is false.
+    /// [`MAX_DROPS_PER_RECV`] messages in a row failed a check and were dropped (and
+    /// counted), so a flood of bad messages cannot hold the caller; [`poll`] still reports the
+    /// socket ready while messages wait, so a loop can stop at the first `Ok(None)` without
+    /// asking [`Socket::readable`] (which costs a system call).
     pub fn recv<M: DeserializeOwned>(&mut self) -> Result<Option<Received<M>>, TransportError> {
-        if self.watch.is_some() {
-            return self.recv_watched();
+        for _ in 0..MAX_DROPS_PER_RECV {
+            match self.recv_one()? {
+                RecvOne::Got(m) => return Ok(Some(m)),
+                RecvOne::Empty => return Ok(None),
+                RecvOne::Dropped => {}
+            }
         }
-        let frames = match self.sock.recv_multipart(zmq::DONTWAIT) {
-            Ok(frames) => frames,
-            Err(zmq::Error::EAGAIN) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(self.check(frames))
+        Ok(None)
     }
 
-    /// [`Socket::recv`] that also notes which connection the message came over.
-    fn recv_watched<M: DeserializeOwned>(&mut self) -> Result<Option<Received<M>>, TransportError> {
+    fn recv_one<M: DeserializeOwned>(&mut self) -> Result<RecvOne<M>, TransportError> {
+        let got = if self.watch.is_some() {
+            self.recv_watched()?
+        } else {
+            match self.sock.recv_multipart(zmq::DONTWAIT) {
+                Ok(frames) => Some(self.check(frames)),
+                Err(zmq::Error::EAGAIN) => None,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        Ok(match got {
+            None => RecvOne::Empty,
+            Some(None) => RecvOne::Dropped,
+            Some(Some(m)) => RecvOne::Got(m),
+        })
+    }
+
+    /// One multipart message off a watched socket, noting which connection it came over:
+    /// `None` when nothing was waiting, `Some(None)` when it was dropped.
+    #[allow(clippy::option_option)]
+    fn recv_watched<M: DeserializeOwned>(
+        &mut self,
+    ) -> Result<Option<Option<Received<M>>>, TransportError> {
         let mut first = zmq::Message::new();
         match self.sock.recv(&mut first, zmq::DONTWAIT) {
             Ok(()) => {}
@@ -385,7 +416,7 @@ impl Socket {
                 watch.learn(fd, route);
             }
         }
-        Ok(received)
+        Ok(Some(received))
     }
 
     /// True when a message is waiting.
@@ -474,7 +505,7 @@ pub enum Waitable<'a> {
 }
 
 /// Waits until one of `items` is readable or `timeout_ms` passes (-1 = forever); returns one
-/// flag per item.
+/// flag per item (a socket's flag means a message is waiting).
 pub fn poll(items: &[Waitable<'_>], timeout_ms: i64) -> Result<Vec<bool>, TransportError> {
     let mut zitems: Vec<zmq::PollItem<'_>> = items
         .iter()
