@@ -333,6 +333,14 @@ impl LoadBalancedView {
         self
     }
 
+    /// Run-time limit only: a task running longer than `t` on its engine is stopped and
+    /// fails with [`crate::ErrorKind::Timeout`], however long it waited to start (the meaning
+    /// of a command's timeout, and of `cluster map --timeout`).
+    pub fn run_timeout(mut self, t: Duration) -> Self {
+        self.options.run_timeout_ms = Some(timeout_ms(t));
+        self
+    }
+
     /// Items per map task; 0 (the default) chooses: about 32 chunks per engine for
     /// [`map`](LoadBalancedView::map), and a size adapted to the items' run time for
     /// [`imap`](LoadBalancedView::imap).
@@ -427,7 +435,7 @@ impl LoadBalancedView {
         let (spec, limit) = command.into().into_parts();
         let mut options = self.options.clone();
         if let Some(limit) = limit {
-            options.timeout_ms = Some(timeout_ms(limit));
+            options.run_timeout_ms = Some(timeout_ms(limit));
         }
         let cell = self.one(Work::Command(spec), Vec::new(), options)?;
         Ok(AsyncResult::new(cell, self.shared.clone()))
@@ -459,7 +467,7 @@ impl LoadBalancedView {
                 let (spec, limit) = command.into_parts();
                 let mut options = self.options.clone();
                 if let Some(limit) = limit {
-                    options.timeout_ms = Some(timeout_ms(limit));
+                    options.run_timeout_ms = Some(timeout_ms(limit));
                 }
                 NewTask {
                     request: TaskRequest {
@@ -666,7 +674,7 @@ impl DirectView {
                     work: Work::Command(spec.clone()),
                     options: TaskOptions {
                         targets: vec![*engine],
-                        timeout_ms: limit.map(timeout_ms),
+                        run_timeout_ms: limit.map(timeout_ms),
                         ..TaskOptions::default()
                     },
                 },

@@ -47,7 +47,8 @@ impl CommandOptions {
             view = view.targets(&self.targets);
         }
         if let Some(t) = self.timeout {
-            view = view.timeout(t);
+            // A run-time limit, as in GNU parallel: a task waiting behind others is not failed.
+            view = view.run_timeout(t);
         }
         view
     }

@@ -258,7 +258,10 @@ struct Task {
     route: u32,
     /// Kept until it runs, and while running only if it may be retried.
     work: Option<Work>,
+    /// Limit on the wait to start (`TaskOptions::timeout_ms`).
     timeout_ms: Option<u64>,
+    /// Limit on the run on an engine (`run_timeout_ms`, else `timeout_ms`).
+    run_timeout_ms: Option<u64>,
     /// Allowed engines, sorted; narrowed to one once its `follow` tasks have run.
     targets: Vec<EngineId>,
     excluded: Vec<EngineId>,
@@ -1169,6 +1172,7 @@ impl Core {
                 route: route_idx,
                 work: Some(req.work),
                 timeout_ms: req.options.timeout_ms,
+                run_timeout_ms: req.options.run_timeout_ms.or(req.options.timeout_ms),
                 targets,
                 excluded: Vec::new(),
                 retries: req.options.retries,
@@ -1378,7 +1382,11 @@ impl Core {
             if task.epoch != epoch {
                 continue;
             }
-            let limit = task.timeout_ms.unwrap_or(0);
+            let limit = match kind {
+                TimerKind::Start => task.timeout_ms,
+                TimerKind::Run => task.run_timeout_ms,
+            }
+            .unwrap_or(0);
             match (kind, task.state) {
                 (TimerKind::Start, TaskState::Waiting | TaskState::Queued) => {
                     let state = task.state;
@@ -1804,7 +1812,7 @@ impl Core {
             };
             task.state = TaskState::Running(eid);
             task.epoch = task.epoch.wrapping_add(1);
-            if let Some(limit) = task.timeout_ms {
+            if let Some(limit) = task.run_timeout_ms {
                 let when = now + Duration::from_millis(limit) * 2 + RUN_TIMEOUT_GRACE;
                 self.timers
                     .push(Reverse((when, tid, task.epoch, TimerKind::Run)));
@@ -1812,7 +1820,7 @@ impl Core {
             let assignment = Assignment {
                 id: tid,
                 work,
-                timeout_ms: task.timeout_ms,
+                timeout_ms: task.run_timeout_ms,
             };
             self.assign_stamp += 1;
             let e = &mut self.engines[eid.0 as usize];

@@ -442,6 +442,11 @@ pub struct TaskOptions {
     /// engine is stopped (commands are killed, functions abandoned) and fails the same way.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// Run-time limit only, in milliseconds: a task running longer on its engine is stopped
+    /// and fails with [`ErrorKind::Timeout`], however long it waited to start (what a command's
+    /// `--timeout` means, as in GNU parallel). Overrides `timeout_ms` on the engine.
+    #[serde(default)]
+    pub run_timeout_ms: Option<u64>,
     /// Run only after these tasks have finished successfully (a failed one fails this task
     /// with [`ErrorKind::Dependency`]).
     #[serde(default)]

@@ -106,6 +106,7 @@ fn json_failures_exit_status_and_summary() {
         "echo $GREETING; pwd",
         "echo oops >&2; exit 3",
         "sleep 5",
+        // May wait behind `sleep 5`: `--timeout` limits the run, not the wait to start.
         "kill -9 $$",
     ]);
     assert_eq!(run.code, 3, "{run:?}");

@@ -1206,6 +1206,36 @@ fn a_task_not_started_in_time_fails_with_a_timeout() {
     assert!(delivered(&core.on_tick(Duration::from_millis(5_000))).is_empty());
 }
 
+/// Regression: `cluster map --timeout 0.5 -- …` failed commands that merely waited behind a
+/// long one; a run-time limit must not bound the wait to start.
+#[test]
+fn a_run_time_limit_does_not_fail_a_task_waiting_to_start() {
+    let mut core = new_core(Hwm::Limit(1));
+    register(&mut core, "a", &["f"]);
+    let mut waiting = call(2, "f");
+    waiting.options.run_timeout_ms = Some(500);
+    let actions = submit(&mut core, vec![call(1, "f"), waiting]);
+    assert_eq!(sent_to(&actions), [(EngineId(0), tid(1))]);
+    assert!(delivered(&core.on_tick(Duration::from_millis(10_000))).is_empty());
+    let actions = finish(&mut core, "a", &[tid(1)], 5);
+    let assignment = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::ToEngine {
+                msg: ToEngine::Tasks { tasks },
+                ..
+            } => tasks.first().cloned(),
+            _ => None,
+        })
+        .expect("task 2 is assigned");
+    assert_eq!(assignment.id, tid(2));
+    assert_eq!(
+        assignment.timeout_ms,
+        Some(500),
+        "the engine enforces the run limit"
+    );
+}
+
 #[test]
 fn a_task_running_past_its_limit_without_word_from_the_engine_fails_or_retries() {
     let mut core = new_core(Hwm::Limit(1));
