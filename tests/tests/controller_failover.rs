@@ -111,8 +111,9 @@ fn a_stopped_engine_is_dropped_by_heartbeat_and_comes_back_with_its_id() {
         "a silent engine is unregistered"
     );
     let took = t.elapsed();
-    // period × (misses + 1) = 800 ms, plus the loop's slack.
-    assert!(took < Duration::from_millis(1_500), "{took:?}");
+    // period × (misses + 1) = 800 ms, plus slack for a loaded machine; the figure itself is
+    // measured by `cluster bench --failover`.
+    assert!(took < Duration::from_secs(3), "{took:?}");
     assert!(took >= Duration::from_millis(400), "{took:?}");
     signal(stopped.pid, libc::SIGCONT);
     assert!(

@@ -135,8 +135,9 @@ fn time_limits_fail_queued_tasks_and_abandon_running_functions() {
         .unwrap()
         .get(T)
         .unwrap_err();
+    // Well before the 5 s the function would take (a generous bound for loaded machines).
     let took = t.elapsed();
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
     match &err {
         client::Error::Remote { kind, engine, .. } => {
             assert_eq!(*kind, ErrorKind::Timeout);
@@ -152,7 +153,8 @@ fn time_limits_fail_queued_tasks_and_abandon_running_functions() {
         .get(T)
         .unwrap();
     assert_eq!(n, 31);
-    assert!(t.elapsed() < Duration::from_secs(1));
+    // Not behind the abandoned 5 s sleep.
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     // A task that cannot start within its limit (the only engine is busy) times out queued.
     let busy = view.apply::<f64, ()>("sleep", &1.5).unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -164,7 +166,12 @@ fn time_limits_fail_queued_tasks_and_abandon_running_functions() {
         .unwrap()
         .get(T)
         .unwrap_err();
-    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // Failed while queued (the message says so), not after the busy task.
+    assert!(
+        t.elapsed() < Duration::from_millis(1400),
+        "{:?}",
+        t.elapsed()
+    );
     match &err {
         client::Error::Remote { kind, message, .. } => {
             assert_eq!(*kind, ErrorKind::Timeout);
