@@ -32,9 +32,25 @@ impl Default for ClientOptions {
 
 /// One libzmq context per process: each context runs its own I/O thread, and clients gain
 /// nothing from having several.
-fn context() -> &'static Context {
+pub(crate) fn context() -> &'static Context {
     static CONTEXT: OnceLock<Context> = OnceLock::new();
     CONTEXT.get_or_init(Context::new)
+}
+
+/// Reads a client connection file and connects a dealer socket to its client address;
+/// returns the socket and the address (for error messages).
+pub(crate) fn dial(path: &Path) -> Result<(Socket, String), Error> {
+    let (info, key) = ConnectionInfo::load(path, PROTOCOL_VERSION, &["client"])?;
+    let address = info
+        .addresses
+        .client
+        .ok_or_else(|| ConnectionFileError::Corrupt {
+            path: path.to_owned(),
+            reason: "the client address is missing".into(),
+        })?;
+    let sock = Socket::new(context(), Kind::Dealer, &key, None)?;
+    sock.connect(&address)?;
+    Ok((sock, address))
 }
 
 /// A connection to a cluster's controller.
@@ -109,16 +125,7 @@ impl Client {
         options: ClientOptions,
     ) -> Result<Client, Error> {
         let path = path.as_ref();
-        let (info, key) = ConnectionInfo::load(path, PROTOCOL_VERSION, &["client"])?;
-        let address = info
-            .addresses
-            .client
-            .ok_or_else(|| ConnectionFileError::Corrupt {
-                path: path.to_owned(),
-                reason: "the client address is missing".into(),
-            })?;
-        let mut sock = Socket::new(context(), Kind::Dealer, &key, None)?;
-        sock.connect(&address)?;
+        let (mut sock, address) = dial(path)?;
         // A blocked send must not hang the I/O thread forever; libzmq queues up to the
         // high-water mark, so this only bites when the controller stops reading entirely.
         let send_ms = options

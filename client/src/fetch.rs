@@ -8,22 +8,16 @@
 //! It uses a socket of its own, apart from any [`crate::Client`]'s I/O thread: fetch answers
 //! carry ids that no view registered, and a short synchronous exchange is all a lookup needs.
 
+use crate::client::dial;
 use crate::error::Error;
-use protocol::{FromClient, TaskId, TaskOutcome, ToClient, PROTOCOL_VERSION};
-use security::{ConnectionFileError, ConnectionInfo};
+use protocol::{FromClient, TaskId, TaskOutcome, ToClient};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
-use transport::{Context, Kind, Socket, Waitable};
+use transport::{Socket, Waitable};
 
 /// Ids asked for in one fetch message, so that the answer stays well under the message limit
 /// for ordinary outputs.
 const IDS_PER_FETCH: usize = 512;
-
-fn context() -> &'static Context {
-    static CONTEXT: OnceLock<Context> = OnceLock::new();
-    CONTEXT.get_or_init(Context::new)
-}
 
 /// What the controller knows about some task ids.
 #[derive(Debug, Default)]
@@ -50,16 +44,7 @@ impl ResultStore {
     /// Connects with a client connection file; `timeout` bounds each lookup.
     pub fn open(path: impl AsRef<Path>, timeout: Duration) -> Result<ResultStore, Error> {
         let path = path.as_ref();
-        let (info, key) = ConnectionInfo::load(path, PROTOCOL_VERSION, &["client"])?;
-        let address = info
-            .addresses
-            .client
-            .ok_or_else(|| ConnectionFileError::Corrupt {
-                path: path.to_owned(),
-                reason: "the client address is missing".into(),
-            })?;
-        let sock = Socket::new(context(), Kind::Dealer, &key, None)?;
-        sock.connect(&address)?;
+        let (sock, address) = dial(path)?;
         sock.set_send_timeout(timeout.as_millis().clamp(1, i32::MAX as u128) as i32)?;
         Ok(ResultStore {
             sock,

@@ -5,23 +5,16 @@
 //! client's connection file), apart from the client's I/O thread: the answers are not tied to
 //! any submission, and the exchange is all they need.
 
-use crate::client::Client;
+use crate::client::{dial, Client};
 use crate::error::Error;
-use protocol::{FromClient, MessageType, TaskId, ToClient, PROTOCOL_VERSION};
-use security::{ConnectionFileError, ConnectionInfo};
-use std::sync::OnceLock;
+use protocol::{FromClient, MessageType, TaskId, ToClient};
 use std::time::{Duration, Instant};
-use transport::{Context, Kind, Socket, Waitable};
+use transport::Waitable;
 
 pub use protocol::QueueStatus;
 
 /// How long a request waits for its answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn context() -> &'static Context {
-    static CONTEXT: OnceLock<Context> = OnceLock::new();
-    CONTEXT.get_or_init(Context::new)
-}
 
 /// What [`Client::abort`] did: every id asked for is in exactly one list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -82,17 +75,7 @@ impl Client {
     /// Sends `request` on a fresh connection and waits for the answer.
     fn exchange(&self, request: FromClient) -> Result<ToClient, Error> {
         let name = request.msg_type();
-        let path = self.connection_file();
-        let (info, key) = ConnectionInfo::load(path, PROTOCOL_VERSION, &["client"])?;
-        let address = info
-            .addresses
-            .client
-            .ok_or_else(|| ConnectionFileError::Corrupt {
-                path: path.to_owned(),
-                reason: "the client address is missing".into(),
-            })?;
-        let mut sock = Socket::new(context(), Kind::Dealer, &key, None)?;
-        sock.connect(&address)?;
+        let (mut sock, address) = dial(self.connection_file())?;
         sock.set_send_timeout(REQUEST_TIMEOUT.as_millis() as i32)?;
         sock.send(None, &request, &[])?;
         let deadline = Instant::now() + REQUEST_TIMEOUT;

@@ -577,10 +577,12 @@ impl DirectView {
         &self.ids
     }
 
-    /// One task per engine, all in one message, `payload(i)` for the `i`-th engine.
+    /// One task per engine, all in one message, `payload(i)` for the `i`-th engine;
+    /// `run_limit` bounds each run (commands).
     fn each<R>(
         &self,
         work: Work,
+        run_limit: Option<Duration>,
         mut payload: impl FnMut(usize) -> Vec<u8>,
     ) -> Result<AsyncMapResult<R>, Error> {
         let n = self.ids.len();
@@ -603,6 +605,7 @@ impl DirectView {
                     work: work.clone(),
                     options: TaskOptions {
                         targets: vec![*engine],
+                        run_timeout_ms: run_limit.map(timeout_ms),
                         ..TaskOptions::default()
                     },
                 },
@@ -622,6 +625,7 @@ impl DirectView {
             Work::Call {
                 function: function.to_owned(),
             },
+            None,
             |_| payload.clone(),
         )
     }
@@ -655,38 +659,7 @@ impl DirectView {
         command: impl Into<Command>,
     ) -> Result<AsyncMapResult<CommandOutput>, Error> {
         let (spec, limit) = command.into().into_parts();
-        let n = self.ids.len();
-        let first = self.shared.task_ids(n);
-        let cell = Cell::new(
-            spec.program.clone(),
-            first,
-            vec![1; n],
-            Layout::Values,
-            true,
-        );
-        let tasks: Vec<NewTask> = self
-            .ids
-            .iter()
-            .enumerate()
-            .map(|(i, engine)| NewTask {
-                request: TaskRequest {
-                    id: TaskId(first.0 + i as u64),
-                    work: Work::Command(spec.clone()),
-                    options: TaskOptions {
-                        targets: vec![*engine],
-                        run_timeout_ms: limit.map(timeout_ms),
-                        ..TaskOptions::default()
-                    },
-                },
-                payload: Vec::new(),
-                cell: cell.clone(),
-                index: i as u32,
-            })
-            .collect();
-        if !tasks.is_empty() {
-            submit(&self.shared, tasks)?;
-        }
-        Ok(AsyncMapResult::new(cell, self.shared.clone()))
+        self.each(Work::Command(spec), limit, |_| Vec::new())
     }
 
     /// Stores `value` under `name` in each engine's store, replacing what was there;
@@ -741,6 +714,7 @@ impl DirectView {
             Work::Call {
                 function: builtin::PUSH.to_owned(),
             },
+            None,
             |i| std::mem::take(&mut payloads[i]),
         )
     }

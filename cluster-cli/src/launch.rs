@@ -338,7 +338,7 @@ pub fn launch_engines(
             }
         };
         cmd.arg("--file").arg(&engine_file);
-        let stamp = protocol_time_us();
+        let stamp = transport::now_us();
         let log = profile.log_dir().join(format!("engine-{stamp}-{i}.log"));
         let child = spawn_detached(cmd, &log).with_context(|| {
             format!(
@@ -385,13 +385,6 @@ pub fn launch_engines(
             Err(anyhow!(msg))
         }
     }
-}
-
-fn protocol_time_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 /// What `stop` did.

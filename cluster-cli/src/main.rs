@@ -1025,11 +1025,7 @@ the controller was stopped again",
             ..
         } => {
             let report = bench_controller::bench_scale(n, items, items * 10, secs(idle)?, !json)?;
-            if json {
-                println!("{}", render::json_line(&report));
-            } else {
-                print!("{}", bench_controller::render_scale(&report));
-            }
+            print_report(json, &report, bench_controller::render_scale);
         }
         Command::Bench {
             failover: true,
@@ -1038,11 +1034,7 @@ the controller was stopped again",
             ..
         } => {
             let report = bench_controller::bench_failover(runs, !json)?;
-            if json {
-                println!("{}", render::json_line(&report));
-            } else {
-                print!("{}", bench_controller::render_failover(&report));
-            }
+            print_report(json, &report, bench_controller::render_failover);
         }
         Command::Bench {
             engines,
@@ -1052,11 +1044,7 @@ the controller was stopped again",
             ..
         } if !commands.is_empty() => {
             let report = bench_commands::bench_commands(&commands, engines, runs, !json)?;
-            if json {
-                println!("{}", render::json_line(&report));
-            } else {
-                print!("{}", bench_commands::render(&report));
-            }
+            print_report(json, &report, bench_commands::render);
         }
         Command::Bench {
             engines,
@@ -1067,14 +1055,19 @@ the controller was stopped again",
             ..
         } => {
             let report = demo::bench(engines, calls, items, start_runs, !json)?;
-            if json {
-                println!("{}", render::json_line(&report));
-            } else {
-                print!("{}", demo::render_bench(&report, calls, items));
-            }
+            print_report(json, &report, |r| demo::render_bench(r, calls, items));
         }
     }
     Ok(())
+}
+
+/// A benchmark report: one JSON line with `--json`, else the rendered table.
+fn print_report<T: serde::Serialize>(json: bool, report: &T, table: impl FnOnce(&T) -> String) {
+    if json {
+        println!("{}", render::json_line(report));
+    } else {
+        print!("{}", table(report));
+    }
 }
 
 fn run_controller(profile: &Profile, overrides: &[(&str, String)], reuse: bool) -> Result<()> {
@@ -1115,7 +1108,7 @@ fn run_controller(profile: &Profile, overrides: &[(&str, String)], reuse: bool) 
     profile.write_controller_record(&profiles::ControllerRecord {
         pid: me,
         host: gethostname::gethostname().to_string_lossy().into_owned(),
-        started_us: transport_free_now_us(),
+        started_us: transport::now_us(),
     })?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -1250,13 +1243,6 @@ fn result_store(profile: &str, conn: &Conn) -> Result<(client::Client, client::R
         secs(conn.connect_timeout.unwrap_or(10.0))?,
     )?;
     Ok((client, store))
-}
-
-fn transport_free_now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 fn exit_code(err: &anyhow::Error) -> u8 {

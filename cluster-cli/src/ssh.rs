@@ -585,10 +585,7 @@ pub fn launch(
         &profile.engine_file(),
         launch.settings.controller_address.as_deref(),
     )?;
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0);
+    let stamp = transport::now_us();
     let results: Vec<(String, Result<HostStarted, String>)> = std::thread::scope(|scope| {
         let handles: Vec<_> = hosts
             .iter()

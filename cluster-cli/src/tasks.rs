@@ -109,13 +109,6 @@ pub fn is_terminal(fd: i32) -> bool {
     unsafe { libc::isatty(fd) == 1 }
 }
 
-fn wall_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
 /// Why a task did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -683,7 +676,7 @@ pub fn submit(
     let entry = Submitted {
         id: id.to_string(),
         command: line.to_string(),
-        submitted_us: wall_us(),
+        submitted_us: transport::now_us(),
     };
     let mut file = std::fs::OpenOptions::new()
         .create(true)
