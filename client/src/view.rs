@@ -96,19 +96,6 @@ fn encode_arg<A: Serialize + ?Sized>(arg: &A, what: impl Fn() -> String) -> Resu
     Ok(bytes)
 }
 
-/// Writes a msgpack array header for `len` elements.
-pub(crate) fn array_header(out: &mut Vec<u8>, len: usize) {
-    if len < 16 {
-        out.push(0x90 | len as u8);
-    } else if len <= u16::MAX as usize {
-        out.push(0xdc);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0xdd);
-        out.extend_from_slice(&(len as u32).to_be_bytes());
-    }
-}
-
 /// Splits items (given by the end offsets of their encodings) into chunks: consecutive runs
 /// of `counts` items, each run cut further so that no chunk passes `max_bytes` (a chunk always
 /// holds at least one item).
@@ -213,7 +200,7 @@ impl Encoded {
         let bytes = self.bytes(range.clone());
         let mut payload = Vec::with_capacity(prefix.len() + bytes.len() + 5);
         payload.extend_from_slice(prefix);
-        array_header(&mut payload, range.len());
+        protocol::write_array_header(&mut payload, range.len());
         payload.extend_from_slice(bytes);
         payload
     }
@@ -754,7 +741,7 @@ mod tests {
             let items = vec![0u8; len];
             let full = rmp_serde::to_vec_named(&items).unwrap();
             let mut header = Vec::new();
-            array_header(&mut header, len);
+            protocol::write_array_header(&mut header, len);
             assert_eq!(&full[..header.len()], &header[..], "len {len}");
             assert_eq!(full.len() - header.len(), len);
         }

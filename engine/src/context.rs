@@ -280,7 +280,7 @@ fn pull(ctx: &Context, payload: &[u8]) -> Result<Vec<u8>, CallError> {
     }
     let names = names(payload, builtin::PULL)?;
     let mut out = Vec::new();
-    write_array_header(&mut out, names.len());
+    protocol::write_array_header(&mut out, names.len());
     for name in &names {
         let bytes = ctx.store.bytes(name).ok_or_else(|| missing(name))?;
         out.extend_from_slice(&bytes);
@@ -304,18 +304,6 @@ fn clear(ctx: &Context, payload: &[u8]) -> Result<Vec<u8>, CallError> {
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CallError> {
     rmp_serde::to_vec_named(value)
         .map_err(|e| CallError::new(ErrorKind::Remote, format!("cannot encode: {e}")))
-}
-
-fn write_array_header(out: &mut Vec<u8>, n: usize) {
-    if n < 16 {
-        out.push(0x90 | n as u8);
-    } else if n <= u16::MAX as usize {
-        out.push(0xdc);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        out.push(0xdd);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    }
 }
 
 #[cfg(test)]

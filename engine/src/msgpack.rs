@@ -90,20 +90,6 @@ pub(crate) fn split_map(bytes: &[u8]) -> Result<Vec<MapEntry<'_>>, String> {
     Ok(entries)
 }
 
-/// Writes the header of an array of `n` items, in the shortest form.
-#[cfg(test)]
-pub(crate) fn write_array_header(n: usize, out: &mut Vec<u8>) {
-    if n < 16 {
-        out.push(0x90 | n as u8);
-    } else if n <= u16::MAX as usize {
-        out.push(0xdc);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-    } else {
-        out.push(0xdd);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    }
-}
-
 /// Big-endian unsigned integer of `len` bytes at `at`.
 fn be(bytes: &[u8], at: usize, len: usize) -> Result<u64, String> {
     let slice = bytes
@@ -190,7 +176,7 @@ mod tests {
         ];
         for n in [0usize, 3, 7, 20, 70_000] {
             let mut bytes = Vec::new();
-            write_array_header(n, &mut bytes);
+            protocol::write_array_header(&mut bytes, n);
             for i in 0..n {
                 bytes.extend_from_slice(&items[i % items.len()]);
             }

@@ -131,6 +131,20 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(rmp_serde::from_slice(bytes)?)
 }
 
+/// Writes the header of a msgpack array of `len` items, in the shortest form (payloads of
+/// maps are arrays of already-encoded items, joined without re-encoding them).
+pub fn write_array_header(out: &mut Vec<u8>, len: usize) {
+    if len < 16 {
+        out.push(0x90 | len as u8);
+    } else if len <= u16::MAX as usize {
+        out.push(0xdc);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0xdd);
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+    }
+}
+
 /// Every message enum names its variants for the header's `msg_type`.
 pub trait MessageType {
     /// Short snake_case name of this message's variant.
