@@ -41,9 +41,9 @@ pub type Route = Vec<u8>;
 /// forwards it (and between a retryable task and the engine it is sent to).
 pub type Payload = Arc<Vec<u8>>;
 
-/// How long past twice its time limit (once to start from the engine's own queue, once to
-/// run) a task assigned to an engine is failed by the controller when the engine has not
-/// reported back: engines enforce both limits themselves and should report first.
+/// How long past its run-time limit, counted from the start its engine reported, a task is
+/// failed (or retried) by the controller when the engine has not reported back: engines
+/// enforce the limit themselves and should report first.
 pub const RUN_TIMEOUT_GRACE: Duration = Duration::from_secs(2);
 
 /// Largest jump in ids a re-registering engine may ask for (ids index a table).
@@ -260,6 +260,8 @@ struct Task {
     work: Option<Work>,
     /// Limit on the wait to start (`TaskOptions::timeout_ms`).
     timeout_ms: Option<u64>,
+    /// When that limit runs out, on the core's clock (set while it waits to start).
+    start_deadline: Option<Duration>,
     /// Limit on the run on an engine (`run_timeout_ms`, else `timeout_ms`).
     run_timeout_ms: Option<u64>,
     /// Allowed engines, sorted; narrowed to one once its `follow` tasks have run.
@@ -485,8 +487,31 @@ impl Core {
                 Some(id) => self.lose_engine(id, "unregistered", &mut out),
                 None => tracing::warn!("unregister from an unknown engine; ignored"),
             },
+            FromEngine::Started { ids } => self.on_started(route, &ids),
         }
         out
+    }
+
+    /// Arms the safety timer of tasks with a run-time limit that `route`'s engine started:
+    /// if the engine neither stops such a task nor reports within the limit and a grace
+    /// period, the controller fails (or retries) it.
+    fn on_started(&mut self, route: &[u8], ids: &[TaskId]) {
+        let Some(engine) = self.by_route.get(route).copied() else {
+            return;
+        };
+        for &tid in ids {
+            let Some(task) = self.tasks.get(&tid) else {
+                continue;
+            };
+            let (TaskState::Running(on), Some(limit)) = (task.state, task.run_timeout_ms) else {
+                continue;
+            };
+            if on == engine {
+                let when = self.now + Duration::from_millis(limit) + RUN_TIMEOUT_GRACE;
+                self.timers
+                    .push(Reverse((when, tid, task.epoch, TimerKind::Run)));
+            }
+        }
     }
 
     /// A message from a client, sent from `route`.
@@ -1067,6 +1092,7 @@ impl Core {
         let seq = task.seq;
         if let Some(limit) = task.timeout_ms {
             // Back in the queue: the start limit applies afresh.
+            task.start_deadline = Some(now + Duration::from_millis(limit));
             let entry = (
                 now + Duration::from_millis(limit),
                 tid,
@@ -1172,6 +1198,7 @@ impl Core {
                 route: route_idx,
                 work: Some(req.work),
                 timeout_ms: req.options.timeout_ms,
+                start_deadline: None,
                 run_timeout_ms: req.options.run_timeout_ms.or(req.options.timeout_ms),
                 targets,
                 excluded: Vec::new(),
@@ -1197,7 +1224,7 @@ impl Core {
                             self.dependents.entry(dep).or_default().push((tid, follow));
                         }
                         self.waiting += 1;
-                        self.arm_start_timer(tid, &task);
+                        self.arm_start_timer(tid, &mut task);
                         self.tasks.insert(tid, task);
                         continue;
                     }
@@ -1206,7 +1233,7 @@ impl Core {
             }
             if task.follows {
                 // Every task it follows had finished already.
-                self.arm_start_timer(tid, &task);
+                self.arm_start_timer(tid, &mut task);
                 self.tasks.insert(tid, task);
                 if let Err(outcome) = self.release(tid) {
                     let outcome = *outcome;
@@ -1233,7 +1260,7 @@ impl Core {
                 Ok(cid) => {
                     let cid = *cid;
                     let seq = task.seq;
-                    self.arm_start_timer(tid, &task);
+                    self.arm_start_timer(tid, &mut task);
                     self.tasks.insert(tid, task);
                     if let Some(class) = self.classes.get_mut(cid).and_then(Option::as_mut) {
                         class.queue.push_back((tid, seq));
@@ -1359,9 +1386,10 @@ impl Core {
         }
     }
 
-    fn arm_start_timer(&mut self, tid: TaskId, task: &Task) {
+    fn arm_start_timer(&mut self, tid: TaskId, task: &mut Task) {
         if let Some(limit) = task.timeout_ms {
             let when = self.now + Duration::from_millis(limit);
+            task.start_deadline = Some(when);
             self.timers
                 .push(Reverse((when, tid, task.epoch, TimerKind::Start)));
         }
@@ -1812,15 +1840,17 @@ impl Core {
             };
             task.state = TaskState::Running(eid);
             task.epoch = task.epoch.wrapping_add(1);
-            if let Some(limit) = task.run_timeout_ms {
-                let when = now + Duration::from_millis(limit) * 2 + RUN_TIMEOUT_GRACE;
-                self.timers
-                    .push(Reverse((when, tid, task.epoch, TimerKind::Run)));
-            }
+            // The run timer is armed when the engine reports the start (`on_started`): the
+            // task may first wait in the engine's own queue, for as long as the task ahead runs.
+            let start_within_ms = task.start_deadline.map(|deadline| {
+                let left = deadline.saturating_sub(now).as_millis();
+                u64::try_from(left).unwrap_or(u64::MAX).max(1)
+            });
             let assignment = Assignment {
                 id: tid,
                 work,
                 timeout_ms: task.run_timeout_ms,
+                start_within_ms,
             };
             self.assign_stamp += 1;
             let e = &mut self.engines[eid.0 as usize];

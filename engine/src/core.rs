@@ -153,6 +153,7 @@ mod tests {
                 function: function.into(),
             },
             timeout_ms: None,
+            start_within_ms: None,
         }
     }
 

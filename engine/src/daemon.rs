@@ -392,7 +392,7 @@ struct Session<'a> {
 /// The outcome of a task with a time limit that waited in this engine's queue past it: it
 /// fails without running, as it would have in the controller's queue.
 fn too_late(task: &Assignment, waited: Option<Duration>, engine: EngineId) -> Option<TaskOutcome> {
-    let limit = Duration::from_millis(task.timeout_ms.filter(|&ms| ms > 0)?);
+    let limit = Duration::from_millis(task.start_within_ms?);
     let waited = waited?;
     if waited <= limit {
         return None;
@@ -458,7 +458,12 @@ impl Session<'_> {
                 let waited = self.arrivals.remove(&queued.task.id).map(|t| t.elapsed());
                 let (outcome, payload, ran) = match too_late(&queued.task, waited, self.engine_id) {
                     Some(outcome) => (outcome, Vec::new(), None),
-                    None => runner.run(&executor, &queued.task, &queued.payload),
+                    None => {
+                        if queued.task.timeout_ms.is_some_and(|ms| ms > 0) {
+                            self.started(queued.task.id)?;
+                        }
+                        runner.run(&executor, &queued.task, &queued.payload)
+                    }
                 };
                 if let Some(function) = ran {
                     self.core
@@ -533,10 +538,7 @@ impl Session<'_> {
             match got.msg {
                 ToEngine::Tasks { tasks } => {
                     let now = Instant::now();
-                    for t in tasks
-                        .iter()
-                        .filter(|t| t.timeout_ms.is_some_and(|ms| ms > 0))
-                    {
+                    for t in tasks.iter().filter(|t| t.start_within_ms.is_some()) {
                         self.arrivals.insert(t.id, now);
                     }
                     self.core.on_tasks(tasks, got.payloads)
@@ -581,6 +583,14 @@ impl Session<'_> {
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         self.sock
             .send(None, &FromEngine::Results { results: outcomes }, &refs)
+            .map_err(|e| self.transport_err(e))
+    }
+
+    /// Tells the controller a task with a run-time limit starts now, so that its safety timer
+    /// does not count the wait in this engine's queue.
+    fn started(&mut self, id: TaskId) -> Result<(), EngineError> {
+        self.sock
+            .send(None, &FromEngine::Started { ids: vec![id] }, &[])
             .map_err(|e| self.transport_err(e))
     }
 

@@ -144,6 +144,7 @@ mod tests {
             id: TaskId::new(ClientId(2), 9),
             work,
             timeout_ms,
+            start_within_ms: None,
         }
     }
 

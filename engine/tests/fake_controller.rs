@@ -28,6 +28,7 @@ fn task(seq: u64, work: Work) -> Assignment {
         id: TaskId::new(ClientId(3), seq),
         work,
         timeout_ms: None,
+        start_within_ms: None,
     }
 }
 

@@ -16,13 +16,20 @@ fn start(options: EngineOptions) -> JoinHandle<Result<(), EngineError>> {
     std::thread::spawn(move || Engine::builder().stock_functions().build().run(options))
 }
 
-fn call(seq: u64, function: &str, timeout_ms: Option<u64>) -> Assignment {
+/// A call with a run-time limit (`timeout_ms`) and a limit on its wait to start.
+fn call(
+    seq: u64,
+    function: &str,
+    timeout_ms: Option<u64>,
+    start_within_ms: Option<u64>,
+) -> Assignment {
     Assignment {
         id: TaskId::new(ClientId(3), seq),
         work: Work::Call {
             function: function.into(),
         },
         timeout_ms,
+        start_within_ms,
     }
 }
 
@@ -54,9 +61,9 @@ fn a_function_past_its_time_limit_is_abandoned_and_the_engine_goes_on() {
         &route,
         &ToEngine::Tasks {
             tasks: vec![
-                call(1, "busy_wait", Some(300)),
-                call(2, "echo", None),
-                call(3, "echo", Some(5_000)),
+                call(1, "busy_wait", Some(300), None),
+                call(2, "echo", None, None),
+                call(3, "echo", Some(5_000), None),
             ],
         },
         &[&encode(&3.0f64), &encode(&"after"), &encode(&"timed")],
@@ -99,17 +106,34 @@ fn a_timed_task_that_waited_past_its_limit_in_the_engine_queue_is_not_run() {
         &route,
         &ToEngine::Tasks {
             tasks: vec![
-                call(1, "sleep", None),
-                call(2, "echo", Some(200)),
-                call(3, "echo", Some(5_000)),
+                call(1, "sleep", None, None),
+                call(2, "echo", Some(5_000), Some(200)),
+                call(3, "echo", None, Some(5_000)),
+                // Only a run-time limit, shorter than its wait: the wait does not count.
+                call(4, "echo", Some(200), None),
             ],
         },
-        &[&encode(&0.6f64), &encode(&"late"), &encode(&"in time")],
+        &[
+            &encode(&0.6f64),
+            &encode(&"late"),
+            &encode(&"in time"),
+            &encode(&"run limit"),
+        ],
     );
     let mut outcomes = Vec::new();
-    while outcomes.len() < 3 {
-        outcomes.extend(next_results(&mut fake).unwrap_or_default());
+    let mut started = Vec::new();
+    while outcomes.len() < 4 {
+        let got = fake.recv_engine();
+        match got.msg {
+            FromEngine::Results { results } => {
+                outcomes.extend(results.into_iter().zip(got.payloads))
+            }
+            FromEngine::Started { ids } => started.extend(ids),
+            _ => {}
+        }
     }
+    // Only the task with a run-time limit that did run is reported as started.
+    assert_eq!(started, [TaskId::new(ClientId(3), 4)]);
     match &outcomes[1].0.status {
         Status::Err(e) => {
             assert_eq!(e.kind, ErrorKind::Timeout);
@@ -119,6 +143,8 @@ fn a_timed_task_that_waited_past_its_limit_in_the_engine_queue_is_not_run() {
     }
     assert_eq!(outcomes[1].0.started_us, 0);
     assert_eq!(outcomes[2].1, encode(&"in time"));
+    assert_eq!(outcomes[3].0.status, Status::Ok);
+    assert_eq!(outcomes[3].1, encode(&"run limit"));
     fake.send_engine(&route, &ToEngine::Shutdown, &[]);
     while fake.recv_engine().msg != FromEngine::Unregister {}
     engine.join().unwrap().unwrap();
@@ -149,7 +175,7 @@ fn a_silent_controller_gets_a_new_registration_with_the_old_id() {
     fake.send_engine(
         &route,
         &ToEngine::Tasks {
-            tasks: vec![call(1, "whoami", None)],
+            tasks: vec![call(1, "whoami", None, None)],
         },
         &[&encode(&())],
     );

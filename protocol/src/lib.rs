@@ -193,8 +193,14 @@ pub enum FromEngine {
     },
     /// The engine is leaving (SIGTERM, end of its life).
     Unregister,
+    /// These tasks, which have a run-time limit, started running now (after waiting in the
+    /// engine's own queue); the controller's safety timer counts from here.
+    Started {
+        /// Ids of the tasks.
+        ids: Vec<TaskId>,
+    },
 }
-message_types!(FromEngine { Register => "register", Results => "results", Unregister => "unregister" });
+message_types!(FromEngine { Register => "register", Results => "results", Unregister => "unregister", Started => "started" });
 
 /// Controller → engine, on the engine socket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -490,9 +496,15 @@ pub struct Assignment {
     pub id: TaskId,
     /// What to run.
     pub work: Work,
-    /// Run-time limit, milliseconds.
+    /// Run-time limit, milliseconds. An engine starting such a task says so
+    /// ([`FromEngine::Started`]), so the controller times the run from its real start.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// How much longer, in milliseconds, the task may still wait to start (what is left of
+    /// its `TaskOptions::timeout_ms`); past that it fails in the engine's queue without running.
+    /// `None`: it may wait as long as it takes.
+    #[serde(default)]
+    pub start_within_ms: Option<u64>,
 }
 
 /// Kinds of task failure.

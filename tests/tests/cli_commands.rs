@@ -88,7 +88,9 @@ fn command_map_prints_blocks_in_input_order_with_placeholders() {
 #[test]
 fn json_failures_exit_status_and_summary() {
     let c = TestCluster::new();
-    c.start(2, &[]);
+    // One engine taking two tasks at once, so the second command waits behind `sleep 5` in
+    // the engine's own queue for longer than `--timeout`.
+    c.start(1, &["--hwm", "2"]);
     let run = c.cluster(&[
         "map",
         "--json",
@@ -103,26 +105,26 @@ fn json_failures_exit_status_and_summary() {
         "-c",
         "{}",
         ":::",
+        "sleep 5",
+        // Waits behind `sleep 5`: `--timeout` limits the run, not the wait to start.
+        "kill -9 $$",
         "echo $GREETING; pwd",
         "echo oops >&2; exit 3",
-        "sleep 5",
-        // May wait behind `sleep 5`: `--timeout` limits the run, not the wait to start.
-        "kill -9 $$",
     ]);
     assert_eq!(run.code, 3, "{run:?}");
     let lines = json_lines(&run.stdout);
     assert_eq!(lines.len(), 4);
-    let ok = &lines[0];
+    assert_eq!(lines[0]["error"]["kind"], "timeout");
+    assert_eq!(lines[1]["signal"], 9, "{}", lines[1]);
+    let ok = &lines[2];
     assert_eq!(ok["ok"], true);
     assert_eq!(ok["stdout"], "hello\n/tmp\n");
     assert_eq!(ok["exit_status"], 0);
     assert_eq!(ok["argument"], "echo $GREETING; pwd");
     assert!(ok["engine"].is_u64() && ok["host"].is_string());
     assert!(ok["start"].as_f64().unwrap() <= ok["end"].as_f64().unwrap());
-    assert_eq!(lines[1]["exit_status"], 3);
-    assert_eq!(lines[1]["stderr"], "oops\n");
-    assert_eq!(lines[2]["error"]["kind"], "timeout");
-    assert_eq!(lines[3]["signal"], 9);
+    assert_eq!(lines[3]["exit_status"], 3);
+    assert_eq!(lines[3]["stderr"], "oops\n");
     assert!(
         run.stderr.contains("cluster map: 3 of 4 tasks failed"),
         "{}",

@@ -1234,6 +1234,34 @@ fn a_run_time_limit_does_not_fail_a_task_waiting_to_start() {
         Some(500),
         "the engine enforces the run limit"
     );
+    assert_eq!(
+        assignment.start_within_ms, None,
+        "it may wait in the engine's queue"
+    );
+}
+
+/// What is left of a start limit travels with the task, for the engine's own queue.
+#[test]
+fn an_assigned_task_carries_what_is_left_of_its_start_limit() {
+    let mut core = new_core(Hwm::Limit(1));
+    register(&mut core, "a", &["f"]);
+    submit(&mut core, vec![call(1, "f"), timed(call(2, "f"), 1_000)]);
+    core.on_tick(Duration::from_millis(300));
+    let actions = finish(&mut core, "a", &[tid(1)], 5);
+    let assignment = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::ToEngine {
+                msg: ToEngine::Tasks { tasks },
+                ..
+            } => tasks.first().cloned(),
+            _ => None,
+        })
+        .expect("task 2 is assigned");
+    assert_eq!(
+        (assignment.timeout_ms, assignment.start_within_ms),
+        (Some(1_000), Some(700))
+    );
 }
 
 #[test]
@@ -1257,10 +1285,24 @@ fn a_task_running_past_its_limit_without_word_from_the_engine_fails_or_retries()
         sent_to(&actions),
         [(EngineId(0), tid(1)), (EngineId(1), tid(2))]
     );
-    // The engine's own limits come first (to start, then to run); the controller waits
-    // for both and a grace period more.
-    assert!(delivered(&core.on_tick(t0 + secs(2))).is_empty());
-    let actions = core.on_tick(t0 + secs(2) + RUN_TIMEOUT_GRACE);
+    // Waiting in an engine's queue does not count: without word of a start, nothing fires.
+    assert!(delivered(&core.on_tick(t0 + secs(60))).is_empty());
+    let t1 = t0 + secs(61);
+    let started = |core: &mut Core, uuid: &str, id, at| {
+        core.on_engine(
+            uuid.as_bytes(),
+            FromEngine::Started { ids: vec![id] },
+            vec![],
+            at,
+        )
+    };
+    started(&mut core, "a", tid(1), t1);
+    // A start reported by an engine the task is not on is ignored.
+    started(&mut core, "a", tid(2), t1);
+    started(&mut core, "b", tid(2), t1 + secs(1) / 2);
+    // The engine's own limit comes first; the controller waits a grace period more.
+    assert!(delivered(&core.on_tick(t1 + secs(1))).is_empty());
+    let actions = core.on_tick(t1 + secs(1) + RUN_TIMEOUT_GRACE);
     let msgs = delivered(&actions);
     assert_eq!(msgs.len(), 1);
     assert_eq!(msgs[0].1[0].id, tid(1));
@@ -1269,7 +1311,10 @@ fn a_task_running_past_its_limit_without_word_from_the_engine_fails_or_retries()
         (err.kind, err.engine),
         (ErrorKind::Timeout, Some(EngineId(0)))
     );
+    assert!(sent_to(&actions).is_empty());
     // Task 2 had a retry: it goes to engine 0, now free, never back to engine 1.
+    let actions = core.on_tick(t1 + secs(1) * 3 / 2 + RUN_TIMEOUT_GRACE);
+    assert!(delivered(&actions).is_empty());
     assert_eq!(sent_to(&actions), [(EngineId(0), tid(2))]);
     // A late result for task 1 is ignored.
     assert!(delivered(&finish(&mut core, "a", &[tid(1)], 5)).is_empty());
