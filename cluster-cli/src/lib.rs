@@ -7,6 +7,7 @@
 //! * [`render`] formats status for people;
 //! * [`template`] turns GNU-parallel style command templates into command lines, and
 //!   [`tasks`] runs them as command maps, submits, result look-ups and waits;
+//! * [`interrupt`] aborts the queued tasks of an interrupted `call` or `map`;
 //! * [`demo`] runs the seed examples and the benchmarks on throw-away clusters,
 //!   [`bench_commands`] compares command maps with `xargs -P`, and [`bench_controller`]
 //!   times engine-death notices and holds many simulated engines.
@@ -18,6 +19,7 @@ pub mod args;
 pub mod bench_commands;
 pub mod bench_controller;
 pub mod demo;
+pub mod interrupt;
 pub mod launch;
 pub mod render;
 pub mod ssh;

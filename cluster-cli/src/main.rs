@@ -3,7 +3,7 @@
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use cluster_cli::{
-    args, bench_commands, bench_controller, demo, launch, render, ssh, tasks, template,
+    args, bench_commands, bench_controller, demo, interrupt, launch, render, ssh, tasks, template,
 };
 use profiles::Profile;
 use std::path::PathBuf;
@@ -777,7 +777,8 @@ the controller was stopped again",
                 .apply::<serde_json::Value, serde_json::Value>(&function, &arg)?;
             let timeout = task.timeout.map(secs).transpose()?;
             let id = ar.id();
-            if !ar.wait(timeout) {
+            let abort = || interrupt::summary("cluster call", client.abort(&[id]));
+            if !interrupt::abort_on_interrupt(abort, || ar.wait(timeout))? {
                 return Err(client::Error::Timeout {
                     what: format!("task {id}"),
                 }
@@ -957,10 +958,11 @@ the controller was stopped again",
             let items = args::map_items(&items)?;
             let client = connect(&g.profile, &conn)?;
             let timeout = task.timeout.map(secs).transpose()?;
-            let results = view(&client, &task)
+            let map = view(&client, &task)
                 .chunksize(chunksize)
-                .map::<serde_json::Value, serde_json::Value>(&function, items.iter().cloned())?
-                .get(timeout)?;
+                .map::<serde_json::Value, serde_json::Value>(&function, items.iter().cloned())?;
+            let abort = || interrupt::summary("cluster map", client.abort(&map.task_ids()));
+            let results = interrupt::abort_on_interrupt(abort, || map.get(timeout))??;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             use std::io::Write;
             for (item, result) in items.iter().zip(&results) {

@@ -617,27 +617,32 @@ pub fn run_map(
         }
         Ok(())
     };
-    match printing.order {
-        Order::Input => {
-            for (i, ar) in pending.iter().enumerate() {
-                if !ar.ready() {
-                    // About to block: what is printed so far should be visible.
-                    out.flush()?;
-                    ar.wait(None);
+    let ids: Vec<TaskId> = pending.iter().map(client::AsyncResult::id).collect();
+    let abort = || crate::interrupt::summary("cluster map", client.abort(&ids));
+    crate::interrupt::abort_on_interrupt(abort, || -> Result<()> {
+        match printing.order {
+            Order::Input => {
+                for (i, ar) in pending.iter().enumerate() {
+                    if !ar.ready() {
+                        // About to block: what is printed so far should be visible.
+                        out.flush()?;
+                        ar.wait(None);
+                    }
+                    finish(i, ar, &mut out)?;
                 }
-                finish(i, ar, &mut out)?;
+            }
+            Order::Finish => {
+                // Callbacks, not polling: one wake-up per finished task.
+                for done in client::as_completed(pending.iter().enumerate(), None) {
+                    let (i, ar) = done?;
+                    finish(i, ar, &mut out)?;
+                    // As they finish means as they finish: nothing waits in the buffer.
+                    out.flush()?;
+                }
             }
         }
-        Order::Finish => {
-            // Callbacks, not polling: one wake-up per finished task.
-            for done in client::as_completed(pending.iter().enumerate(), None) {
-                let (i, ar) = done?;
-                finish(i, ar, &mut out)?;
-                // As they finish means as they finish: nothing waits in the buffer.
-                out.flush()?;
-            }
-        }
-    }
+        Ok(())
+    })??;
     out.flush()?;
     bar.stop.store(true, Ordering::Relaxed);
     if let Some(d) = drawer {

@@ -208,3 +208,42 @@ fn ssh_launch_is_refused_while_the_controller_listens_on_loopback() {
     assert!(run.stderr.contains("--ip"), "{}", run.stderr);
     assert!(c.cluster(&["status", "--connect-timeout", "0.2"]).code != 0);
 }
+
+/// Ctrl-C on `cluster map` aborts the queued tasks instead of leaving them to run for nobody.
+#[test]
+fn an_interrupted_map_aborts_its_queued_tasks() {
+    let c = TestCluster::new();
+    c.start(1, &["--hwm", "1"]);
+    let child = c
+        .command(&["map", "--", "sleep", "{}", ":::", "3", "3", "3", "3", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cluster map");
+    let queued = |c: &TestCluster| {
+        let run = c.cluster(&["status", "--json"]).ok();
+        let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        v["queue"]["unassigned"].as_u64()
+    };
+    assert!(
+        cluster_tests::eventually(std::time::Duration::from_secs(10), || queued(&c) == Some(4)),
+        "the map's tasks were never queued"
+    );
+    cluster_tests::signal(child.id(), libc::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains(
+            "cluster map: interrupted; 4 queued task(s) aborted, 1 already running will finish on their engines"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(queued(&c), Some(0));
+    let run = c.cluster(&["status", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        v["tasks"]["failed"], 4,
+        "the aborted ones count as failed: {v}"
+    );
+}
