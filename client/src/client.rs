@@ -48,7 +48,8 @@ pub(crate) fn dial(path: &Path) -> Result<(Socket, String), Error> {
             path: path.to_owned(),
             reason: "the client address is missing".into(),
         })?;
-    let sock = Socket::new(context(), Kind::Dealer, &key, None)?;
+    let mut sock = Socket::new(context(), Kind::Dealer, &key, None)?;
+    sock.set_replay_window(std::time::Duration::from_secs(info.replay_window_s));
     sock.connect(&address)?;
     Ok((sock, address))
 }

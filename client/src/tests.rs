@@ -83,6 +83,7 @@ fn fake(config: Config) -> Fake {
         },
         location: "localhost".into(),
         controller_pid: std::process::id(),
+        replay_window_s: 300,
     }
     .save(&file)
     .unwrap();

@@ -1101,6 +1101,8 @@ fn run_controller(profile: &Profile, overrides: &[(&str, String)], reuse: bool) 
         config.client_port = settings.client_port;
         config.heartbeat_port = settings.heartbeat_port;
         config.notify_port = settings.notify_port;
+        // A controller taking over keeps the window its engines and clients already use.
+        config.replay_window = Duration::from_secs(settings.replay_window_s);
         config
     };
     config.scheduler = scheduler;

@@ -41,10 +41,11 @@ pub fn status(report: &StatusReport) -> String {
     let d = &report.dropped;
     let _ = write!(
         out,
-        "dropped messages: {} (bad signature {}, replayed {}, malformed {}, oversized {}, wrong version {})",
+        "dropped messages: {} (bad signature {}, replayed {}, stale {}, malformed {}, oversized {}, wrong version {})",
         d.total(),
         d.bad_signature,
         d.replayed,
+        d.stale,
         d.malformed,
         d.oversized,
         d.wrong_version

@@ -51,6 +51,9 @@ pub struct ControllerConfig {
     pub key: Key,
     /// Where `client.json` and `engine.json` are written once the sockets are bound.
     pub security_dir: PathBuf,
+    /// Time window for replay protection, shared with engines and clients through the
+    /// connection files (zero: sequence numbers only).
+    pub replay_window: Duration,
     /// True when this controller takes over from an earlier one (same ports and key, see
     /// [`ControllerConfig::reusing`]): its engines and clients reconnect by themselves.
     pub restarted: bool,
@@ -72,6 +75,7 @@ impl ControllerConfig {
             heartbeat_misses: 3,
             key,
             security_dir,
+            replay_window: Duration::from_secs(security::DEFAULT_REPLAY_WINDOW_S),
             restarted: false,
         }
     }
@@ -98,6 +102,7 @@ impl ControllerConfig {
             });
         }
         let mut config = ControllerConfig::new(key, security_dir.clone());
+        config.replay_window = Duration::from_secs(engine.replay_window_s);
         let parsed = [
             engine.addresses.engine.as_deref(),
             engine.addresses.heartbeat.as_deref(),
@@ -345,8 +350,10 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
     // Declared first so that it is dropped last, after the sockets have flushed.
     let ctx = Context::new();
     let make = |role: &'static str, kind| {
-        Socket::new(&ctx, kind, &config.key, None)
-            .map_err(|source| ControllerError::Socket { role, source })
+        let mut sock = Socket::new(&ctx, kind, &config.key, None)
+            .map_err(|source| ControllerError::Socket { role, source })?;
+        sock.set_replay_window(config.replay_window);
+        Ok::<_, ControllerError>(sock)
     };
     let bind = |sock: &Socket, role: &'static str, port: u16| {
         let address = format!("tcp://{}:{port}", config.ip);
@@ -486,6 +493,7 @@ fn write_connection_files(
         addresses,
         location: host.to_owned(),
         controller_pid: pid,
+        replay_window_s: config.replay_window.as_secs(),
     };
     info(Addresses {
         engine: addresses.engine.clone(),

@@ -58,11 +58,13 @@ pub(crate) fn run(engine: Engine, options: EngineOptions) -> Result<(), EngineEr
         address: engine_addr.clone(),
         source,
     };
+    let window = Duration::from_secs(info.replay_window_s);
     let mut sock =
         Socket::new(&ctx, Kind::Dealer, &key, Some(uuid.as_bytes())).map_err(on_engine)?;
+    sock.set_replay_window(window);
     sock.connect(&engine_addr).map_err(on_engine)?;
     // Started before registering, so its connection is up by the time the controller pings.
-    let heartbeat = HeartbeatThread::start(&ctx, &key, &uuid, &heartbeat_addr)?;
+    let heartbeat = HeartbeatThread::start(&ctx, &key, window, &uuid, &heartbeat_addr)?;
 
     let functions = engine.function_names();
     tracing::debug!(uuid, controller = %engine_addr, "registering {} functions", functions.len());
@@ -685,6 +687,7 @@ impl HeartbeatThread {
     fn start(
         ctx: &Context,
         key: &Key,
+        replay_window: Duration,
         uuid: &str,
         address: &str,
     ) -> Result<HeartbeatThread, EngineError> {
@@ -694,6 +697,7 @@ impl HeartbeatThread {
         };
         let mut sock =
             Socket::new(ctx, Kind::Dealer, key, Some(uuid.as_bytes())).map_err(on_err)?;
+        sock.set_replay_window(replay_window);
         sock.connect(address).map_err(on_err)?;
         let stop = Arc::new(AtomicBool::new(false));
         let last_ping = Arc::new(AtomicU64::new(0));

@@ -99,6 +99,9 @@ pub struct Settings {
     pub heartbeat_period_ms: u64,
     /// Heartbeats an engine may miss before it is declared dead.
     pub heartbeat_misses: u32,
+    /// Messages stamped further than this from the receiver's clock are refused as replays
+    /// (seconds, 0 = no time limit); written into the connection files for every peer.
+    pub replay_window_s: u64,
     /// Seconds a client waits for the controller to answer before giving up.
     pub connect_timeout_s: f64,
     /// Engines `cluster start` launches when `-n` is not given (0: physical cores).
@@ -168,6 +171,7 @@ impl Default for Settings {
             hwm: "auto".into(),
             heartbeat_period_ms: 1000,
             heartbeat_misses: 3,
+            replay_window_s: 300,
             connect_timeout_s: 10.0,
             engines: 0,
             engine_program: None,
@@ -203,6 +207,11 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 # Heartbeat period (ms) and heartbeats an engine may miss before it is declared dead.
 # heartbeat_period_ms = 1000
 # heartbeat_misses = 3
+
+# Replay protection: messages stamped further than this many seconds from the receiver's clock
+# are dropped (besides repeated sequence numbers). Raise it if the machines' clocks disagree
+# by minutes; 0 turns the time check off.
+# replay_window_s = 300
 
 # Seconds a client waits for the controller before giving up.
 # connect_timeout_s = 10.0

@@ -648,12 +648,20 @@ pub struct DropCounts {
     pub oversized: u64,
     /// Another protocol version.
     pub wrong_version: u64,
+    /// Stamped outside the replay time window (a replay, or clocks that disagree).
+    #[serde(default)]
+    pub stale: u64,
 }
 
 impl DropCounts {
     /// Sum of all reasons.
     pub fn total(&self) -> u64 {
-        self.bad_signature + self.replayed + self.malformed + self.oversized + self.wrong_version
+        self.bad_signature
+            + self.replayed
+            + self.malformed
+            + self.oversized
+            + self.wrong_version
+            + self.stale
     }
 
     /// Adds another set of counters into this one.
@@ -663,6 +671,7 @@ impl DropCounts {
         self.malformed += other.malformed;
         self.oversized += other.oversized;
         self.wrong_version += other.wrong_version;
+        self.stale += other.stale;
     }
 }
 

@@ -126,6 +126,8 @@ fn a_client_with_another_key_cannot_run_anything() {
     c.start(1, &[]);
     let text = std::fs::read_to_string(c.client_file()).unwrap();
     let mut info: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // Replay protection's time window travels with the key, so every peer uses the same.
+    assert_eq!(info["replay_window_s"], 300);
     let address = info["addresses"]["client"].as_str().unwrap().to_owned();
     info["key"] = serde_json::Value::String(security::Key::generate().to_hex());
     let forged = c.dir.path().join("forged.json");

@@ -17,7 +17,7 @@
 //! [`DisconnectEvent`] and the `watch` module for how descriptors map to routing ids).
 
 use protocol::{decode, encode, DropCounts, Header, MessageType, PROTOCOL_VERSION};
-use security::{Key, ReplayGuard, Signer, MAC_LEN};
+use security::{Key, Refusal, ReplayGuard, Signer, MAC_LEN};
 use serde::{de::DeserializeOwned, Serialize};
 use std::os::unix::io::RawFd;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -98,6 +98,9 @@ impl Context {
 
 /// Most bad messages [`Socket::recv`] drops in one call before returning `Ok(None)`.
 pub const MAX_DROPS_PER_RECV: usize = 64;
+
+/// Sender sessions a socket remembers for replay protection.
+const REPLAY_SESSIONS: usize = 65_536;
 
 enum RecvOne<M> {
     Got(Received<M>),
@@ -193,7 +196,10 @@ impl Socket {
             signer: Signer::new(key),
             session: rand::random::<u64>(),
             seq: 0,
-            guard: ReplayGuard::default(),
+            guard: ReplayGuard::new(
+                REPLAY_SESSIONS,
+                std::time::Duration::from_secs(security::DEFAULT_REPLAY_WINDOW_S),
+            ),
             drops: DropCounts::default(),
             max_bytes: protocol::DEFAULT_MAX_MESSAGE_BYTES,
             watch: None,
@@ -275,6 +281,13 @@ impl Socket {
     /// last send so the goodbye is not lost.
     pub fn set_linger(&self, ms: i32) -> Result<(), TransportError> {
         Ok(self.sock.set_linger(ms)?)
+    }
+
+    /// Refuses messages stamped further than `window` from this machine's clock (zero: no
+    /// limit), besides replays by sequence number. Peers of a cluster share the window through
+    /// the connection files (`ConnectionInfo::replay_window_s`).
+    pub fn set_replay_window(&mut self, window: std::time::Duration) {
+        self.guard = ReplayGuard::new(REPLAY_SESSIONS, window);
     }
 
     /// Messages dropped on receipt so far.
@@ -463,9 +476,29 @@ impl Socket {
             self.drops.wrong_version += 1;
             return None;
         }
-        if !self.guard.check(header.session, header.seq) {
-            self.drops.replayed += 1;
-            return None;
+        match self
+            .guard
+            .check(header.session, header.seq, header.time_us, now_us())
+        {
+            Ok(()) => {}
+            Err(Refusal::Replayed) => {
+                self.drops.replayed += 1;
+                return None;
+            }
+            Err(Refusal::Stale { behind_us }) => {
+                self.drops.stale += 1;
+                // Usually clocks that disagree, not an attack: say so, without flooding the log.
+                if self.drops.stale.is_power_of_two() {
+                    tracing::warn!(
+                        "dropped a {} message stamped {:.1} s {} this machine's clock ({} such so far): a replay, or the sender's clock is off; synchronise the clocks (NTP) or raise replay_window_s in cluster.toml",
+                        header.msg_type,
+                        behind_us.unsigned_abs() as f64 / 1e6,
+                        if behind_us >= 0 { "behind" } else { "ahead of" },
+                        self.drops.stale
+                    );
+                }
+                return None;
+            }
         }
         let msg: M = match decode(&frames[3]) {
             Ok(m) => m,
@@ -581,6 +614,56 @@ mod tests {
         }
         assert_eq!(router.drops().bad_signature, 2);
         assert_eq!(router.drops().malformed, 2);
+    }
+
+    /// Frames of a correctly signed `Hello` stamped at `time_us`, as a captured message would be.
+    fn signed_hello(key: &Key, session: u64, time_us: u64) -> Vec<Vec<u8>> {
+        let header = encode(&Header {
+            version: PROTOCOL_VERSION,
+            session,
+            seq: 1,
+            msg_type: "hello".into(),
+            time_us,
+        })
+        .unwrap();
+        let content = encode(&FromClient::Hello).unwrap();
+        let mac = Signer::new(key).sign([header.as_slice(), content.as_slice()]);
+        vec![Vec::new(), mac.to_vec(), header, content]
+    }
+
+    #[test]
+    fn messages_stamped_outside_the_replay_window_are_dropped_as_stale() {
+        let key = Key::generate();
+        let (mut router, dealer) = pair(&key, &key);
+        router.set_replay_window(std::time::Duration::from_secs(60));
+        let send = |frames: Vec<Vec<u8>>| {
+            let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+            dealer.send_raw_frames(&refs).unwrap();
+        };
+        let now = now_us();
+        // Captured ten minutes ago (a receiver that restarted has no sequence to compare).
+        send(signed_hello(&key, 7, now - 600_000_000));
+        // From a clock ten minutes fast.
+        send(signed_hello(&key, 8, now + 600_000_000));
+        // Within the window: accepted.
+        send(signed_hello(&key, 9, now - 30_000_000));
+        let mut accepted = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while (accepted < 1 || router.drops().stale < 2) && std::time::Instant::now() < deadline {
+            wait(&router);
+            while let Some(got) = router.recv::<FromClient>().unwrap() {
+                assert_eq!(got.header.session, 9);
+                accepted += 1;
+            }
+        }
+        assert_eq!((accepted, router.drops().stale), (1, 2));
+        assert_eq!(router.drops().total(), 2);
+        // The window off: only sequence numbers count.
+        router.set_replay_window(std::time::Duration::ZERO);
+        send(signed_hello(&key, 7, now - 600_000_000));
+        wait(&router);
+        let got = router.recv::<FromClient>().unwrap().expect("accepted");
+        assert_eq!(got.header.session, 7);
     }
 
     #[test]

@@ -39,6 +39,7 @@ impl FakeController {
             },
             location: "localhost".into(),
             controller_pid: std::process::id(),
+            replay_window_s: 300,
         }
         .save(&file)
         .unwrap();
