@@ -135,13 +135,11 @@ impl Client {
             .clamp(1, i32::MAX as u128) as i32;
         sock.set_send_timeout(send_ms)?;
         sock.send(None, &FromClient::Hello, &[])?;
-        let (client_id, engines) =
-            welcome(&mut sock, options.connect_timeout).ok_or_else(|| {
-                Error::ConnectTimeout {
-                    address: address.clone(),
-                    file: path.to_owned(),
-                    timeout: options.connect_timeout,
-                }
+        let (client_id, engines, instance) = welcome(&mut sock, options.connect_timeout)
+            .ok_or_else(|| Error::ConnectTimeout {
+                address: address.clone(),
+                file: path.to_owned(),
+                timeout: options.connect_timeout,
             })??;
 
         let (wake_tx, wake_rx) =
@@ -162,6 +160,7 @@ impl Client {
             shared.clone(),
             wake_rx,
             Timing::from_connect_timeout(options.connect_timeout),
+            instance,
         );
         let handle = std::thread::Builder::new()
             .name("cluster-client-io".into())
@@ -286,20 +285,23 @@ fn unexpected(request: &str, answer: &ToClient) -> Error {
     }
 }
 
-/// Waits for the welcome; `None` on timeout.
+/// Waits for the welcome: the client's id, the number of engines and the controller's
+/// instance; `None` on timeout.
 #[allow(clippy::type_complexity)]
 fn welcome(
     sock: &mut Socket,
     timeout: Duration,
-) -> Option<Result<(protocol::ClientId, usize), Error>> {
+) -> Option<Result<(protocol::ClientId, usize, u64), Error>> {
     let deadline = Instant::now() + timeout;
     loop {
         loop {
             match sock.recv::<ToClient>() {
                 Ok(Some(received)) => match received.msg {
-                    ToClient::Welcome { client_id, engines } => {
-                        return Some(Ok((client_id, engines.len())))
-                    }
+                    ToClient::Welcome {
+                        client_id,
+                        engines,
+                        instance,
+                    } => return Some(Ok((client_id, engines.len(), instance))),
                     other => tracing::debug!("ignoring {} before the welcome", other.msg_type()),
                 },
                 Ok(None) if sock.readable() => {}

@@ -11,11 +11,18 @@
 //! While anything is outstanding the thread probes with a `status` request after
 //! [`Timing::probe_after`] of silence, and declares the connection lost after
 //! [`Timing::dead_after`]; every pending wait then ends with [`crate::Error::ConnectionLost`].
+//!
+//! Controller restarts: a controller started again on the same ports (`--reuse`) knows
+//! nothing of the tasks its previous life had queued. Every status answer carries the
+//! controller's instance number; when it changes, the thread submits its unfinished tasks
+//! again, from the submit messages it keeps until all their tasks are answered. The new
+//! controller answers the ones engines finished meanwhile from what they brought, lets the
+//! ones engines still hold run there, and queues the rest.
 
 use crate::cell::{mark_io_thread, Cell, Lost, Wakeups};
 use crate::error::Error;
 use protocol::{FromClient, MessageType, StatusReport, TaskId, ToClient};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -282,13 +289,28 @@ struct PendingRequest {
     reply: Option<Arc<Reply>>,
 }
 
+/// A submit message kept until each of its tasks is answered, to send again to a controller
+/// that restarted.
+struct Sent {
+    content: Vec<u8>,
+    payloads: Vec<Vec<u8>>,
+    /// Its tasks not answered yet.
+    left: usize,
+}
+
 /// The I/O thread's own state.
 pub(crate) struct Io {
     sock: Socket,
     shared: Arc<Shared>,
     wake_rx: UnixStream,
     timing: Timing,
-    table: HashMap<TaskId, (Arc<Cell>, u32)>,
+    /// Each unanswered task's cell, its index there, and the number of its submit message.
+    table: HashMap<TaskId, (Arc<Cell>, u32, u64)>,
+    /// Submit messages with unanswered tasks, by number (in the order they were sent).
+    sent: BTreeMap<u64, Sent>,
+    next_sent: u64,
+    /// The controller's instance number, as last heard.
+    instance: u64,
     requests: VecDeque<PendingRequest>,
     last_heard: Instant,
     probing: bool,
@@ -313,6 +335,7 @@ impl Io {
         shared: Arc<Shared>,
         wake_rx: UnixStream,
         timing: Timing,
+        instance: u64,
     ) -> Io {
         Io {
             sock,
@@ -320,6 +343,9 @@ impl Io {
             wake_rx,
             timing,
             table: HashMap::new(),
+            sent: BTreeMap::new(),
+            next_sent: 0,
+            instance,
             requests: VecDeque::new(),
             last_heard: Instant::now(),
             probing: false,
@@ -369,9 +395,10 @@ impl Io {
                 reply.put(Err(lost.clone()));
             }
         }
-        for (_, (cell, _)) in self.table.drain() {
+        for (_, (cell, ..)) in self.table.drain() {
             cell.fail(&lost);
         }
+        self.sent.clear();
         for request in self.requests.drain(..) {
             if let Some(reply) = request.reply {
                 reply.put(Err(lost.clone()));
@@ -424,19 +451,33 @@ impl Io {
         // every waiter in the table and the request queue.
         let mut messages = Vec::with_capacity(queue.len());
         for mut msg in queue {
+            let number = (!msg.tasks.is_empty()).then(|| {
+                self.next_sent += 1;
+                self.next_sent
+            });
+            let left = msg.tasks.len();
             for task in msg.tasks.drain(..) {
-                self.table.insert(task.id, (task.cell, task.index));
+                let number = number.unwrap_or_default();
+                self.table.insert(task.id, (task.cell, task.index, number));
             }
             if let Some((expect, reply)) = msg.reply.take() {
                 self.requests.push_back(PendingRequest { expect, reply });
             }
-            messages.push(msg);
+            messages.push((msg, number, left));
         }
-        for msg in messages {
+        for (msg, number, left) in messages {
             let payloads: Vec<&[u8]> = msg.payloads.iter().map(Vec::as_slice).collect();
             self.sock
                 .send_encoded(None, msg.msg_type, &msg.content, &payloads)
                 .map_err(|e| format!("cannot send to the controller: {e}"))?;
+            if let Some(number) = number {
+                let sent = Sent {
+                    content: msg.content,
+                    payloads: msg.payloads,
+                    left,
+                };
+                self.sent.insert(number, sent);
+            }
         }
         Ok(closed)
     }
@@ -460,7 +501,12 @@ impl Io {
             ToClient::Results { results } => self.on_results(results, payloads),
             ToClient::Status(report) => {
                 self.note_engines(&report);
+                let instance = report.controller.instance;
                 self.answer(Some(Expect::Status), ToClient::Status(report));
+                if instance != self.instance {
+                    self.instance = instance;
+                    self.submit_again();
+                }
             }
             ToClient::Ack => self.answer(Some(Expect::Ack), ToClient::Ack),
             ToClient::Error { message } => {
@@ -514,7 +560,15 @@ impl Io {
                 // Positional rule: a missing frame is an empty payload, not a shift.
                 let payload = payloads.next().unwrap_or_default();
                 match self.table.remove(&outcome.id) {
-                    Some((cell, index)) => Some((cell, index, outcome, payload)),
+                    Some((cell, index, number)) => {
+                        if let Some(sent) = self.sent.get_mut(&number) {
+                            sent.left -= 1;
+                            if sent.left == 0 {
+                                self.sent.remove(&number);
+                            }
+                        }
+                        Some((cell, index, outcome, payload))
+                    }
                     None => {
                         tracing::debug!("result for unknown or finished task {}", outcome.id);
                         None
@@ -536,6 +590,41 @@ impl Io {
             }
         }
         wakeups.run();
+    }
+
+    /// The controller restarted and forgot the tasks it had: submits the unanswered ones
+    /// again, in their first order (so that dependencies come before what depends on them).
+    /// Tasks that depended on tasks finished before the restart fail with a dependency error,
+    /// since the new controller never saw those.
+    fn submit_again(&mut self) {
+        let mut again = 0usize;
+        for sent in self.sent.values() {
+            let Ok(FromClient::Submit { tasks }) = protocol::decode::<FromClient>(&sent.content)
+            else {
+                continue;
+            };
+            let (tasks, payloads): (Vec<_>, Vec<&[u8]>) = tasks
+                .into_iter()
+                .zip(&sent.payloads)
+                .filter(|(task, _)| self.table.contains_key(&task.id))
+                .map(|(task, payload)| (task, payload.as_slice()))
+                .unzip();
+            if tasks.is_empty() {
+                continue;
+            }
+            again += tasks.len();
+            let Ok(content) = protocol::encode(&FromClient::Submit { tasks }) else {
+                continue;
+            };
+            if let Err(e) = self.sock.send_encoded(None, "submit", &content, &payloads) {
+                tracing::warn!("cannot submit tasks again after a controller restart: {e}");
+                return;
+            }
+        }
+        tracing::warn!(
+            "the controller at {} restarted; submitted {again} unfinished task(s) again",
+            self.shared.address
+        );
     }
 
     /// Probes or gives up on a silent controller; returns how long `poll` may sleep.

@@ -173,6 +173,7 @@ impl FakeLoop {
                         functions: vec![],
                     })
                     .collect(),
+                instance: 1,
             },
             FromClient::Submit { tasks } => {
                 self.submits.fetch_add(1, Ordering::SeqCst);
@@ -382,6 +383,7 @@ impl FakeLoop {
                 notify_address: String::new(),
                 uptime_s: 1.0,
                 clients: 1,
+                instance: 1,
             },
             engines: (0..self.config.engines)
                 .map(|i| EngineStatus {

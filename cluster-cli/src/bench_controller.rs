@@ -520,6 +520,7 @@ pub fn bench_scale(
                     functions: vec!["noop".into()],
                     slots: 1,
                     engine_id: None,
+                    held: Vec::new(),
                 }),
                 &[],
             )?;

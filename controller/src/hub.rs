@@ -41,6 +41,11 @@ pub type Route = Vec<u8>;
 /// forwards it (and between a retryable task and the engine it is sent to).
 pub type Payload = Arc<Vec<u8>>;
 
+/// The client connection of a task no client has submitted to this controller: one an engine
+/// held or finished across a controller restart. Its result is stored, not sent, until the
+/// client submits the task again.
+const NO_ROUTE: u32 = u32::MAX;
+
 /// How long past its run-time limit, counted from the start its engine reported, a task is
 /// failed (or retried) by the controller when the engine has not reported back: engines
 /// enforce the limit themselves and should report first.
@@ -120,6 +125,9 @@ pub struct CoreConfig {
     /// 1 so that the clients of its previous life, which keep their ids, rarely collide with
     /// new ones.
     pub first_client_id: u32,
+    /// Random number of this controller process, told to clients so that they notice a
+    /// restart (fixed in tests, fresh in a real controller).
+    pub instance: u64,
 }
 
 impl Default for CoreConfig {
@@ -134,6 +142,7 @@ impl Default for CoreConfig {
             addresses: Addresses::default(),
             seed: 0,
             first_client_id: 1,
+            instance: 0,
         }
     }
 }
@@ -279,6 +288,30 @@ struct Task {
     /// Changes whenever a timer armed for it stops applying (it started running, or went
     /// back to the queue), so such timers are recognised as stale.
     epoch: u32,
+}
+
+impl Task {
+    /// A task an engine holds that this controller was never given (see
+    /// [`Core::adopt_held`]): no client, work or limits until its client submits it again.
+    fn held(seq: u64, engine: EngineId) -> Task {
+        Task {
+            seq,
+            route: NO_ROUTE,
+            work: None,
+            timeout_ms: None,
+            start_deadline: None,
+            run_timeout_ms: None,
+            targets: Vec::new(),
+            excluded: Vec::new(),
+            retries: 0,
+            payload: None,
+            state: TaskState::Running(engine),
+            deps_left: 0,
+            follows: false,
+            follow_engine: None,
+            epoch: 0,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -552,7 +585,11 @@ impl Core {
                     .collect();
                 reply(
                     &mut out,
-                    ToClient::Welcome { client_id, engines },
+                    ToClient::Welcome {
+                        client_id,
+                        engines,
+                        instance: self.config.instance,
+                    },
                     Vec::new(),
                 );
             }
@@ -745,6 +782,7 @@ impl Core {
             notify_address: a.notify.clone().unwrap_or_default(),
             uptime_s: now.saturating_sub(self.started).as_secs_f64(),
             clients: u32::try_from(self.clients.len()).unwrap_or(u32::MAX),
+            instance: self.config.instance,
         };
         // Engines are stored by id, so this is already sorted.
         let engines = self
@@ -870,6 +908,8 @@ impl Core {
                 msg: registered,
                 payloads: Vec::new(),
             });
+            self.adopt_held(id, reg.held);
+            self.update_free(id);
             return;
         }
         if e.route != route {
@@ -898,7 +938,46 @@ impl Core {
             msg: registered,
             payloads: Vec::new(),
         });
+        // Before `admit` schedules: what the engine holds counts towards its limit.
+        self.adopt_held(id, reg.held);
         self.admit(id, again, out);
+    }
+
+    /// Counts the tasks engine `engine` says it holds in its own queue as running there: after
+    /// a controller restart they are unknown here (placeholders until their client submits
+    /// them again), or were submitted again and wait in the queue; either way they must not be
+    /// handed to a second engine.
+    fn adopt_held(&mut self, engine: EngineId, held: Vec<TaskId>) {
+        if held.is_empty() || self.engines.get(engine.0 as usize).is_none() {
+            return;
+        }
+        let mut adopted = 0usize;
+        for tid in held {
+            if self.store.contains_key(&tid) {
+                // Finished already: the engine's second result will be ignored.
+                continue;
+            }
+            match self.tasks.get_mut(&tid) {
+                Some(task) if task.state == TaskState::Queued => {
+                    task.state = TaskState::Running(engine);
+                    task.epoch = task.epoch.wrapping_add(1);
+                    self.queued = self.queued.saturating_sub(1);
+                }
+                // Running elsewhere (the first result counts) or waiting: leave it.
+                Some(_) => continue,
+                None => {
+                    // A client of the previous life keeps its id; new clients must not get it.
+                    self.next_client = self.next_client.max(tid.client().0.saturating_add(1));
+                    self.next_seq += 1;
+                    self.tasks.insert(tid, Task::held(self.next_seq, engine));
+                }
+            }
+            self.engines[engine.0 as usize].running.insert(tid);
+            adopted += 1;
+        }
+        if adopted > 0 {
+            tracing::info!("engine {engine} holds {adopted} task(s) from before a controller restart; they run there");
+        }
     }
 
     /// Makes engine `id` (whose registration details are recorded) alive and schedulable,
@@ -940,10 +1019,19 @@ impl Core {
         out: &mut Vec<Action>,
     ) {
         let Some(id) = self.by_route.get(route).copied() else {
-            tracing::warn!(
-                "dropped {} result(s) from an engine that is not registered",
-                results.len()
+            // An engine of this controller's previous life, not registered again yet: its
+            // results wait in the store for their clients to submit the tasks again.
+            let mut deliveries = Deliveries::default();
+            let mut kept = 0usize;
+            for (outcome, payload) in results.into_iter().zip(payloads) {
+                if self.keep_orphan(outcome, Arc::new(payload), &mut deliveries) {
+                    kept += 1;
+                }
+            }
+            tracing::info!(
+                "kept {kept} result(s) from an engine not registered (yet) for their clients"
             );
+            self.deliver(deliveries, out);
             return;
         };
         if !self.engines[id.0 as usize].alive {
@@ -960,8 +1048,14 @@ impl Core {
             // A short message is the engine's bug; its missing values read as empty.
             let payload = Arc::new(payloads.next().unwrap_or_default());
             let tid = outcome.id;
-            match self.tasks.get(&tid) {
-                Some(t) if t.state == TaskState::Running(id) => {}
+            match self.tasks.get(&tid).map(|t| t.state) {
+                Some(TaskState::Running(on)) if on == id => {}
+                // Unknown: it ran for this controller's previous life.
+                None => {
+                    outcome.engine = Some(id);
+                    self.keep_orphan(outcome, payload, &mut deliveries);
+                    continue;
+                }
                 _ => {
                     // Retried elsewhere or failed after this engine was thought lost, or a
                     // duplicate: the client already has (or will get) exactly one answer.
@@ -998,6 +1092,23 @@ impl Core {
         // New work for the engine first: it idles while the results travel.
         self.schedule(out);
         self.deliver(deliveries, out);
+    }
+
+    /// Stores the result of a task this controller does not know (it ran for the previous
+    /// life of the controller) until its client submits it again; false when it is known.
+    fn keep_orphan(
+        &mut self,
+        outcome: TaskOutcome,
+        payload: Payload,
+        deliveries: &mut Deliveries,
+    ) -> bool {
+        let tid = outcome.id;
+        if self.tasks.contains_key(&tid) || self.store.contains_key(&tid) {
+            return false;
+        }
+        self.next_client = self.next_client.max(tid.client().0.saturating_add(1));
+        self.finish(NO_ROUTE, outcome, payload, deliveries);
+        true
     }
 
     fn lose_engine(&mut self, id: EngineId, reason: &str, out: &mut Vec<Action>) {
@@ -1177,8 +1288,20 @@ impl Core {
         for req in requests {
             let payload = payloads.next().unwrap_or_default();
             let tid = req.id;
-            if self.tasks.contains_key(&tid) || self.store.contains_key(&tid) {
-                duplicates.push(tid);
+            if let Some(task) = self.tasks.get_mut(&tid) {
+                if task.route == NO_ROUTE {
+                    // Held by an engine across a controller restart: it runs there, and its
+                    // result goes to this client.
+                    task.route = route_idx;
+                } else {
+                    duplicates.push(tid);
+                }
+                continue;
+            }
+            if let Some(stored) = self.store.get(&tid) {
+                // Finished already (for this controller's previous life, or asked again):
+                // the stored result is the answer.
+                deliveries.push(route_idx, stored.outcome.clone(), stored.payload.clone());
                 continue;
             }
             if !count_ok {

@@ -409,6 +409,7 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
             host,
             addresses,
             seed: rand::random(),
+            instance: rand::random(),
             // A restarted controller's old clients keep their ids: start elsewhere.
             first_client_id: if config.restarted {
                 rand::random_range(1_000..(1 << 23))

@@ -110,6 +110,7 @@ fn engine(ctx: &Context, key: &Key, ctl: &Controller) -> (Socket, Socket) {
         functions: vec!["double".into()],
         slots: 1,
         engine_id: None,
+        held: Vec::new(),
     });
     tasks.send(None, &reg, &[]).unwrap();
     let got: Received<ToEngine> = recv(&mut tasks);
@@ -130,7 +131,10 @@ fn a_call_travels_client_to_engine_and_back() {
 
     let mut client = dealer(&ctx, &key, None, &ctl.client.addresses.client);
     client.send(None, &FromClient::Hello, &[]).unwrap();
-    let ToClient::Welcome { client_id, engines } = recv(&mut client).msg else {
+    let ToClient::Welcome {
+        client_id, engines, ..
+    } = recv(&mut client).msg
+    else {
         panic!("no welcome")
     };
     assert_eq!(client_id, ClientId(1));

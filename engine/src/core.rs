@@ -7,7 +7,7 @@
 //! (so a stream of tiny tasks becomes few messages). Before a task expected to be long, what
 //! is waiting goes out first, so finished results never sit behind a slow task.
 
-use protocol::{Assignment, TaskOutcome, Work};
+use protocol::{Assignment, TaskId, TaskOutcome, Work};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,11 @@ impl Core {
     /// Tasks still waiting to run.
     pub(crate) fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Ids of the tasks still waiting to run, in order.
+    pub(crate) fn queued_ids(&self) -> Vec<TaskId> {
+        self.queue.iter().map(|q| q.task.id).collect()
     }
 
     /// True when waiting outcomes should be sent before starting `work`: it may take long,

@@ -75,6 +75,7 @@ pub(crate) fn run(engine: Engine, options: EngineOptions) -> Result<(), EngineEr
         functions,
         slots: 1,
         engine_id: None,
+        held: Vec::new(),
     };
     sock.send(None, &FromEngine::Register(registration.clone()), &[])
         .map_err(on_engine)?;
@@ -522,6 +523,8 @@ impl Session<'_> {
         self.next_attempt = Some(now + self.backoff);
         let mut registration = self.registration.clone();
         registration.engine_id = Some(self.engine_id);
+        // A controller that restarted knows nothing of these; they run here, not again.
+        registration.held = self.core.queued_ids();
         self.sock
             .send(None, &FromEngine::Register(registration), &[])
             .map_err(|e| self.transport_err(e))

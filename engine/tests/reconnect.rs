@@ -191,3 +191,44 @@ fn a_silent_controller_gets_a_new_registration_with_the_old_id() {
     while fake.recv_engine().msg != FromEngine::Unregister {}
     engine.join().unwrap().unwrap();
 }
+
+/// An engine that registers again (the controller may have restarted and forgotten) names
+/// the tasks waiting in its own queue, so they are not handed to another engine as well.
+#[test]
+fn a_registration_after_silence_names_the_tasks_the_engine_holds() {
+    let mut fake = FakeController::new();
+    let engine = start(EngineOptions::new(fake.file.clone()));
+    let (route, _) = fake.expect_register();
+    fake.send_engine(&route, &registered(3, 100), &[]);
+    // A long task, then two that wait behind it; no pings meanwhile.
+    fake.send_engine(
+        &route,
+        &ToEngine::Tasks {
+            tasks: vec![
+                call(1, "sleep", None, None),
+                call(2, "echo", None, None),
+                call(3, "echo", None, None),
+            ],
+        },
+        &[&encode(&2.5f64), &encode(&"a"), &encode(&"b")],
+    );
+    let again = loop {
+        if let FromEngine::Register(r) = fake.recv_engine().msg {
+            break r;
+        }
+    };
+    assert_eq!(again.engine_id, Some(EngineId(3)));
+    assert_eq!(
+        again.held,
+        [TaskId::new(ClientId(3), 2), TaskId::new(ClientId(3), 3)]
+    );
+    fake.send_engine(&route, &registered(3, 100), &[]);
+    let mut outcomes = Vec::new();
+    while outcomes.len() < 3 {
+        outcomes.extend(next_results(&mut fake).unwrap_or_default());
+    }
+    assert_eq!(outcomes[2].1, encode(&"b"));
+    fake.send_engine(&route, &ToEngine::Shutdown, &[]);
+    while fake.recv_engine().msg != FromEngine::Unregister {}
+    engine.join().unwrap().unwrap();
+}

@@ -178,6 +178,10 @@ pub struct Registration {
     /// controller restart); the controller gives it back unless another engine holds it.
     #[serde(default)]
     pub engine_id: Option<EngineId>,
+    /// Tasks already in this engine's own queue when it registers again (after a controller
+    /// restart): the controller counts them as running here instead of handing them out anew.
+    #[serde(default)]
+    pub held: Vec<TaskId>,
 }
 
 /// Engine → controller, on the engine socket.
@@ -311,6 +315,9 @@ pub enum ToClient {
         client_id: ClientId,
         /// Engines registered now.
         engines: Vec<EngineInfo>,
+        /// Random number of this controller process ([`ControllerStatus::instance`]).
+        #[serde(default)]
+        instance: u64,
     },
     /// Finished tasks; the i-th payload frame is the i-th outcome's value.
     Results {
@@ -698,6 +705,10 @@ pub struct ControllerStatus {
     pub uptime_s: f64,
     /// Clients that said hello.
     pub clients: u32,
+    /// Random number of this controller process: a client that sees it change knows the
+    /// controller restarted and forgot its unfinished tasks, and submits them again.
+    #[serde(default)]
+    pub instance: u64,
 }
 
 /// One engine's queue in a [`QueueStatus`].

@@ -259,3 +259,34 @@ fn a_dead_engine_s_late_results_are_ignored_and_every_task_answered_once() {
     assert_eq!(status.tasks.failed, 0);
     let _ = ErrorKind::EngineLost;
 }
+
+/// The controller is killed in the middle of a map and started again with `--reuse`: the
+/// engines bring back what they finished and hold, the client submits what the new
+/// controller does not know, and every task of the map is answered.
+#[test]
+fn a_controller_killed_mid_map_loses_no_task() {
+    let c = TestCluster::new();
+    c.start(2, &[]);
+    let client = c.client();
+    let ar = client
+        .load_balanced_view()
+        .chunksize(1)
+        .map::<f64, ()>("sleep", vec![0.05; 60])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let old_controller = c.controller_pid().unwrap();
+    signal(old_controller, libc::SIGKILL);
+    assert!(eventually(Duration::from_secs(5), || {
+        !profiles::process_alive(old_controller)
+    }));
+    let done_before = ar.progress().0;
+    assert!(done_before < 60, "the map ended before the controller died");
+    std::thread::sleep(Duration::from_millis(300));
+    c.spawn_controller(&["--reuse"]);
+    let results = ar.get_return_exceptions(T).unwrap();
+    assert_eq!(results.len(), 60);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    // The new controller ran or answered what was left.
+    let status = client.status().unwrap();
+    assert!(status.tasks.done > 0, "{:?}", status.tasks);
+}

@@ -32,6 +32,7 @@ fn registration(uuid: &str, functions: &[&str]) -> FromEngine {
         functions: functions.iter().map(|f| f.to_string()).collect(),
         slots: 1,
         engine_id: None,
+        held: Vec::new(),
     })
 }
 
@@ -241,7 +242,9 @@ fn clients_get_ids_and_the_engine_list() {
     match &welcome[..] {
         [Action::ToClient {
             route,
-            msg: ToClient::Welcome { client_id, engines },
+            msg: ToClient::Welcome {
+                client_id, engines, ..
+            },
             ..
         }] => {
             assert_eq!(route, b"c3");
@@ -832,13 +835,18 @@ fn bad_submissions_are_answered_not_lost() {
     assert!(outcomes
         .iter()
         .all(|o| error_of(o).kind == ErrorKind::BadArguments));
-    // Reusing an id is refused with an error message; the rest go through.
-    let actions = submit(&mut core, vec![call(1, "f"), call(3, "f")]);
-    assert_eq!(sent_to(&actions), [(EngineId(0), tid(3))]);
+    // Reusing the id of an unfinished task is refused with an error message; a finished
+    // one is answered with its stored result; the rest go through.
+    submit(&mut core, vec![call(3, "f")]);
+    let actions = submit(&mut core, vec![call(1, "f"), call(3, "f"), call(4, "f")]);
+    assert_eq!(sent_to(&actions), [(EngineId(0), tid(4))]);
     assert!(actions.iter().any(|a| matches!(
         a,
-        Action::ToClient { msg: ToClient::Error { message }, .. } if message.contains("1:1")
+        Action::ToClient { msg: ToClient::Error { message }, .. } if message.contains("1:3")
     )));
+    let outcomes = &delivered(&actions)[0].1;
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(error_of(&outcomes[0]).kind, ErrorKind::BadArguments);
 }
 
 #[test]
@@ -1758,4 +1766,92 @@ mod properties {
             }
         }
     }
+}
+
+// ----- a controller restarted under running engines and waiting clients -----
+
+/// After a restart (a fresh core), engines bring what they finished and what they hold, and
+/// clients submit their unfinished tasks again: nothing is lost, and nothing held runs twice.
+#[test]
+fn a_restarted_controller_keeps_what_engines_finished_and_hold_for_clients_that_resubmit() {
+    let mut core = new_core(Hwm::Limit(0));
+    // Engine "a" delivers a result it finished while the controller was down, before it
+    // registers again: kept, delivered to nobody yet.
+    let actions = finish(&mut core, "a", &[tid(1)], 5);
+    assert!(delivered(&actions).is_empty());
+    // It registers again, holding tasks 2 and 3 in its own queue.
+    let actions = core.on_engine(
+        b"a",
+        FromEngine::Register(Registration {
+            uuid: "a".into(),
+            host: "host-a".into(),
+            pid: 100,
+            functions: vec!["f".into()],
+            slots: 1,
+            engine_id: Some(EngineId(0)),
+            held: vec![tid(2), tid(3)],
+        }),
+        vec![],
+        Duration::ZERO,
+    );
+    assert!(sent_to(&actions).is_empty());
+    assert_eq!(engine_status(&core, 0).outstanding, 2);
+    register(&mut core, "b", &["f"]);
+    // A new client must not get the id of the old one, whose task ids are in use.
+    assert_eq!(hello(&mut core, OTHER_CLIENT), ClientId(2));
+    // Task 3 finishes before its client is back.
+    assert!(delivered(&finish(&mut core, "a", &[tid(3)], 5)).is_empty());
+    // The client submits its unfinished tasks again.
+    let actions = submit(
+        &mut core,
+        vec![call(1, "f"), call(2, "f"), call(3, "f"), call(4, "f")],
+    );
+    // Only the task nobody had runs; 1 and 3 are answered from the store at once.
+    assert_eq!(sent_to(&actions), [(EngineId(1), tid(4))]);
+    let msgs = delivered(&actions);
+    let answered: Vec<TaskId> = msgs[0].1.iter().map(|o| o.id).collect();
+    assert_eq!(answered, [tid(1), tid(3)]);
+    assert!(!actions.iter().any(|a| matches!(
+        a,
+        Action::ToClient {
+            msg: ToClient::Error { .. },
+            ..
+        }
+    )));
+    // Task 2, still held by engine 0, reaches the client when it finishes there.
+    let msgs = delivered(&finish(&mut core, "a", &[tid(2)], 5));
+    assert_eq!(msgs[0].0, CLIENT);
+    assert_eq!(msgs[0].1[0].id, tid(2));
+    assert_eq!(engine_status(&core, 0).outstanding, 0);
+}
+
+/// A task submitted again before its engine re-registered waits in the queue; when the
+/// engine says it holds it, it is not handed out a second time.
+#[test]
+fn a_held_task_already_queued_again_is_not_handed_to_a_second_engine() {
+    let mut core = new_core(Hwm::Limit(1));
+    register(&mut core, "b", &["f"]);
+    // Engine b is busy; the resubmitted task 2 waits.
+    submit(&mut core, vec![call(1, "f"), call(2, "f")]);
+    assert_eq!(core.status(Duration::ZERO).tasks.queued, 1);
+    core.on_engine(
+        b"a",
+        FromEngine::Register(Registration {
+            uuid: "a".into(),
+            host: "host-a".into(),
+            pid: 100,
+            functions: vec!["f".into()],
+            slots: 1,
+            engine_id: None,
+            held: vec![tid(2)],
+        }),
+        vec![],
+        Duration::ZERO,
+    );
+    assert_eq!(core.status(Duration::ZERO).tasks.queued, 0);
+    // Engine b frees: task 2 is not sent to it.
+    let actions = finish(&mut core, "b", &[tid(1)], 5);
+    assert!(sent_to(&actions).is_empty());
+    let msgs = delivered(&finish(&mut core, "a", &[tid(2)], 5));
+    assert_eq!(msgs[0].1[0].id, tid(2));
 }
