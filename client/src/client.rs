@@ -44,12 +44,14 @@ pub(crate) fn dial(path: &Path) -> Result<(Socket, String), Error> {
     let address = info
         .addresses
         .client
+        .clone()
         .ok_or_else(|| ConnectionFileError::Corrupt {
             path: path.to_owned(),
             reason: "the client address is missing".into(),
         })?;
     let mut sock = Socket::new(context(), Kind::Dealer, &key, None)?;
     sock.set_replay_window(std::time::Duration::from_secs(info.replay_window_s));
+    sock.set_encryption(transport::Encryption::endpoint(info.encrypted()));
     sock.connect(&address)?;
     Ok((sock, address))
 }

@@ -84,6 +84,7 @@ fn fake(config: Config) -> Fake {
         location: "localhost".into(),
         controller_pid: std::process::id(),
         replay_window_s: 300,
+        encryption: "none".into(),
     }
     .save(&file)
     .unwrap();

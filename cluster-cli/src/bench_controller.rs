@@ -24,7 +24,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use transport::{poll, Context, Kind, Socket, Waitable};
+use transport::{poll, Context, Encryption, Kind, Socket, Waitable};
 
 /// A subscriber of a controller's notifications.
 struct Notices {
@@ -35,9 +35,10 @@ struct Notices {
 impl Notices {
     fn connect(client_file: &std::path::Path) -> Result<Notices> {
         let (info, key) = ConnectionInfo::load(client_file, PROTOCOL_VERSION, &["notify"])?;
-        let address = info.addresses.notify.unwrap_or_default();
+        let address = info.addresses.notify.clone().unwrap_or_default();
         let ctx = Context::new();
-        let sock = Socket::new(&ctx, Kind::Sub, &key, None)?;
+        let mut sock = Socket::new(&ctx, Kind::Sub, &key, None)?;
+        sock.set_encryption(Encryption::endpoint(info.encrypted()));
         sock.connect(&address)?;
         // A subscriber hears only what is published after it has joined.
         std::thread::sleep(Duration::from_millis(300));
@@ -500,9 +501,12 @@ pub fn bench_scale(
         let mut engines = Vec::with_capacity(count);
         for i in start..start + count {
             let uuid = format!("sim-{run_tag}-{i:06}");
-            let tasks = Socket::new(&ctx, Kind::Dealer, &key, Some(uuid.as_bytes()))?;
+            let encryption = Encryption::endpoint(info.encrypted());
+            let mut tasks = Socket::new(&ctx, Kind::Dealer, &key, Some(uuid.as_bytes()))?;
+            tasks.set_encryption(encryption);
             tasks.connect(&engine_addr)?;
-            let beats = Socket::new(&ctx, Kind::Dealer, &key, Some(uuid.as_bytes()))?;
+            let mut beats = Socket::new(&ctx, Kind::Dealer, &key, Some(uuid.as_bytes()))?;
+            beats.set_encryption(encryption);
             beats.connect(&hb_addr)?;
             let mut e = SimEngine {
                 uuid: uuid.clone(),

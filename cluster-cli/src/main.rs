@@ -1103,6 +1103,7 @@ fn run_controller(profile: &Profile, overrides: &[(&str, String)], reuse: bool) 
         config.notify_port = settings.notify_port;
         // A controller taking over keeps the window its engines and clients already use.
         config.replay_window = Duration::from_secs(settings.replay_window_s);
+        config.encrypt = settings.encrypt;
         config
     };
     config.scheduler = scheduler;

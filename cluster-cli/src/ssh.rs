@@ -942,6 +942,7 @@ mod tests {
             location: "h".into(),
             controller_pid: 1,
             replay_window_s: 300,
+            encryption: "none".into(),
         };
         info("127.0.0.1").save(&path).unwrap();
         let err = engine_file_for_hosts(&path, None).unwrap_err().to_string();

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use transport::{poll, Context, Kind, Socket, TransportError, Waitable};
+use transport::{poll, Context, Encryption, Kind, Socket, TransportError, Waitable};
 
 /// How often the loop looks at the stop flag, at the latest.
 const STOP_CHECK: Duration = Duration::from_millis(100);
@@ -51,6 +51,9 @@ pub struct ControllerConfig {
     pub key: Key,
     /// Where `client.json` and `engine.json` are written once the sockets are bound.
     pub security_dir: PathBuf,
+    /// Whether message bodies are encrypted (written into the connection files, so that
+    /// engines and clients follow).
+    pub encrypt: bool,
     /// Time window for replay protection, shared with engines and clients through the
     /// connection files (zero: sequence numbers only).
     pub replay_window: Duration,
@@ -76,6 +79,7 @@ impl ControllerConfig {
             key,
             security_dir,
             replay_window: Duration::from_secs(security::DEFAULT_REPLAY_WINDOW_S),
+            encrypt: true,
             restarted: false,
         }
     }
@@ -103,6 +107,7 @@ impl ControllerConfig {
         }
         let mut config = ControllerConfig::new(key, security_dir.clone());
         config.replay_window = Duration::from_secs(engine.replay_window_s);
+        config.encrypt = engine.encrypted();
         let parsed = [
             engine.addresses.engine.as_deref(),
             engine.addresses.heartbeat.as_deref(),
@@ -353,6 +358,9 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
         let mut sock = Socket::new(&ctx, kind, &config.key, None)
             .map_err(|source| ControllerError::Socket { role, source })?;
         sock.set_replay_window(config.replay_window);
+        if config.encrypt {
+            sock.set_encryption(Encryption::Relay);
+        }
         Ok::<_, ControllerError>(sock)
     };
     let bind = |sock: &Socket, role: &'static str, port: u16| {
@@ -495,6 +503,11 @@ fn write_connection_files(
         location: host.to_owned(),
         controller_pid: pid,
         replay_window_s: config.replay_window.as_secs(),
+        encryption: if config.encrypt {
+            security::ENCRYPTION_SCHEME.to_owned()
+        } else {
+            "none".to_owned()
+        },
     };
     info(Addresses {
         engine: addresses.engine.clone(),

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use transport::{poll, Context, Kind, Received, Socket, Waitable};
+use transport::{poll, Context, Encryption, Kind, Received, Socket, Waitable};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -47,6 +47,7 @@ impl Controller {
             if let (Ok((engine, k1)), Ok((client, k2))) = (engine, client) {
                 assert_eq!((&k1, &k2), (key, key));
                 assert_eq!(client.controller_pid, std::process::id());
+                assert!(client.encrypted() && engine.encrypted());
                 return Controller {
                     stop,
                     thread: Some(thread),
@@ -93,7 +94,9 @@ fn recv<M: DeserializeOwned>(sock: &mut Socket) -> Received<M> {
 }
 
 fn dealer(ctx: &Context, key: &Key, id: Option<&[u8]>, address: &Option<String>) -> Socket {
-    let sock = Socket::new(ctx, Kind::Dealer, key, id).unwrap();
+    let mut sock = Socket::new(ctx, Kind::Dealer, key, id).unwrap();
+    // The controller encrypts by default; its peers follow the connection files.
+    sock.set_encryption(Encryption::Endpoint);
     sock.connect(address.as_deref().unwrap()).unwrap();
     sock
 }

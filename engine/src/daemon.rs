@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use transport::{poll, Context, Kind, Socket, TransportError, Waitable};
+use transport::{poll, Context, Encryption, Kind, Socket, TransportError, Waitable};
 
 use crate::core::{Batch, Core};
 use crate::exec::{Executor, Whoami};
@@ -59,12 +59,15 @@ pub(crate) fn run(engine: Engine, options: EngineOptions) -> Result<(), EngineEr
         source,
     };
     let window = Duration::from_secs(info.replay_window_s);
+    let encryption = Encryption::endpoint(info.encrypted());
     let mut sock =
         Socket::new(&ctx, Kind::Dealer, &key, Some(uuid.as_bytes())).map_err(on_engine)?;
     sock.set_replay_window(window);
+    sock.set_encryption(encryption);
     sock.connect(&engine_addr).map_err(on_engine)?;
     // Started before registering, so its connection is up by the time the controller pings.
-    let heartbeat = HeartbeatThread::start(&ctx, &key, window, &uuid, &heartbeat_addr)?;
+    let heartbeat =
+        HeartbeatThread::start(&ctx, &key, (window, encryption), &uuid, &heartbeat_addr)?;
 
     let functions = engine.function_names();
     tracing::debug!(uuid, controller = %engine_addr, "registering {} functions", functions.len());
@@ -690,7 +693,7 @@ impl HeartbeatThread {
     fn start(
         ctx: &Context,
         key: &Key,
-        replay_window: Duration,
+        (replay_window, encryption): (Duration, Encryption),
         uuid: &str,
         address: &str,
     ) -> Result<HeartbeatThread, EngineError> {
@@ -701,6 +704,7 @@ impl HeartbeatThread {
         let mut sock =
             Socket::new(ctx, Kind::Dealer, key, Some(uuid.as_bytes())).map_err(on_err)?;
         sock.set_replay_window(replay_window);
+        sock.set_encryption(encryption);
         sock.connect(address).map_err(on_err)?;
         let stop = Arc::new(AtomicBool::new(false));
         let last_ping = Arc::new(AtomicU64::new(0));

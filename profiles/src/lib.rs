@@ -102,6 +102,9 @@ pub struct Settings {
     /// Messages stamped further than this from the receiver's clock are refused as replays
     /// (seconds, 0 = no time limit); written into the connection files for every peer.
     pub replay_window_s: u64,
+    /// Encrypt message bodies (AES-256-GCM under a key derived from the cluster key); written into the
+    /// connection files for every peer.
+    pub encrypt: bool,
     /// Seconds a client waits for the controller to answer before giving up.
     pub connect_timeout_s: f64,
     /// Engines `cluster start` launches when `-n` is not given (0: physical cores).
@@ -172,6 +175,7 @@ impl Default for Settings {
             heartbeat_period_ms: 1000,
             heartbeat_misses: 3,
             replay_window_s: 300,
+            encrypt: true,
             connect_timeout_s: 10.0,
             engines: 0,
             engine_program: None,
@@ -212,6 +216,10 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 # are dropped (besides repeated sequence numbers). Raise it if the machines' clocks disagree
 # by minutes; 0 turns the time check off.
 # replay_window_s = 300
+
+# Encrypt what messages carry (arguments, results, commands, their output) with a key derived
+# from the cluster key. Turn off only on a network you trust, to save a little CPU.
+# encrypt = true
 
 # Seconds a client waits for the controller before giving up.
 # connect_timeout_s = 10.0

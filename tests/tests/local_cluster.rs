@@ -128,6 +128,8 @@ fn a_client_with_another_key_cannot_run_anything() {
     let mut info: serde_json::Value = serde_json::from_str(&text).unwrap();
     // Replay protection's time window travels with the key, so every peer uses the same.
     assert_eq!(info["replay_window_s"], 300);
+    // So does encryption, on by default.
+    assert_eq!(info["encryption"], "aes-256-gcm");
     let address = info["addresses"]["client"].as_str().unwrap().to_owned();
     info["key"] = serde_json::Value::String(security::Key::generate().to_hex());
     let forged = c.dir.path().join("forged.json");
@@ -257,4 +259,17 @@ fn profiles_are_created_listed_and_located() {
     assert!(run.stdout.contains("other"), "{}", run.stdout);
     let run = c.cluster(&["profile", "locate", "other"]).ok();
     assert_eq!(std::path::PathBuf::from(run.stdout.trim()), dir);
+}
+
+/// `encrypt = false` (here from the environment) makes a cluster whose bodies travel in the
+/// clear: the connection files say so, and engines and clients follow them.
+#[test]
+fn a_cluster_without_encryption_works_the_same() {
+    let c = TestCluster::new();
+    c.start_env(1, &[], &[("CLUSTER_ENCRYPT", "false")]);
+    let text = std::fs::read_to_string(c.engine_file()).unwrap();
+    let info: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(info["encryption"], "none");
+    let run = c.cluster(&["call", "nth_prime", "10"]).ok();
+    assert_eq!(run.stdout.trim(), "31");
 }

@@ -17,7 +17,7 @@
 //! [`DisconnectEvent`] and the `watch` module for how descriptors map to routing ids).
 
 use protocol::{decode, encode, DropCounts, Header, MessageType, PROTOCOL_VERSION};
-use security::{Key, Refusal, ReplayGuard, Signer, MAC_LEN};
+use security::{Key, Refusal, ReplayGuard, Sealer, Signer, MAC_LEN};
 use serde::{de::DeserializeOwned, Serialize};
 use std::os::unix::io::RawFd;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -121,11 +121,36 @@ pub struct Received<M> {
     pub payloads: Vec<Vec<u8>>,
 }
 
+/// What a socket encrypts (see [`Socket::set_encryption`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encryption {
+    /// Nothing: bodies travel in the clear (a cluster whose connection files say `"none"`).
+    Off,
+    /// The content frame, hop by hop; payload frames pass as they came, sealed by the
+    /// endpoints (the controller, which routes payloads it never reads).
+    Relay,
+    /// The content frame and every payload frame (clients and engines).
+    Endpoint,
+}
+
+impl Encryption {
+    /// `Endpoint` when the cluster encrypts, else `Off`.
+    pub fn endpoint(encrypted: bool) -> Encryption {
+        if encrypted {
+            Encryption::Endpoint
+        } else {
+            Encryption::Off
+        }
+    }
+}
+
 /// A signed, checked ZeroMQ socket.
 pub struct Socket {
     sock: zmq::Socket,
     kind: Kind,
     signer: Signer,
+    sealer: Sealer,
+    encryption: Encryption,
     session: u64,
     seq: u64,
     guard: ReplayGuard,
@@ -194,6 +219,8 @@ impl Socket {
             sock,
             kind,
             signer: Signer::new(key),
+            sealer: Sealer::new(key),
+            encryption: Encryption::Off,
             session: rand::random::<u64>(),
             seq: 0,
             guard: ReplayGuard::new(
@@ -290,6 +317,13 @@ impl Socket {
         self.guard = ReplayGuard::new(REPLAY_SESSIONS, window);
     }
 
+    /// Encrypts message bodies from now on (and expects them encrypted), as the cluster's
+    /// connection files say (`ConnectionInfo::encrypted`). Headers stay readable; the MAC
+    /// covers the encrypted frames.
+    pub fn set_encryption(&mut self, encryption: Encryption) {
+        self.encryption = encryption;
+    }
+
     /// Messages dropped on receipt so far.
     pub fn drops(&self) -> &DropCounts {
         &self.drops
@@ -326,6 +360,22 @@ impl Socket {
             time_us: now_us(),
         };
         let header = encode(&header)?;
+        let sealed_content;
+        let content = if self.encryption == Encryption::Off {
+            content
+        } else {
+            sealed_content = self.sealer.seal(content);
+            sealed_content.as_slice()
+        };
+        let sealed_payloads: Vec<Vec<u8>>;
+        let sealed_refs: Vec<&[u8]>;
+        let payloads = if self.encryption == Encryption::Endpoint {
+            sealed_payloads = payloads.iter().map(|p| self.sealer.seal(p)).collect();
+            sealed_refs = sealed_payloads.iter().map(Vec::as_slice).collect();
+            sealed_refs.as_slice()
+        } else {
+            payloads
+        };
         let mac = self.signer.sign(
             [header.as_slice(), content]
                 .into_iter()
@@ -500,6 +550,12 @@ impl Socket {
                 return None;
             }
         }
+        if self.encryption != Encryption::Off {
+            match self.sealer.open(&frames[3]) {
+                Some(plain) => frames[3] = plain,
+                None => return self.undecryptable(&header),
+            }
+        }
         let msg: M = match decode(&frames[3]) {
             Ok(m) => m,
             Err(e) => {
@@ -508,13 +564,34 @@ impl Socket {
                 return None;
             }
         };
-        let payloads = frames.split_off(4);
+        let mut payloads = frames.split_off(4);
+        if self.encryption == Encryption::Endpoint {
+            for p in &mut payloads {
+                match self.sealer.open(p) {
+                    Some(plain) => *p = plain,
+                    None => return self.undecryptable(&header),
+                }
+            }
+        }
         Some(Received {
             route,
             header,
             msg,
             payloads,
         })
+    }
+
+    /// Counts a correctly signed message whose body does not decrypt: the peer encrypts
+    /// differently (or not at all), which is a configuration mismatch, not an attack.
+    fn undecryptable<T>(&mut self, header: &Header) -> Option<T> {
+        self.drops.malformed += 1;
+        if self.drops.malformed.is_power_of_two() {
+            tracing::warn!(
+                "dropped a {} message whose body does not decrypt: does the peer use the same connection file (its \"encryption\" setting)?",
+                header.msg_type
+            );
+        }
+        None
     }
 
     /// Sends raw, unsigned frames (for tests of the checks).
@@ -664,6 +741,63 @@ mod tests {
         wait(&router);
         let got = router.recv::<FromClient>().unwrap().expect("accepted");
         assert_eq!(got.header.session, 7);
+    }
+
+    #[test]
+    fn encrypted_bodies_cross_a_relay_with_payloads_sealed_end_to_end() {
+        let key = Key::generate();
+        let ctx = Context::new();
+        let mut relay = Socket::new(&ctx, Kind::Router, &key, None).unwrap();
+        relay.set_encryption(Encryption::Relay);
+        let addr = relay.bind("tcp://127.0.0.1:0").unwrap();
+        let mut a = Socket::new(&ctx, Kind::Dealer, &key, Some(b"a")).unwrap();
+        let mut b = Socket::new(&ctx, Kind::Dealer, &key, Some(b"b")).unwrap();
+        for s in [&mut a, &mut b] {
+            s.set_encryption(Encryption::Endpoint);
+            s.connect(&addr).unwrap();
+        }
+        b.send(None, &FromClient::Hello, &[]).unwrap();
+        a.send(None, &FromClient::Status, &[b"secret argument"])
+            .unwrap();
+        let mut from_a = None;
+        while from_a.is_none() {
+            wait(&relay);
+            while let Some(got) = relay.recv::<FromClient>().unwrap() {
+                if got.route.as_deref() == Some(b"a".as_slice()) {
+                    from_a = Some(got);
+                }
+            }
+        }
+        let got = from_a.unwrap();
+        // The relay reads the content but not the payload.
+        assert_eq!(got.msg, FromClient::Status);
+        let sealed = &got.payloads[0];
+        assert_eq!(
+            sealed.len(),
+            b"secret argument".len() + security::SEAL_OVERHEAD
+        );
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+        // Forwarded untouched, it opens at the other end.
+        relay
+            .send(Some(b"b"), &ToClient::Ack, &[sealed.as_slice()])
+            .unwrap();
+        wait(&b);
+        let back: Received<ToClient> = b.recv().unwrap().unwrap();
+        assert_eq!(back.msg, ToClient::Ack);
+        assert_eq!(back.payloads, [b"secret argument".to_vec()]);
+        // A peer that does not encrypt cannot read it: dropped and counted.
+        let mut plain = Socket::new(&ctx, Kind::Router, &key, None).unwrap();
+        let addr = plain.bind("tcp://127.0.0.1:0").unwrap();
+        let mut c = Socket::new(&ctx, Kind::Dealer, &key, None).unwrap();
+        c.set_encryption(Encryption::Endpoint);
+        c.connect(&addr).unwrap();
+        c.send(None, &FromClient::Hello, &[]).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while plain.drops().malformed == 0 && std::time::Instant::now() < deadline {
+            wait(&plain);
+            assert!(plain.recv::<FromClient>().unwrap().is_none());
+        }
+        assert_eq!(plain.drops().malformed, 1);
     }
 
     #[test]

@@ -40,6 +40,7 @@ impl FakeController {
             location: "localhost".into(),
             controller_pid: std::process::id(),
             replay_window_s: 300,
+            encryption: "none".into(),
         }
         .save(&file)
         .unwrap();
