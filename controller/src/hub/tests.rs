@@ -179,6 +179,17 @@ fn finish(core: &mut Core, uuid: &str, ids: &[TaskId], elapsed_us: u64) -> Vec<A
     )
 }
 
+/// The first task sent to an engine among `actions`, as the engine gets it.
+fn first_assignment(actions: &[Action]) -> Option<Assignment> {
+    actions.iter().find_map(|a| match a {
+        Action::ToEngine {
+            msg: ToEngine::Tasks { tasks },
+            ..
+        } => tasks.first().cloned(),
+        _ => None,
+    })
+}
+
 fn engine_status(core: &Core, id: u32) -> EngineStatus {
     core.status(Duration::ZERO)
         .engines
@@ -1226,16 +1237,7 @@ fn a_run_time_limit_does_not_fail_a_task_waiting_to_start() {
     assert_eq!(sent_to(&actions), [(EngineId(0), tid(1))]);
     assert!(delivered(&core.on_tick(Duration::from_millis(10_000))).is_empty());
     let actions = finish(&mut core, "a", &[tid(1)], 5);
-    let assignment = actions
-        .iter()
-        .find_map(|a| match a {
-            Action::ToEngine {
-                msg: ToEngine::Tasks { tasks },
-                ..
-            } => tasks.first().cloned(),
-            _ => None,
-        })
-        .expect("task 2 is assigned");
+    let assignment = first_assignment(&actions).expect("task 2 is assigned");
     assert_eq!(assignment.id, tid(2));
     assert_eq!(
         assignment.timeout_ms,
@@ -1256,16 +1258,7 @@ fn an_assigned_task_carries_what_is_left_of_its_start_limit() {
     submit(&mut core, vec![call(1, "f"), timed(call(2, "f"), 1_000)]);
     core.on_tick(Duration::from_millis(300));
     let actions = finish(&mut core, "a", &[tid(1)], 5);
-    let assignment = actions
-        .iter()
-        .find_map(|a| match a {
-            Action::ToEngine {
-                msg: ToEngine::Tasks { tasks },
-                ..
-            } => tasks.first().cloned(),
-            _ => None,
-        })
-        .expect("task 2 is assigned");
+    let assignment = first_assignment(&actions).expect("task 2 is assigned");
     assert_eq!(
         (assignment.timeout_ms, assignment.start_within_ms),
         (Some(1_000), Some(700))
