@@ -49,7 +49,11 @@ pub(crate) fn dial(path: &Path) -> Result<(Socket, String), Error> {
             path: path.to_owned(),
             reason: "the client address is missing".into(),
         })?;
-    let mut sock = Socket::new(context(), Kind::Dealer, &key, None)?;
+    // A routing id of its own, kept across reconnections: after a network blip or a
+    // controller restart, results still reach this connection (the controller's router hands
+    // the id over to the new connection).
+    let routing_id = format!("client-{:032x}", rand::random::<u128>());
+    let mut sock = Socket::new(context(), Kind::Dealer, &key, Some(routing_id.as_bytes()))?;
     sock.set_replay_window(std::time::Duration::from_secs(info.replay_window_s));
     sock.set_encryption(transport::Encryption::endpoint(info.encrypted()));
     sock.connect(&address)?;

@@ -1279,7 +1279,6 @@ impl Core {
             }
         }
         let mut deliveries = Deliveries::default();
-        let mut duplicates = Vec::new();
         let count_ok = payloads.len() == requests.len();
         let n_payloads = payloads.len();
         let mut payloads = payloads.into_iter();
@@ -1289,13 +1288,10 @@ impl Core {
             let payload = payloads.next().unwrap_or_default();
             let tid = req.id;
             if let Some(task) = self.tasks.get_mut(&tid) {
-                if task.route == NO_ROUTE {
-                    // Held by an engine across a controller restart: it runs there, and its
-                    // result goes to this client.
-                    task.route = route_idx;
-                } else {
-                    duplicates.push(tid);
-                }
+                // Submitted again: held by an engine across a controller restart (no client
+                // yet), or sent twice by a client that could not tell whether the first one
+                // arrived. It runs once; its result goes to the latest submitter.
+                task.route = route_idx;
                 continue;
             }
             if let Some(stored) = self.store.get(&tid) {
@@ -1395,20 +1391,6 @@ impl Core {
                     self.finish(route_idx, outcome, Arc::default(), &mut deliveries);
                 }
             }
-        }
-        if !duplicates.is_empty() {
-            let ids: Vec<String> = duplicates.iter().map(|t| t.to_string()).collect();
-            tracing::warn!("refused {} task(s) with ids already in use", ids.len());
-            out.push(Action::ToClient {
-                route: route.to_vec(),
-                msg: ToClient::Error {
-                    message: format!(
-                        "task id(s) {} are already in use (queued, running or stored) and were not submitted again; purge them first to reuse an id",
-                        ids.join(", ")
-                    ),
-                },
-                payloads: Vec::new(),
-            });
         }
         self.schedule(out);
         self.deliver(deliveries, out);
