@@ -56,6 +56,8 @@ pub(crate) fn dial(path: &Path) -> Result<(Socket, String), Error> {
     let mut sock = Socket::new(context(), Kind::Dealer, &key, Some(routing_id.as_bytes()))?;
     sock.set_replay_window(std::time::Duration::from_secs(info.replay_window_s));
     sock.set_encryption(transport::Encryption::endpoint(info.encrypted()));
+    // The I/O thread asks a controller that comes back for its status at once (see io.rs).
+    sock.watch_link(context())?;
     sock.connect(&address)?;
     Ok((sock, address))
 }

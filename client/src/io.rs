@@ -418,10 +418,18 @@ impl Io {
             let timeout = self.check_liveness()?;
             let timeout_ms = timeout.map_or(-1, |t| t.as_millis().max(1) as i64);
             transport::poll(
-                &[Waitable::Socket(&self.sock), Waitable::Fd(wake_fd)],
+                &[
+                    Waitable::Socket(&self.sock),
+                    Waitable::Fd(wake_fd),
+                    Waitable::Link(&self.sock),
+                ],
                 timeout_ms,
             )
             .map_err(|e| format!("polling the socket failed: {e}"))?;
+            if self.sock.reconnected() && self.outstanding() && !self.probing {
+                // The controller may have restarted: its answer tells (see `submit_again`).
+                self.probe()?;
+            }
         }
     }
 
@@ -627,6 +635,22 @@ impl Io {
         );
     }
 
+    /// Asks the controller for its status; the answer proves it alive and tells whether it
+    /// restarted.
+    fn probe(&mut self) -> Result<(), String> {
+        let content = protocol::encode(&protocol::FromClient::Status)
+            .map_err(|e| format!("cannot encode a status probe: {e}"))?;
+        self.sock
+            .send_encoded(None, "status", &content, &[])
+            .map_err(|e| format!("cannot send to the controller: {e}"))?;
+        self.requests.push_back(PendingRequest {
+            expect: Expect::Status,
+            reply: None,
+        });
+        self.probing = true;
+        Ok(())
+    }
+
     /// Probes or gives up on a silent controller; returns how long `poll` may sleep.
     fn check_liveness(&mut self) -> Result<Option<Duration>, String> {
         if !self.outstanding() {
@@ -640,16 +664,7 @@ impl Io {
             ));
         }
         if silent >= self.timing.probe_after && !self.probing {
-            let content = protocol::encode(&protocol::FromClient::Status)
-                .map_err(|e| format!("cannot encode a status probe: {e}"))?;
-            self.sock
-                .send_encoded(None, "status", &content, &[])
-                .map_err(|e| format!("cannot send to the controller: {e}"))?;
-            self.requests.push_back(PendingRequest {
-                expect: Expect::Status,
-                reply: None,
-            });
-            self.probing = true;
+            self.probe()?;
         }
         let next = if self.probing {
             self.timing.dead_after

@@ -149,6 +149,26 @@ pub struct FailoverReport {
     pub stop_fast_settings: (u64, u32),
     /// `SIGCONT` of a stopped (and unregistered) engine to its `EngineJoined`, same id.
     pub rejoin_ms: Spread,
+    /// The controller killed in the middle of a map and started again.
+    pub controller_restart: RestartReport,
+}
+
+/// A controller killed with `kill -9` in the middle of a map, then started again in place
+/// (`cluster start` on the profile, which reuses its ports and key) while the client waits.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestartReport {
+    /// Tasks in the map (`sleep`, one per task).
+    pub tasks: usize,
+    /// Tasks answered before the kill.
+    pub answered_before_kill: usize,
+    /// Tasks answered successfully in the end.
+    pub answered_ok: usize,
+    /// Tasks that failed or never came back.
+    pub lost: usize,
+    /// From the kill until `cluster start` had the controller back with its engines.
+    pub restart_s: f64,
+    /// From the kill until the last task was answered.
+    pub all_answered_s: f64,
 }
 
 /// Kills `runs` engines with SIGKILL (replacing each), then stops engines with SIGSTOP
@@ -220,6 +240,8 @@ pub fn bench_failover(runs: usize, progress: bool) -> Result<FailoverReport> {
         }
         stop_figures.push((Spread::of(stops), (period, misses), rejoins));
     }
+    say("failover: kill -9 of the controller in the middle of a map → started again");
+    let controller_restart = bench_controller_restart()?;
     let (fast, fast_settings, fast_rejoins) = stop_figures.pop().context("figures")?;
     let (slow, slow_settings, mut rejoins) = stop_figures.pop().context("figures")?;
     rejoins.extend(fast_rejoins);
@@ -231,6 +253,45 @@ pub fn bench_failover(runs: usize, progress: bool) -> Result<FailoverReport> {
         stop_notice_fast_ms: fast,
         stop_fast_settings: fast_settings,
         rejoin_ms: Spread::of(rejoins),
+        controller_restart,
+    })
+}
+
+/// Kills the controller while a 400-task map runs on 2 engines, starts it again, and counts
+/// what the client gets back.
+fn bench_controller_restart() -> Result<RestartReport> {
+    const TASKS: usize = 400;
+    let cluster = TempCluster::start(2, &[])?;
+    let client = cluster.client()?;
+    let map = client
+        .load_balanced_view()
+        .chunksize(1)
+        .map::<f64, ()>("sleep", vec![0.005; TASKS])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = cluster.report.controller_pid;
+    signal(pid, libc::SIGKILL);
+    let t0 = Instant::now();
+    let answered_before_kill = map.progress().0;
+    while profiles::process_alive(pid) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let launch = EngineLaunch {
+        count: 2,
+        program: None,
+        timeout: Duration::from_secs(30),
+    };
+    launch::start(&cluster.profile, &[], &launch)?;
+    let restart_s = t0.elapsed().as_secs_f64();
+    let results = map.get_return_exceptions(Some(Duration::from_secs(120)))?;
+    let all_answered_s = t0.elapsed().as_secs_f64();
+    let answered_ok = results.iter().filter(|r| r.is_ok()).count();
+    Ok(RestartReport {
+        tasks: TASKS,
+        answered_before_kill,
+        answered_ok,
+        lost: TASKS - answered_ok,
+        restart_s,
+        all_answered_s,
     })
 }
 
@@ -264,6 +325,12 @@ pub fn render_failover(r: &FailoverReport) -> String {
         out,
         "SIGCONT → registered again (same id):         {}",
         r.rejoin_ms
+    );
+    let c = &r.controller_restart;
+    let _ = writeln!(
+        out,
+        "kill -9 of the controller mid-map ({} tasks, {} answered before): back in {:.2} s, all answered {:.2} s after the kill, {} ok, {} lost",
+        c.tasks, c.answered_before_kill, c.restart_s, c.all_answered_s, c.answered_ok, c.lost
     );
     out
 }

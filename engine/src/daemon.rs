@@ -64,6 +64,9 @@ pub(crate) fn run(engine: Engine, options: EngineOptions) -> Result<(), EngineEr
         Socket::new(&ctx, Kind::Dealer, &key, Some(uuid.as_bytes())).map_err(on_engine)?;
     sock.set_replay_window(window);
     sock.set_encryption(encryption);
+    // A controller that comes back (`--reuse`) is told at once who this engine is and what it
+    // holds, instead of after heartbeats have been missing for a while.
+    sock.watch_link(&ctx).map_err(on_engine)?;
     sock.connect(&engine_addr).map_err(on_engine)?;
     // Started before registering, so its connection is up by the time the controller pings.
     let heartbeat =
@@ -452,6 +455,7 @@ impl Session<'_> {
                 });
             }
             self.register_again_if_silent(silent)?;
+            self.register_again_if_reconnected()?;
             match self.receive(heartbeat)? {
                 Received::Shutdown => return Ok("the controller asked it to shut down".into()),
                 Received::NewId => executor = runner.executor(&registry, self.engine_id)?,
@@ -524,6 +528,25 @@ impl Session<'_> {
             .max(self.period.max(Duration::from_millis(500)))
             .min(REREGISTER_BACKOFF_MAX);
         self.next_attempt = Some(now + self.backoff);
+        self.send_registration()
+    }
+
+    /// The connection to the controller went down and came back: register again now (a
+    /// controller that did not restart acknowledges it without fuss).
+    fn register_again_if_reconnected(&mut self) -> Result<(), EngineError> {
+        if !self.sock.reconnected() {
+            return Ok(());
+        }
+        tracing::info!(
+            "the connection to the controller at {} came back; registering again as engine {}",
+            self.engine_addr,
+            self.engine_id
+        );
+        self.send_registration()
+    }
+
+    /// Sends this engine's registration, asking for its id and naming the tasks it holds.
+    fn send_registration(&mut self) -> Result<(), EngineError> {
         let mut registration = self.registration.clone();
         registration.engine_id = Some(self.engine_id);
         // A controller that restarted knows nothing of these; they run here, not again.

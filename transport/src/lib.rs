@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 mod watch;
 
 pub use watch::DisconnectEvent;
-use watch::PeerWatch;
+use watch::{LinkWatch, PeerWatch};
 
 /// Transport failures. Dropped bad messages are not errors (they are counted instead).
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +157,7 @@ pub struct Socket {
     drops: DropCounts,
     max_bytes: usize,
     watch: Option<PeerWatch>,
+    link: Option<LinkWatch>,
 }
 
 impl std::fmt::Debug for Socket {
@@ -230,6 +231,7 @@ impl Socket {
             drops: DropCounts::default(),
             max_bytes: protocol::DEFAULT_MAX_MESSAGE_BYTES,
             watch: None,
+            link: None,
         })
     }
 
@@ -244,6 +246,24 @@ impl Socket {
             self.watch = Some(PeerWatch::start(&ctx.0, &self.sock)?);
         }
         Ok(())
+    }
+
+    /// Starts watching this dealer's own connection, for [`Socket::reconnected`].
+    pub fn watch_link(&mut self, ctx: &Context) -> Result<(), TransportError> {
+        if self.kind != Kind::Dealer {
+            return Err(TransportError::Zmq(zmq::Error::ENOTSUP));
+        }
+        if self.link.is_none() {
+            self.link = Some(LinkWatch::start(&ctx.0, &self.sock)?);
+        }
+        Ok(())
+    }
+
+    /// True when this dealer's connection went down and came back since the last call (the
+    /// peer restarted, or the network healed); always false unless [`Socket::watch_link`]
+    /// was called. Never blocks.
+    pub fn reconnected(&mut self) -> bool {
+        self.link.as_mut().is_some_and(LinkWatch::came_back)
     }
 
     /// Peers whose connection closed since the last call (empty unless
@@ -612,6 +632,9 @@ pub enum Waitable<'a> {
     /// A watched router's disconnect events ([`Socket::watch_peers`]); never ready when the
     /// socket is not watched.
     Disconnects(&'a Socket),
+    /// A watched dealer's connection events ([`Socket::watch_link`]); ready when one is
+    /// waiting (ask [`Socket::reconnected`]), never when the socket is not watched.
+    Link(&'a Socket),
 }
 
 /// Waits until one of `items` is readable or `timeout_ms` passes (-1 = forever); returns one
@@ -625,6 +648,10 @@ pub fn poll(items: &[Waitable<'_>], timeout_ms: i64) -> Result<Vec<bool>, Transp
             Waitable::Disconnects(s) => match &s.watch {
                 Some(w) => w.poll_item(),
                 // poll(2) skips negative descriptors.
+                None => zmq::PollItem::from_fd(-1, zmq::POLLIN),
+            },
+            Waitable::Link(s) => match &s.link {
+                Some(w) => w.poll_item(),
                 None => zmq::PollItem::from_fd(-1, zmq::POLLIN),
             },
         })

@@ -139,3 +139,55 @@ impl PeerWatch {
         self.fd_of.len()
     }
 }
+
+/// A dealer's own connection going down and coming back: the peer restarted (a controller
+/// started again with `--reuse`) or the network healed. libzmq reconnects by itself and says
+/// nothing; its monitor reports both events at once.
+pub(crate) struct LinkWatch {
+    events: zmq::Socket,
+    down: bool,
+}
+
+impl LinkWatch {
+    /// Starts monitoring `sock`'s connects and disconnects through an inproc PAIR in `ctx`.
+    pub(crate) fn start(ctx: &zmq::Context, sock: &zmq::Socket) -> zmq::Result<LinkWatch> {
+        let endpoint = format!(
+            "inproc://cluster-link-watch-{}-{}",
+            std::process::id(),
+            NEXT_WATCH.fetch_add(1, Ordering::Relaxed)
+        );
+        let wanted = zmq::SocketEvent::CONNECTED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
+        sock.monitor(&endpoint, wanted)?;
+        let events = ctx.socket(zmq::PAIR)?;
+        events.set_linger(0)?;
+        events.connect(&endpoint)?;
+        Ok(LinkWatch {
+            events,
+            down: false,
+        })
+    }
+
+    /// The monitor's socket, for polling.
+    pub(crate) fn poll_item(&self) -> zmq::PollItem<'_> {
+        self.events.as_poll_item(zmq::POLLIN)
+    }
+
+    /// True when the connection came back after going down, since the last call.
+    pub(crate) fn came_back(&mut self) -> bool {
+        let mut back = false;
+        while let Ok(frames) = self.events.recv_multipart(zmq::DONTWAIT) {
+            // Frame 1: u16 event, u32 value (native endian); frame 2: the endpoint.
+            let Some(first) = frames.first().filter(|f| f.len() >= 6) else {
+                continue;
+            };
+            let event = u16::from_ne_bytes([first[0], first[1]]);
+            if event == zmq::SocketEvent::DISCONNECTED.to_raw() {
+                self.down = true;
+            } else if event == zmq::SocketEvent::CONNECTED.to_raw() && self.down {
+                self.down = false;
+                back = true;
+            }
+        }
+        back
+    }
+}
