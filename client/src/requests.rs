@@ -1,5 +1,5 @@
-//! Controller requests about the queue: [`Client::queue_status`], [`Client::abort`] and
-//! [`Client::purge_tasks`].
+//! Controller requests about the queue: [`Client::queue_status`], [`Client::abort`],
+//! [`Client::purge_tasks`], and [`Client::submit_as_is`] for tools that keep their requests.
 //!
 //! Each request is a short synchronous exchange on a socket of its own (made from the
 //! client's connection file), apart from the client's I/O thread: the answers are not tied to
@@ -7,7 +7,7 @@
 
 use crate::client::{dial, Client};
 use crate::error::Error;
-use protocol::{FromClient, MessageType, TaskId, ToClient};
+use protocol::{FromClient, MessageType, TaskId, TaskRequest, ToClient};
 use std::time::{Duration, Instant};
 use transport::Waitable;
 
@@ -72,11 +72,44 @@ impl Client {
         }
     }
 
+    /// Submits tasks exactly as given, their ids included, and returns once the controller
+    /// has them: for tools that keep their requests to submit again after a controller
+    /// restart, as `cluster submit` does. Their results are stored by the controller for
+    /// lookup by id ([`crate::ResultStore`]); a task it already has, finished or not, is
+    /// not run again. The i-th payload is the i-th task's argument.
+    pub fn submit_as_is(
+        &self,
+        tasks: Vec<TaskRequest>,
+        payloads: Vec<Vec<u8>>,
+    ) -> Result<(), Error> {
+        let submit = FromClient::Submit { tasks };
+        // Answered in order on one connection: the status answer means the submit is in.
+        match self.exchange_after(Some((&submit, &payloads)), FromClient::Status)? {
+            ToClient::Status(_) => Ok(()),
+            other => Err(unexpected("status", &other)),
+        }
+    }
+
     /// Sends `request` on a fresh connection and waits for the answer.
     fn exchange(&self, request: FromClient) -> Result<ToClient, Error> {
+        self.exchange_after(None, request)
+    }
+
+    /// Sends `before` (with its payloads), then `request`, on a fresh connection, and waits for
+    /// the answer to `request` (results of submitted tasks that arrive first are skipped:
+    /// they are stored for lookup all the same).
+    fn exchange_after(
+        &self,
+        before: Option<(&FromClient, &[Vec<u8>])>,
+        request: FromClient,
+    ) -> Result<ToClient, Error> {
         let name = request.msg_type();
         let (mut sock, address) = dial(self.connection_file())?;
         sock.set_send_timeout(REQUEST_TIMEOUT.as_millis() as i32)?;
+        if let Some((msg, payloads)) = before {
+            let payloads: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+            sock.send(None, msg, &payloads)?;
+        }
         sock.send(None, &request, &[])?;
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
@@ -86,6 +119,7 @@ impl Client {
                         request: name.to_owned(),
                         message,
                     }),
+                    ToClient::Results { .. } => continue,
                     answer => Ok(answer),
                 };
             }

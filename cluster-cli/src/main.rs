@@ -856,10 +856,13 @@ the controller was stopped again",
                 .collect::<Result<Vec<_>>>()?;
             let (client, mut store) = result_store(&g.profile, &conn)?;
             let timeout = timeout.map(secs).transpose()?;
-            let mut found = tasks::wait_for(&mut store, Some(&client), &ids, wait, timeout)?;
-            if let Ok(p) = Profile::open(&g.profile) {
-                tasks::name_commands(&mut found.records, &tasks::submitted(&p.submitted_file())?);
-            }
+            let submitted = match Profile::open(&g.profile) {
+                Ok(p) => tasks::submitted(&p.submitted_file())?,
+                Err(_) => Vec::new(),
+            };
+            let mut found =
+                tasks::wait_for_submitted(&mut store, &client, &ids, wait, timeout, &submitted)?;
+            tasks::name_commands(&mut found.records, &submitted);
             let mut summary = tasks::Summary::default();
             for rec in &found.records {
                 tasks::print_record(rec, json)?;
@@ -902,7 +905,8 @@ the controller was stopped again",
             let (client, mut store) = result_store(&g.profile, &conn)?;
             let timeout = timeout.map(secs).transpose()?;
             let t0 = std::time::Instant::now();
-            let mut found = tasks::wait_for(&mut store, Some(&client), &ids, true, timeout)?;
+            let mut found =
+                tasks::wait_for_submitted(&mut store, &client, &ids, true, timeout, &submitted)?;
             tasks::name_commands(&mut found.records, &submitted);
             let mut summary = tasks::Summary::default();
             for rec in &found.records {

@@ -63,6 +63,23 @@ impl CommandOptions {
             stdin: None,
         }
     }
+
+    /// The request [`CommandOptions::view`] makes for `spec` under id `id`, as recorded by
+    /// `cluster submit` to submit it again if the controller forgets it.
+    pub fn request(&self, id: TaskId, spec: CommandSpec) -> protocol::TaskRequest {
+        protocol::TaskRequest {
+            id,
+            work: protocol::Work::Command(spec),
+            options: protocol::TaskOptions {
+                targets: self.targets.clone(),
+                retries: self.retries,
+                run_timeout_ms: self
+                    .timeout
+                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)),
+                ..protocol::TaskOptions::default()
+            },
+        }
+    }
 }
 
 /// Parses `--env` values: `K=V` sets a variable, a bare `K` passes this shell's value on.
@@ -662,6 +679,13 @@ pub struct Submitted {
     pub command: String,
     /// When it was submitted, microseconds since the epoch.
     pub submitted_us: u64,
+    /// The controller's instance then (0 in records older than this field).
+    #[serde(default)]
+    pub instance: u64,
+    /// The request as submitted, to submit again to a controller that restarted and forgot
+    /// it (none in records older than this field).
+    #[serde(default)]
+    pub request: Option<protocol::TaskRequest>,
 }
 
 /// Submits one command and returns its id once the controller has it.
@@ -671,17 +695,20 @@ pub fn submit(
     options: &CommandOptions,
     record_file: &Path,
 ) -> Result<TaskId> {
-    let ar = options.view(client).command(options.spec(line))?;
+    let spec = options.spec(line);
+    let ar = options.view(client).command(spec.clone())?;
     let id = ar.id();
     // The submit and this request travel on the same connection, in order: once the status
     // answer is here, the controller has the task, and this process may exit.
-    client
+    let status = client
         .status()
         .context("the task was sent but the controller did not confirm it")?;
     let entry = Submitted {
         id: id.to_string(),
         command: line.to_string(),
         submitted_us: transport::now_us(),
+        instance: status.controller.instance,
+        request: Some(options.request(id, spec)),
     };
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -708,6 +735,63 @@ pub fn submitted(record_file: &Path) -> Result<Vec<Submitted>> {
         }
     }
     Ok(out)
+}
+
+/// Submits again the tasks among `unknown` that `cluster submit` recorded for another
+/// controller than the one running now: it restarted and forgot them (their results, if any
+/// came in meanwhile, are kept and answer at once). Tasks recorded for this very controller
+/// stay unknown: they were purged. Returns the ids submitted again.
+pub fn submit_forgotten(
+    client: &Client,
+    submitted: &[Submitted],
+    unknown: &[TaskId],
+) -> Result<Vec<TaskId>> {
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = client.status()?.controller.instance;
+    let unknown: std::collections::HashSet<String> =
+        unknown.iter().map(ToString::to_string).collect();
+    let requests: Vec<protocol::TaskRequest> = submitted
+        .iter()
+        .filter(|s| s.instance != 0 && s.instance != now && unknown.contains(&s.id))
+        .filter_map(|s| s.request.clone())
+        .collect();
+    if requests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<TaskId> = requests.iter().map(|r| r.id).collect();
+    let payloads = vec![Vec::new(); requests.len()];
+    client
+        .submit_as_is(requests, payloads)
+        .context("cannot submit again the tasks the restarted controller forgot")?;
+    Ok(ids)
+}
+
+/// [`wait_for`], submitting again first the recorded tasks that a restarted controller forgot
+/// (see [`submit_forgotten`]), with a line on stderr saying so.
+pub fn wait_for_submitted(
+    store: &mut client::ResultStore,
+    client: &Client,
+    ids: &[TaskId],
+    wait: bool,
+    timeout: Option<Duration>,
+    submitted: &[Submitted],
+) -> Result<Waited> {
+    let found = wait_for(store, Some(client), ids, false, Some(Duration::ZERO))?;
+    let again = submit_forgotten(client, submitted, &found.unknown)?;
+    if !again.is_empty() {
+        eprintln!(
+            "cluster: the controller restarted and had forgotten {} task(s); submitted them again: {}",
+            again.len(),
+            again
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    wait_for(store, Some(client), ids, wait, timeout)
 }
 
 /// Fills in the command lines of records from what `cluster submit` recorded.

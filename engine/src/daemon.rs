@@ -545,8 +545,11 @@ impl Session<'_> {
         self.send_registration()
     }
 
-    /// Sends this engine's registration, asking for its id and naming the tasks it holds.
+    /// Sends this engine's registration, asking for its id and naming the tasks it holds;
+    /// finished results go first, so that a controller that restarted has them before it
+    /// counts this engine in.
     fn send_registration(&mut self) -> Result<(), EngineError> {
+        self.flush()?;
         let mut registration = self.registration.clone();
         registration.engine_id = Some(self.engine_id);
         // A controller that restarted knows nothing of these; they run here, not again.

@@ -212,18 +212,29 @@ fn a_registration_after_silence_names_the_tasks_the_engine_holds() {
         },
         &[&encode(&2.5f64), &encode(&"a"), &encode(&"b")],
     );
+    // The finished result comes first, then the registration.
+    let mut outcomes = Vec::new();
     let again = loop {
-        if let FromEngine::Register(r) = fake.recv_engine().msg {
-            break r;
+        let got = fake.recv_engine();
+        match got.msg {
+            FromEngine::Register(r) => break r,
+            FromEngine::Results { results } => {
+                outcomes.extend(results.into_iter().zip(got.payloads));
+            }
+            _ => {}
         }
     };
+    assert_eq!(
+        outcomes.len(),
+        1,
+        "the sleep's result precedes the registration"
+    );
     assert_eq!(again.engine_id, Some(EngineId(3)));
     assert_eq!(
         again.held,
         [TaskId::new(ClientId(3), 2), TaskId::new(ClientId(3), 3)]
     );
     fake.send_engine(&route, &registered(3, 100), &[]);
-    let mut outcomes = Vec::new();
     while outcomes.len() < 3 {
         outcomes.extend(next_results(&mut fake).unwrap_or_default());
     }

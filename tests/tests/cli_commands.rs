@@ -247,3 +247,38 @@ fn an_interrupted_map_aborts_its_queued_tasks() {
         "the aborted ones count as failed: {v}"
     );
 }
+
+/// Tasks sent with `cluster submit` outlive a controller that dies: the one running on the
+/// engine delivers its result to the controller that comes back, and the one that was only
+/// queued is submitted again by `cluster wait` from the record `submit` kept.
+#[test]
+fn submitted_tasks_survive_a_controller_restart() {
+    let c = TestCluster::new();
+    c.start(1, &["--hwm", "1"]);
+    let first = c
+        .cluster(&["submit", "--", "sh", "-c", "sleep 1; echo first"])
+        .ok();
+    let second = c.cluster(&["submit", "--", "echo", "second"]).ok();
+    let (first, second) = (first.stdout.trim(), second.stdout.trim());
+    let controller = c.controller_pid().unwrap();
+    cluster_tests::signal(controller, libc::SIGKILL);
+    assert!(cluster_tests::eventually(
+        std::time::Duration::from_secs(5),
+        || !profiles::process_alive(controller)
+    ));
+    // `cluster start` on the profile brings the controller back for the running engine.
+    c.start(1, &["--hwm", "1"]);
+    let run = c.cluster(&["wait"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.contains("submitted them again"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(second), "{}", run.stderr);
+    assert!(run.stdout.contains("2 succeeded"), "{}", run.stdout);
+    let run = c.cluster(&["result", first]).ok();
+    assert_eq!(run.stdout, "first\n");
+    let run = c.cluster(&["result", second]).ok();
+    assert_eq!(run.stdout, "second\n");
+}
