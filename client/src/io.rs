@@ -21,7 +21,8 @@
 
 use crate::cell::{mark_io_thread, Cell, Lost, Wakeups};
 use crate::error::Error;
-use protocol::{FromClient, MessageType, StatusReport, TaskId, ToClient};
+use crate::view::{SUBMIT_MAX_BYTES, SUBMIT_MAX_TASKS};
+use protocol::{FromClient, MessageType, StatusReport, TaskId, TaskRequest, ToClient};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
@@ -102,6 +103,9 @@ pub(crate) struct Registration {
 pub(crate) struct Outgoing {
     pub(crate) msg_type: &'static str,
     pub(crate) content: Vec<u8>,
+    /// Submit requests not encoded yet (`content` is empty): the I/O thread merges a run of
+    /// such messages into as few submits as the limits allow, then encodes them.
+    pub(crate) requests: Vec<TaskRequest>,
     pub(crate) payloads: Vec<Vec<u8>>,
     /// Tasks in this message, registered before it is sent.
     pub(crate) tasks: Vec<Registration>,
@@ -135,6 +139,35 @@ impl Timing {
             dead_after: (t * 3).max(probe_after * 3),
         }
     }
+}
+
+/// Merges each run of consecutive unencoded submits into as few messages as the limits allow
+/// (order is kept), and encodes them. A burst of single-task submits then costs the
+/// controller one message instead of one each.
+fn merge_submits(queue: VecDeque<Outgoing>) -> Result<Vec<Outgoing>, String> {
+    let mut out: Vec<Outgoing> = Vec::with_capacity(queue.len());
+    let bytes = |m: &Outgoing| m.payloads.iter().map(Vec::len).sum::<usize>();
+    for msg in queue {
+        if !msg.requests.is_empty() {
+            if let Some(last) = out.last_mut().filter(|last| {
+                !last.requests.is_empty()
+                    && last.requests.len() + msg.requests.len() <= SUBMIT_MAX_TASKS
+                    && bytes(last) + bytes(&msg) <= SUBMIT_MAX_BYTES
+            }) {
+                last.requests.extend(msg.requests);
+                last.payloads.extend(msg.payloads);
+                last.tasks.extend(msg.tasks);
+                continue;
+            }
+        }
+        out.push(msg);
+    }
+    for msg in out.iter_mut().filter(|m| !m.requests.is_empty()) {
+        let tasks = std::mem::take(&mut msg.requests);
+        msg.content = protocol::encode(&FromClient::Submit { tasks })
+            .map_err(|e| format!("cannot encode a submit message: {e}"))?;
+    }
+    Ok(out)
 }
 
 /// State shared by the client, its views and the I/O thread.
@@ -217,6 +250,7 @@ impl Shared {
         self.send([Outgoing {
             msg_type: name,
             content,
+            requests: Vec::new(),
             payloads: Vec::new(),
             tasks: Vec::new(),
             reply: Some((expect, Some(reply.clone()))),
@@ -265,6 +299,7 @@ impl Shared {
         let _ = self.send([Outgoing {
             msg_type: "abort",
             content,
+            requests: Vec::new(),
             payloads: Vec::new(),
             tasks: Vec::new(),
             reply: Some((Expect::Aborted, None)),
@@ -455,6 +490,7 @@ impl Io {
             // The silence clock starts when there is something to hear about.
             self.last_heard = Instant::now();
         }
+        let queue = merge_submits(queue)?;
         // Register everything before sending anything: if a send fails, the cleanup finds
         // every waiter in the table and the request queue.
         let mut messages = Vec::with_capacity(queue.len());
@@ -672,5 +708,55 @@ impl Io {
             self.timing.probe_after
         };
         Ok(Some(next.saturating_sub(silent)))
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+    use protocol::{ClientId, TaskOptions, Work};
+
+    fn single(seq: u64) -> Outgoing {
+        Outgoing {
+            msg_type: "submit",
+            content: Vec::new(),
+            requests: vec![TaskRequest {
+                id: TaskId::new(ClientId(1), seq),
+                work: Work::Call {
+                    function: "f".into(),
+                },
+                options: TaskOptions::default(),
+            }],
+            payloads: vec![vec![seq as u8]],
+            tasks: Vec::new(),
+            reply: None,
+        }
+    }
+
+    fn ids(msg: &Outgoing) -> Vec<TaskId> {
+        match protocol::decode::<FromClient>(&msg.content) {
+            Ok(FromClient::Submit { tasks }) => tasks.iter().map(|t| t.id).collect(),
+            other => panic!("not a submit: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn consecutive_single_submits_become_one_message_in_order() {
+        let status = Outgoing {
+            msg_type: "status",
+            content: protocol::encode(&FromClient::Status).unwrap(),
+            requests: Vec::new(),
+            payloads: Vec::new(),
+            tasks: Vec::new(),
+            reply: Some((Expect::Status, None)),
+        };
+        let queue = VecDeque::from([single(1), single(2), single(3), status, single(4)]);
+        let out = merge_submits(queue).unwrap();
+        assert_eq!(out.len(), 3);
+        let id = |seq| TaskId::new(ClientId(1), seq);
+        assert_eq!(ids(&out[0]), [id(1), id(2), id(3)]);
+        assert_eq!(out[0].payloads, [vec![1], vec![2], vec![3]]);
+        assert_eq!(out[1].msg_type, "status");
+        assert_eq!(ids(&out[2]), [id(4)]);
     }
 }

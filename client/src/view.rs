@@ -20,9 +20,9 @@ use std::time::Duration;
 pub(crate) const MAX_PAYLOAD: usize = protocol::DEFAULT_MAX_MESSAGE_BYTES - (1 << 20);
 
 /// A submit message is closed once it holds this many tasks…
-const SUBMIT_MAX_TASKS: usize = 4096;
+pub(crate) const SUBMIT_MAX_TASKS: usize = 4096;
 /// …or this many payload bytes, so that one message never stalls the controller for long.
-const SUBMIT_MAX_BYTES: usize = 1 << 20;
+pub(crate) const SUBMIT_MAX_BYTES: usize = 1 << 20;
 
 /// Automatic chunking aims at this many chunks per engine: enough to balance uneven items,
 /// few enough that per-task overhead vanishes.
@@ -39,8 +39,27 @@ pub(crate) struct NewTask {
 }
 
 /// Encodes `tasks` into as few submit messages as the limits allow and queues them all at
-/// once (one wake-up of the I/O thread).
+/// once (one wake-up of the I/O thread). A single task is queued unencoded instead: a burst
+/// of them (`apply` in a loop) is merged into few messages by the I/O thread.
 pub(crate) fn submit(shared: &Shared, tasks: Vec<NewTask>) -> Result<(), Error> {
+    if tasks.len() == 1 {
+        let Some(task) = tasks.into_iter().next() else {
+            return Ok(());
+        };
+        let outgoing = Outgoing {
+            msg_type: "submit",
+            content: Vec::new(),
+            tasks: vec![Registration {
+                id: task.request.id,
+                cell: task.cell,
+                index: task.index,
+            }],
+            requests: vec![task.request],
+            payloads: vec![task.payload],
+            reply: None,
+        };
+        return shared.send([outgoing]).map_err(|lost| lost.error());
+    }
     let mut messages = Vec::new();
     let mut requests = Vec::new();
     let mut payloads = Vec::new();
@@ -71,6 +90,7 @@ pub(crate) fn submit(shared: &Shared, tasks: Vec<NewTask>) -> Result<(), Error> 
             messages.push(Outgoing {
                 msg_type: "submit",
                 content,
+                requests: Vec::new(),
                 payloads: std::mem::take(&mut payloads),
                 tasks: std::mem::take(&mut regs),
                 reply: None,
