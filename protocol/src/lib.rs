@@ -38,7 +38,11 @@ pub use function::{builtin, stock, Function, Whoami};
 
 /// Version of the wire protocol. Peers with another version are refused with a clear message,
 /// and connection files carry it so that a stale file is recognised before any message is sent.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// 2: bodies may be encrypted (the connection files say so), engines report starts of timed
+/// tasks and name the tasks they hold when they register again, and the controller tells its
+/// instance; a version-1 peer would not understand these.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest message (all frames together) a peer accepts by default, in bytes.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
