@@ -56,8 +56,6 @@ pub(crate) fn dial(path: &Path) -> Result<(Socket, String), Error> {
     let mut sock = Socket::new(context(), Kind::Dealer, &key, Some(routing_id.as_bytes()))?;
     sock.set_replay_window(std::time::Duration::from_secs(info.replay_window_s));
     sock.set_encryption(transport::Encryption::endpoint(info.encrypted()));
-    // The I/O thread asks a controller that comes back for its status at once (see io.rs).
-    sock.watch_link(context())?;
     sock.connect(&address)?;
     Ok((sock, address))
 }
@@ -142,6 +140,9 @@ impl Client {
             .as_millis()
             .clamp(1, i32::MAX as u128) as i32;
         sock.set_send_timeout(send_ms)?;
+        // The I/O thread asks a controller that comes back for its status at once (see
+        // io.rs); it reads the watch's events whenever they come, as libzmq needs.
+        sock.watch_link(context())?;
         sock.send(None, &FromClient::Hello, &[])?;
         let (client_id, engines, instance) = welcome(&mut sock, options.connect_timeout)
             .ok_or_else(|| Error::ConnectTimeout {
