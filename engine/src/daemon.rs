@@ -64,10 +64,11 @@ pub(crate) fn run(engine: Engine, options: EngineOptions) -> Result<(), EngineEr
         Socket::new(&ctx, Kind::Dealer, &key, Some(uuid.as_bytes())).map_err(on_engine)?;
     sock.set_replay_window(window);
     sock.set_encryption(encryption);
-    // A controller that comes back (`--reuse`) is told at once who this engine is and what it
-    // holds, instead of after heartbeats have been missing for a while.
-    sock.watch_link(&ctx).map_err(on_engine)?;
     sock.connect(&engine_addr).map_err(on_engine)?;
+    // A controller that comes back (`--reuse`) is told at once who this engine is and what it
+    // holds, instead of after heartbeats have been missing for a while. (Watched after the
+    // connect, as the client does: set up before it, clients hung now and then.)
+    sock.watch_link(&ctx).map_err(on_engine)?;
     // Started before registering, so its connection is up by the time the controller pings.
     let heartbeat =
         HeartbeatThread::start(&ctx, &key, (window, encryption), &uuid, &heartbeat_addr)?;
