@@ -38,18 +38,45 @@ pub(crate) struct PeerWatch {
 
 static NEXT_WATCH: AtomicU64 = AtomicU64::new(0);
 
+/// Starts libzmq's monitor of `sock` for `events`, and returns the PAIR socket (in `ctx`)
+/// that receives them.
+fn monitor(
+    ctx: &zmq::Context,
+    sock: &zmq::Socket,
+    name: &str,
+    events: i32,
+) -> zmq::Result<zmq::Socket> {
+    let endpoint = format!(
+        "inproc://cluster-{name}-{}-{}",
+        std::process::id(),
+        NEXT_WATCH.fetch_add(1, Ordering::Relaxed)
+    );
+    sock.monitor(&endpoint, events)?;
+    let pair = ctx.socket(zmq::PAIR)?;
+    pair.set_linger(0)?;
+    pair.connect(&endpoint)?;
+    Ok(pair)
+}
+
+/// A monitor event's kind and value, from its first frame (u16 event, u32 value, native
+/// endian; the second frame, the endpoint, is not needed).
+fn parse_event(frames: &[Vec<u8>]) -> Option<(u16, u32)> {
+    let first = frames.first().filter(|f| f.len() >= 6)?;
+    Some((
+        u16::from_ne_bytes([first[0], first[1]]),
+        u32::from_ne_bytes([first[2], first[3], first[4], first[5]]),
+    ))
+}
+
 impl PeerWatch {
     /// Starts monitoring `sock`'s disconnects through an inproc PAIR in `ctx`.
     pub(crate) fn start(ctx: &zmq::Context, sock: &zmq::Socket) -> zmq::Result<PeerWatch> {
-        let endpoint = format!(
-            "inproc://cluster-peer-watch-{}-{}",
-            std::process::id(),
-            NEXT_WATCH.fetch_add(1, Ordering::Relaxed)
-        );
-        sock.monitor(&endpoint, zmq::SocketEvent::DISCONNECTED as i32)?;
-        let events = ctx.socket(zmq::PAIR)?;
-        events.set_linger(0)?;
-        events.connect(&endpoint)?;
+        let events = monitor(
+            ctx,
+            sock,
+            "peer-watch",
+            zmq::SocketEvent::DISCONNECTED as i32,
+        )?;
         Ok(PeerWatch {
             events,
             by_fd: HashMap::new(),
@@ -99,12 +126,9 @@ impl PeerWatch {
                     return;
                 }
             };
-            // Frame 1: u16 event, u32 value (native endian); frame 2: the endpoint.
-            let Some(first) = frames.first().filter(|f| f.len() >= 6) else {
+            let Some((event, value)) = parse_event(&frames) else {
                 continue;
             };
-            let event = u16::from_ne_bytes([first[0], first[1]]);
-            let value = u32::from_ne_bytes([first[2], first[3], first[4], first[5]]);
             if event != zmq::SocketEvent::DISCONNECTED.to_raw() {
                 continue;
             }
@@ -151,16 +175,8 @@ pub(crate) struct LinkWatch {
 impl LinkWatch {
     /// Starts monitoring `sock`'s connects and disconnects through an inproc PAIR in `ctx`.
     pub(crate) fn start(ctx: &zmq::Context, sock: &zmq::Socket) -> zmq::Result<LinkWatch> {
-        let endpoint = format!(
-            "inproc://cluster-link-watch-{}-{}",
-            std::process::id(),
-            NEXT_WATCH.fetch_add(1, Ordering::Relaxed)
-        );
         let wanted = zmq::SocketEvent::CONNECTED as i32 | zmq::SocketEvent::DISCONNECTED as i32;
-        sock.monitor(&endpoint, wanted)?;
-        let events = ctx.socket(zmq::PAIR)?;
-        events.set_linger(0)?;
-        events.connect(&endpoint)?;
+        let events = monitor(ctx, sock, "link-watch", wanted)?;
         Ok(LinkWatch {
             events,
             down: false,
@@ -176,11 +192,9 @@ impl LinkWatch {
     pub(crate) fn came_back(&mut self) -> bool {
         let mut back = false;
         while let Ok(frames) = self.events.recv_multipart(zmq::DONTWAIT) {
-            // Frame 1: u16 event, u32 value (native endian); frame 2: the endpoint.
-            let Some(first) = frames.first().filter(|f| f.len() >= 6) else {
+            let Some((event, _)) = parse_event(&frames) else {
                 continue;
             };
-            let event = u16::from_ne_bytes([first[0], first[1]]);
             if event == zmq::SocketEvent::DISCONNECTED.to_raw() {
                 self.down = true;
             } else if event == zmq::SocketEvent::CONNECTED.to_raw() && self.down {

@@ -1778,6 +1778,18 @@ mod properties {
 
 // ----- a controller restarted under running engines and waiting clients -----
 
+/// Engine `uuid` (offering `f`) registering again, asking for `id` and holding `held`.
+fn held_registration(uuid: &str, id: Option<EngineId>, held: &[TaskId]) -> FromEngine {
+    match registration(uuid, &["f"]) {
+        FromEngine::Register(reg) => FromEngine::Register(Registration {
+            engine_id: id,
+            held: held.to_vec(),
+            ..reg
+        }),
+        other => other,
+    }
+}
+
 /// After a restart (a fresh core), engines bring what they finished and what they hold, and
 /// clients submit their unfinished tasks again: nothing is lost, and nothing held runs twice.
 #[test]
@@ -1790,15 +1802,7 @@ fn a_restarted_controller_keeps_what_engines_finished_and_hold_for_clients_that_
     // It registers again, holding tasks 2 and 3 in its own queue.
     let actions = core.on_engine(
         b"a",
-        FromEngine::Register(Registration {
-            uuid: "a".into(),
-            host: "host-a".into(),
-            pid: 100,
-            functions: vec!["f".into()],
-            slots: 1,
-            engine_id: Some(EngineId(0)),
-            held: vec![tid(2), tid(3)],
-        }),
+        held_registration("a", Some(EngineId(0)), &[tid(2), tid(3)]),
         vec![],
         Duration::ZERO,
     );
@@ -1844,15 +1848,7 @@ fn a_held_task_already_queued_again_is_not_handed_to_a_second_engine() {
     assert_eq!(core.status(Duration::ZERO).tasks.queued, 1);
     core.on_engine(
         b"a",
-        FromEngine::Register(Registration {
-            uuid: "a".into(),
-            host: "host-a".into(),
-            pid: 100,
-            functions: vec!["f".into()],
-            slots: 1,
-            engine_id: None,
-            held: vec![tid(2)],
-        }),
+        held_registration("a", None, &[tid(2)]),
         vec![],
         Duration::ZERO,
     );
