@@ -140,9 +140,6 @@ impl Client {
             .as_millis()
             .clamp(1, i32::MAX as u128) as i32;
         sock.set_send_timeout(send_ms)?;
-        // The I/O thread asks a controller that comes back for its status at once (see
-        // io.rs); it reads the watch's events whenever they come, as libzmq needs.
-        sock.watch_link(context())?;
         sock.send(None, &FromClient::Hello, &[])?;
         let (client_id, engines, instance) = welcome(&mut sock, options.connect_timeout)
             .ok_or_else(|| Error::ConnectTimeout {

@@ -453,18 +453,10 @@ impl Io {
             let timeout = self.check_liveness()?;
             let timeout_ms = timeout.map_or(-1, |t| t.as_millis().max(1) as i64);
             transport::poll(
-                &[
-                    Waitable::Socket(&self.sock),
-                    Waitable::Fd(wake_fd),
-                    Waitable::Link(&self.sock),
-                ],
+                &[Waitable::Socket(&self.sock), Waitable::Fd(wake_fd)],
                 timeout_ms,
             )
             .map_err(|e| format!("polling the socket failed: {e}"))?;
-            if self.sock.reconnected() && self.outstanding() && !self.probing {
-                // The controller may have restarted: its answer tells (see `submit_again`).
-                self.probe()?;
-            }
         }
     }
 

@@ -183,11 +183,6 @@ impl LinkWatch {
         })
     }
 
-    /// The monitor's socket, for polling.
-    pub(crate) fn poll_item(&self) -> zmq::PollItem<'_> {
-        self.events.as_poll_item(zmq::POLLIN)
-    }
-
     /// True when the connection came back after going down, since the last call.
     pub(crate) fn came_back(&mut self) -> bool {
         let mut back = false;
