@@ -16,17 +16,8 @@ pub(crate) struct SplitArray<'a> {
 /// Cuts a msgpack array into its items. Errors (never panics) on anything else, on
 /// truncated input and on trailing bytes.
 pub(crate) fn split_array(bytes: &[u8]) -> Result<SplitArray<'_>, String> {
-    let (header_len, count) = match bytes.first() {
-        Some(&b) if (0x90..=0x9f).contains(&b) => (1, u64::from(b & 0x0f)),
-        Some(0xdc) => (3, be(bytes, 1, 2)?),
-        Some(0xdd) => (5, be(bytes, 1, 4)?),
-        Some(&b) => {
-            return Err(format!(
-                "expected a msgpack array, found type byte {b:#04x}"
-            ))
-        }
-        None => return Err("expected a msgpack array, found no bytes".into()),
-    };
+    let (count, header_len) = protocol::read_array_header(bytes).map_err(|e| e.to_string())?;
+    let count = count as u64;
     // Every item takes at least one byte, which bounds the allocation by the input size.
     if count > (bytes.len() - header_len) as u64 {
         return Err(format!(

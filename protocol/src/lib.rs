@@ -149,6 +149,37 @@ pub fn write_array_header(out: &mut Vec<u8>, len: usize) {
     }
 }
 
+/// Why [`read_array_header`] found no array header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ArrayHeaderError {
+    /// There are no bytes at all.
+    #[error("expected a msgpack array, found no bytes")]
+    Empty,
+    /// The first byte starts another msgpack type.
+    #[error("expected a msgpack array, found type byte {0:#04x}")]
+    NotAnArray(u8),
+    /// The header's length bytes are cut off.
+    #[error("truncated msgpack")]
+    Truncated,
+}
+
+/// Reads the header of the msgpack array that `bytes` starts with, as
+/// [`write_array_header`] writes it (or any of the three forms): returns the number of items
+/// and the header's length in bytes. Never panics; the items themselves are not checked.
+pub fn read_array_header(bytes: &[u8]) -> Result<(usize, usize), ArrayHeaderError> {
+    let be = |len: usize| {
+        let field = bytes.get(1..1 + len).ok_or(ArrayHeaderError::Truncated)?;
+        Ok(field.iter().fold(0usize, |n, &b| (n << 8) | usize::from(b)))
+    };
+    match bytes.first() {
+        None => Err(ArrayHeaderError::Empty),
+        Some(&b) if b & 0xf0 == 0x90 => Ok((usize::from(b & 0x0f), 1)),
+        Some(0xdc) => Ok((be(2)?, 3)),
+        Some(0xdd) => Ok((be(4)?, 5)),
+        Some(&b) => Err(ArrayHeaderError::NotAnArray(b)),
+    }
+}
+
 /// Every message enum names its variants for the header's `msg_type`.
 pub trait MessageType {
     /// Short snake_case name of this message's variant.
@@ -755,6 +786,35 @@ pub struct StatusReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn array_headers_read_back_what_was_written() {
+        for len in [0usize, 1, 15, 16, 65_535, 65_536, u32::MAX as usize] {
+            let mut header = Vec::new();
+            write_array_header(&mut header, len);
+            assert_eq!(read_array_header(&header), Ok((len, header.len())), "{len}");
+            // What rmp-serde writes reads back too (and the header is all that is read).
+            if len <= 65_536 {
+                let full = rmp_serde::to_vec(&vec![0u8; len]).unwrap();
+                assert_eq!(read_array_header(&full), Ok((len, header.len())));
+            }
+            for cut in 1..header.len() {
+                assert_eq!(
+                    read_array_header(&header[..cut]),
+                    Err(ArrayHeaderError::Truncated)
+                );
+            }
+        }
+        assert_eq!(read_array_header(b""), Err(ArrayHeaderError::Empty));
+        assert_eq!(
+            read_array_header(&[0x80]),
+            Err(ArrayHeaderError::NotAnArray(0x80))
+        );
+        assert_eq!(
+            ArrayHeaderError::NotAnArray(0xa1).to_string(),
+            "expected a msgpack array, found type byte 0xa1"
+        );
+    }
 
     #[test]
     fn task_id_packs_client_and_sequence() {
