@@ -1,9 +1,6 @@
 //! In-process tests: a real engine against a fake controller on 127.0.0.1.
 
-mod common;
-
 use cluster_engine::{Engine, EngineError, EngineOptions, Whoami};
-use common::{encode, FakeController};
 use protocol::{
     Assignment, ClientId, CommandOutput, CommandSpec, EngineId, ErrorKind, FromEngine, Heartbeat,
     Status, TaskId, ToEngine, Work,
@@ -11,6 +8,7 @@ use protocol::{
 use std::collections::HashMap;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use testkit::{encode, FakeController};
 
 fn start(engine: Engine, options: EngineOptions) -> JoinHandle<Result<(), EngineError>> {
     std::thread::spawn(move || engine.run(options))

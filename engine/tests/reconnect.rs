@@ -1,16 +1,14 @@
 //! In-process tests of an engine that loses its controller, and of time limits (to start and
 //! to run): a real engine against a fake controller on 127.0.0.1.
 
-mod common;
-
 use cluster_engine::{Engine, EngineError, EngineOptions, Whoami};
-use common::{encode, FakeController};
 use protocol::{
     Assignment, ClientId, EngineId, ErrorKind, FromEngine, Status, TaskId, TaskOutcome, ToEngine,
     Work,
 };
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use testkit::{encode, registered, FakeController};
 
 fn start(options: EngineOptions) -> JoinHandle<Result<(), EngineError>> {
     std::thread::spawn(move || Engine::builder().stock_functions().build().run(options))
@@ -40,13 +38,6 @@ fn next_results(fake: &mut FakeController) -> Option<Vec<(TaskOutcome, Vec<u8>)>
     match got.msg {
         FromEngine::Results { results } => Some(results.into_iter().zip(got.payloads).collect()),
         _ => None,
-    }
-}
-
-fn registered(id: u32, period_ms: u64) -> ToEngine {
-    ToEngine::Registered {
-        engine_id: EngineId(id),
-        heartbeat_period_ms: period_ms,
     }
 }
 
@@ -91,8 +82,7 @@ fn a_function_past_its_time_limit_is_abandoned_and_the_engine_goes_on() {
     assert!(elapsed < Duration::from_millis(2_500), "{elapsed:?}");
     assert_eq!(outcomes[1].1, encode(&"after"));
     assert_eq!(outcomes[2].1, encode(&"timed"));
-    fake.send_engine(&route, &ToEngine::Shutdown, &[]);
-    while fake.recv_engine().msg != FromEngine::Unregister {}
+    fake.shut_down(&route);
     engine.join().unwrap().unwrap();
 }
 
@@ -145,8 +135,7 @@ fn a_timed_task_that_waited_past_its_limit_in_the_engine_queue_is_not_run() {
     assert_eq!(outcomes[2].1, encode(&"in time"));
     assert_eq!(outcomes[3].0.status, Status::Ok);
     assert_eq!(outcomes[3].1, encode(&"run limit"));
-    fake.send_engine(&route, &ToEngine::Shutdown, &[]);
-    while fake.recv_engine().msg != FromEngine::Unregister {}
+    fake.shut_down(&route);
     engine.join().unwrap().unwrap();
 }
 
@@ -187,8 +176,7 @@ fn a_silent_controller_gets_a_new_registration_with_the_old_id() {
     let me: Whoami = protocol::decode(&results[0].1).unwrap();
     assert_eq!(me.engine_id, EngineId(9));
     assert_eq!(results[0].0.engine, Some(EngineId(9)));
-    fake.send_engine(&route, &ToEngine::Shutdown, &[]);
-    while fake.recv_engine().msg != FromEngine::Unregister {}
+    fake.shut_down(&route);
     engine.join().unwrap().unwrap();
 }
 
@@ -239,7 +227,6 @@ fn a_registration_after_silence_names_the_tasks_the_engine_holds() {
         outcomes.extend(next_results(&mut fake).unwrap_or_default());
     }
     assert_eq!(outcomes[2].1, encode(&"b"));
-    fake.send_engine(&route, &ToEngine::Shutdown, &[]);
-    while fake.recv_engine().msg != FromEngine::Unregister {}
+    fake.shut_down(&route);
     engine.join().unwrap().unwrap();
 }

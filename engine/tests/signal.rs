@@ -1,11 +1,9 @@
 //! SIGTERM makes a running engine unregister and return `Ok`. In its own test binary because
 //! it signals the whole process.
 
-mod common;
-
 use cluster_engine::{Engine, EngineOptions};
-use common::FakeController;
 use protocol::{EngineId, FromEngine, ToEngine};
+use testkit::FakeController;
 
 #[test]
 fn sigterm_unregisters_and_returns_ok() {
