@@ -6,7 +6,8 @@
 //! a reader thread per pipe (which, for a short program, is more than starting it: measured
 //! here, 180 µs of engine CPU per `true` with two reader threads against 70 µs without). The
 //! child runs in its own process group so that a timeout kills what it started too; otherwise
-//! a grandchild holding the pipes open would keep us waiting after the kill.
+//! a grandchild holding the pipes open would keep us waiting after the kill. The engine's stop
+//! flag kills it the same way, a moment after SIGTERM/SIGINT.
 
 use protocol::{CommandOutput, CommandSpec, ErrorKind};
 use std::fs::File;
@@ -15,18 +16,103 @@ use std::os::unix::io::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::exec::STOP_GRACE;
 use crate::registry::CallError;
 
-/// Runs `spec`, killing it after `timeout` (none: no limit). A non-zero exit status is a
-/// successful task (the output says how the program ended); only a program that cannot be
-/// started or that times out is an error.
+/// Runs `spec`, killing it after `timeout` (none: no limit), or [`STOP_GRACE`] after `stop`
+/// is set (the engine is stopping). A non-zero exit status is a successful task (the output
+/// says how the program ended); only a program that cannot be started, that times out or that
+/// is killed because the engine stops is an error.
 pub(crate) fn run_command(
     spec: &CommandSpec,
     timeout: Option<Duration>,
     max_output: usize,
+    stop: Option<&AtomicBool>,
 ) -> Result<CommandOutput, CallError> {
+    let program = &spec.program;
+    let mut child = spawn(spec)?;
+    let pid = child.id();
+    let mut pipes = Pipes::new(
+        child.stdin.take(),
+        spec.stdin.as_deref(),
+        child.stdout.take(),
+        child.stderr.take(),
+        max_output,
+    );
+    let mut watch = Watch::new(pid, timeout.map(|t| Instant::now() + t), stop);
+    // Drain the pipes until both close (or, after a kill, until a grandchild that left the
+    // process group is given up on).
+    let mut give_up: Option<Instant> = None;
+    while pipes.open() {
+        let now = Instant::now();
+        let wake = match give_up {
+            Some(g) if now >= g => break,
+            Some(g) => Some(g),
+            None => {
+                let wake = watch.check(now);
+                if watch.killed.is_some() {
+                    give_up = Some(now + AFTER_KILL);
+                }
+                give_up.or(wake)
+            }
+        };
+        pipes.wait(wake.map(|w| w.saturating_duration_since(now)));
+    }
+    let (stdout, stderr, truncated) = pipes.finish();
+    // The pipes are closed; the program may still run (it closed them itself).
+    let status = loop {
+        if watch.killed.is_some() || !watch.watching() {
+            break child.wait();
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) => {
+                watch.check(Instant::now());
+                if watch.killed.is_none() {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    match watch.killed {
+        Some(Kill::Timeout) => {
+            let ms = timeout.map(|t| t.as_millis()).unwrap_or_default();
+            return Err(CallError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "command `{program}` ran longer than its timeout of {ms} ms and was killed"
+                ),
+            ));
+        }
+        Some(Kill::Stop) => {
+            return Err(CallError::new(
+                ErrorKind::EngineLost,
+                format!("command `{program}` was killed because its engine is stopping (SIGTERM or SIGINT); submit it with retries > 0 to have it re-run on another engine"),
+            ));
+        }
+        None => {}
+    }
+    let status = status.map_err(|e| {
+        CallError::new(
+            ErrorKind::CommandFailed,
+            format!("cannot wait for `{program}`: {e}"),
+        )
+    })?;
+    Ok(CommandOutput {
+        status: status.code(),
+        signal: status.signal(),
+        stdout,
+        stderr,
+        truncated,
+    })
+}
+
+/// Starts `spec` in a process group of its own, with piped output.
+fn spawn(spec: &CommandSpec) -> Result<std::process::Child, CallError> {
     let program = &spec.program;
     if let Some(cwd) = &spec.cwd {
         // std reports a bad directory as a spawn error that looks like a missing program.
@@ -51,74 +137,79 @@ pub(crate) fn run_command(
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
-    let mut child = cmd.spawn().map_err(|e| {
+    cmd.spawn().map_err(|e| {
         CallError::new(
             ErrorKind::CommandFailed,
             format!("cannot start `{program}`: {e}"),
         )
-    })?;
-    let pid = child.id();
-    let mut pipes = Pipes::new(
-        child.stdin.take(),
-        spec.stdin.as_deref(),
-        child.stdout.take(),
-        child.stderr.take(),
-        max_output,
-    );
-    let deadline = timeout.map(|t| Instant::now() + t);
-    let mut timed_out = false;
-    // Drain the pipes until both close (or, after a timeout kill, until a grandchild that left
-    // the process group is given up on).
-    let mut give_up: Option<Instant> = None;
-    while pipes.open() {
-        let now = Instant::now();
-        if !timed_out && deadline.is_some_and(|d| now >= d) {
-            kill_group(pid);
-            timed_out = true;
-            give_up = Some(now + AFTER_KILL);
-        }
-        if give_up.is_some_and(|g| now >= g) {
-            break;
-        }
-        let wake = if timed_out { give_up } else { deadline };
-        pipes.wait(wake.map(|w| w.saturating_duration_since(now)));
-    }
-    let (stdout, stderr, truncated) = pipes.finish();
-    // The pipes are closed; the program may still run (it closed them itself).
-    let status = loop {
-        match deadline.filter(|_| !timed_out) {
-            None => break child.wait(),
-            Some(d) => match child.try_wait() {
-                Ok(Some(status)) => break Ok(status),
-                Ok(None) if Instant::now() >= d => {
-                    kill_group(pid);
-                    timed_out = true;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_micros(200)),
-                Err(e) => break Err(e),
-            },
-        }
-    };
-    if timed_out {
-        let ms = timeout.map(|t| t.as_millis()).unwrap_or_default();
-        return Err(CallError::new(
-            ErrorKind::Timeout,
-            format!("command `{program}` ran longer than its timeout of {ms} ms and was killed"),
-        ));
-    }
-    let status = status.map_err(|e| {
-        CallError::new(
-            ErrorKind::CommandFailed,
-            format!("cannot wait for `{program}`: {e}"),
-        )
-    })?;
-    Ok(CommandOutput {
-        status: status.code(),
-        signal: status.signal(),
-        stdout,
-        stderr,
-        truncated,
     })
+}
+
+/// Why a command's process group was killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kill {
+    /// It ran past its timeout.
+    Timeout,
+    /// The engine is stopping.
+    Stop,
+}
+
+/// How often a command with a stop flag looks at it.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// When to kill a running command: at its deadline, or [`STOP_GRACE`] after the stop flag
+/// was first seen set.
+struct Watch<'a> {
+    pid: u32,
+    deadline: Option<Instant>,
+    stop: Option<&'a AtomicBool>,
+    stop_at: Option<Instant>,
+    killed: Option<Kill>,
+}
+
+impl<'a> Watch<'a> {
+    fn new(pid: u32, deadline: Option<Instant>, stop: Option<&'a AtomicBool>) -> Watch<'a> {
+        Watch {
+            pid,
+            deadline,
+            stop,
+            stop_at: None,
+            killed: None,
+        }
+    }
+
+    /// True when something may kill the command (a deadline or a stop flag).
+    fn watching(&self) -> bool {
+        self.deadline.is_some() || self.stop.is_some()
+    }
+
+    /// Kills the command's group if it is due at `now`; returns when to look again (`None`:
+    /// nothing to watch for).
+    fn check(&mut self, now: Instant) -> Option<Instant> {
+        if self.killed.is_some() {
+            return None;
+        }
+        if self.stop_at.is_none() && self.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            self.stop_at = Some(now + STOP_GRACE);
+        }
+        let due = if self.deadline.is_some_and(|d| now >= d) {
+            Some(Kill::Timeout)
+        } else if self.stop_at.is_some_and(|d| now >= d) {
+            Some(Kill::Stop)
+        } else {
+            None
+        };
+        if let Some(kill) = due {
+            kill_group(self.pid);
+            self.killed = Some(kill);
+            return None;
+        }
+        let poll_stop = self.stop.map(|_| now + STOP_POLL);
+        [self.deadline, self.stop_at, poll_stop]
+            .into_iter()
+            .flatten()
+            .min()
+    }
 }
 
 /// How long, after a timeout kill, output pipes may stay open (held by a grandchild that left
@@ -319,7 +410,7 @@ mod tests {
 
     #[test]
     fn echo_hello() {
-        let out = run_command(&spec("echo", &["hello"]), None, MIB).unwrap();
+        let out = run_command(&spec("echo", &["hello"]), None, MIB, None).unwrap();
         assert_eq!(out.stdout, b"hello\n");
         assert!(out.stderr.is_empty());
         assert!(out.success());
@@ -334,7 +425,7 @@ mod tests {
         );
         s.env = vec![("GREETING".into(), "hi there".into())];
         s.cwd = Some("/tmp".into());
-        let out = run_command(&s, None, MIB).unwrap();
+        let out = run_command(&s, None, MIB, None).unwrap();
         assert_eq!(out.status, Some(3));
         assert_eq!(out.signal, None);
         assert_eq!(out.stderr, b"oops\n");
@@ -349,7 +440,7 @@ mod tests {
         // Larger than a pipe buffer, so writing and reading must overlap.
         let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         s.stdin = Some(data.clone());
-        let out = run_command(&s, None, MIB).unwrap();
+        let out = run_command(&s, None, MIB, None).unwrap();
         assert_eq!(out.stdout, data);
     }
 
@@ -357,14 +448,14 @@ mod tests {
     fn stdin_not_read_is_not_an_error() {
         let mut s = spec("true", &[]);
         s.stdin = Some(vec![b'x'; 1 << 20]);
-        assert!(run_command(&s, None, MIB).unwrap().success());
+        assert!(run_command(&s, None, MIB, None).unwrap().success());
     }
 
     #[test]
     fn timeout_kills_the_command_and_its_children() {
         let t = Instant::now();
         let s = spec("sh", &["-c", "sleep 30 & sleep 30"]);
-        let err = run_command(&s, Some(Duration::from_millis(200)), MIB).unwrap_err();
+        let err = run_command(&s, Some(Duration::from_millis(200)), MIB, None).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Timeout);
         assert!(
             err.message.contains("`sh`") && err.message.contains("200 ms"),
@@ -373,7 +464,13 @@ mod tests {
         );
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
         // A quick command under a timeout is not affected.
-        let out = run_command(&spec("echo", &["ok"]), Some(Duration::from_secs(10)), MIB).unwrap();
+        let out = run_command(
+            &spec("echo", &["ok"]),
+            Some(Duration::from_secs(10)),
+            MIB,
+            None,
+        )
+        .unwrap();
         assert_eq!(out.stdout, b"ok\n");
     }
 
@@ -381,7 +478,7 @@ mod tests {
     fn timeout_holds_after_the_program_closes_its_output() {
         let t = Instant::now();
         let s = spec("sh", &["-c", "exec >&- 2>&-; sleep 30"]);
-        let err = run_command(&s, Some(Duration::from_millis(200)), MIB).unwrap_err();
+        let err = run_command(&s, Some(Duration::from_millis(200)), MIB, None).unwrap_err();
         assert_eq!(err.kind, ErrorKind::Timeout);
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
@@ -389,14 +486,14 @@ mod tests {
     #[test]
     fn many_short_commands_in_a_row() {
         for i in 0..200 {
-            let out = run_command(&spec("echo", &[&i.to_string()]), None, MIB).unwrap();
+            let out = run_command(&spec("echo", &[&i.to_string()]), None, MIB, None).unwrap();
             assert_eq!(out.stdout, format!("{i}\n").as_bytes());
         }
     }
 
     #[test]
     fn missing_program_and_bad_cwd_fail_to_start() {
-        let err = run_command(&spec("no-such-program-xyz", &[]), None, MIB).unwrap_err();
+        let err = run_command(&spec("no-such-program-xyz", &[]), None, MIB, None).unwrap_err();
         assert_eq!(err.kind, ErrorKind::CommandFailed);
         assert!(
             err.message.contains("no-such-program-xyz"),
@@ -406,7 +503,7 @@ mod tests {
         assert!(err.message.contains("No such file"), "{}", err.message);
         let mut s = spec("true", &[]);
         s.cwd = Some("/no/such/dir".into());
-        let err = run_command(&s, None, MIB).unwrap_err();
+        let err = run_command(&s, None, MIB, None).unwrap_err();
         assert_eq!(err.kind, ErrorKind::CommandFailed);
         assert!(err.message.contains("/no/such/dir"), "{}", err.message);
     }
@@ -417,7 +514,7 @@ mod tests {
             "sh",
             &["-c", "head -c 100000 /dev/zero; head -c 10 /dev/zero >&2"],
         );
-        let out = run_command(&s, None, 1000).unwrap();
+        let out = run_command(&s, None, 1000, None).unwrap();
         assert_eq!(out.stdout.len(), 1000);
         assert_eq!(out.stderr.len(), 10);
         assert!(out.truncated);
@@ -429,8 +526,39 @@ mod tests {
 
     #[test]
     fn killed_by_a_signal_reports_it() {
-        let out = run_command(&spec("sh", &["-c", "kill -9 $$"]), None, MIB).unwrap();
+        let out = run_command(&spec("sh", &["-c", "kill -9 $$"]), None, MIB, None).unwrap();
         assert_eq!(out.status, None);
         assert_eq!(out.signal, Some(9));
+    }
+
+    #[test]
+    fn a_stop_kills_a_long_command_after_the_grace_period_but_lets_a_short_one_end() {
+        let stop = AtomicBool::new(true);
+        let t = Instant::now();
+        let err = run_command(&spec("sleep", &["30"]), None, MIB, Some(&stop)).unwrap_err();
+        let took = t.elapsed();
+        assert_eq!(err.kind, ErrorKind::EngineLost);
+        assert!(
+            err.message.contains("`sleep`") && err.message.contains("stopping"),
+            "{}",
+            err.message
+        );
+        assert!(
+            took >= STOP_GRACE && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+        // One that ends within the grace period ends as usual.
+        let out = run_command(
+            &spec("sh", &["-c", "sleep 0.05; echo done"]),
+            None,
+            MIB,
+            Some(&stop),
+        )
+        .unwrap();
+        assert_eq!(out.stdout, b"done\n");
+        // A flag that stays clear changes nothing.
+        let clear = AtomicBool::new(false);
+        let out = run_command(&spec("echo", &["hi"]), None, MIB, Some(&clear)).unwrap();
+        assert_eq!(out.stdout, b"hi\n");
     }
 }

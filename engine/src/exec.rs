@@ -2,6 +2,8 @@
 //! functions, or a command.
 
 use protocol::{Assignment, EngineId, ErrorKind, Status, TaskError, TaskOutcome, Work};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use protocol::Whoami;
@@ -18,6 +20,12 @@ pub const WHOAMI: &str = "whoami";
 /// the controller's size limit.
 pub(crate) const MAX_RESULT_BYTES: usize = protocol::DEFAULT_MAX_MESSAGE_BYTES - (1 << 20);
 
+/// How long a running task may go on after SIGTERM/SIGINT before it is stopped (a command
+/// killed, a function abandoned in its thread) and reported as lost with the engine, so that
+/// the controller runs it elsewhere if its retries allow. Short enough that the engine is gone
+/// well within `cluster stop`'s grace period.
+pub(crate) const STOP_GRACE: Duration = Duration::from_millis(250);
+
 /// Runs tasks for one registered engine.
 #[derive(Debug)]
 pub(crate) struct Executor<'a> {
@@ -26,6 +34,8 @@ pub(crate) struct Executor<'a> {
     pub max_output: usize,
     /// `whoami`'s answer, encoded once.
     pub whoami: Vec<u8>,
+    /// Set when the engine is told to stop: a running command is killed [`STOP_GRACE`] later.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Executor<'_> {
@@ -59,7 +69,7 @@ impl Executor<'_> {
                     .timeout_ms
                     .filter(|&ms| ms > 0)
                     .map(Duration::from_millis);
-                run_command(spec, timeout, self.max_output).and_then(|out| {
+                run_command(spec, timeout, self.max_output, self.stop.as_deref()).and_then(|out| {
                     protocol::encode(&out).map_err(|e| {
                         CallError::new(ErrorKind::Remote, format!("cannot encode the output: {e}"))
                     })
@@ -159,6 +169,7 @@ mod tests {
                 host: "h".into(),
             })
             .unwrap(),
+            stop: None,
         }
     }
 

@@ -36,12 +36,32 @@
 //!   heartbeat thread: own DEALER, answers Ping with Pong, never runs user code
 //!   main loop: Tasks{batch} -> local FIFO -> run one at a time -> outbox
 //!              outbox -> Results{batch} when the FIFO is empty, 64 are waiting or 1 ms passed
-//!   Shutdown / SIGTERM / SIGINT -> send what is done, Unregister, return Ok
+//!   silence (no ping): register again with the same uuid and id, backing off; give up
+//!              after the lonely timeout
+//!   Shutdown -> send what is done, Unregister, return Ok
+//!   SIGTERM / SIGINT -> the running task ends, or after 250 ms is stopped (a command
+//!              killed, a function abandoned in its thread) and reported lost with the
+//!              engine; then send what is done, Unregister, return Ok
 //! ```
 //!
-//! The loop is a thin shell around a sans-IO core (queue, outbox, batching rule) that the
-//! unit tests drive with a fake clock. Panics in user functions are caught and reported as
-//! task errors; the engine keeps running.
+//! Where things live:
+//!
+//! | module | owns |
+//! |---|---|
+//! | `core` | the sans-IO core: local queue and start limits, outbox and batching rule, run-time estimates |
+//! | `core::link` | the re-registration rule: silence threshold, back-off, next attempt, lonely timeout |
+//! | `daemon` | the socket loop around the core: connect, register, serve, goodbye |
+//! | `daemon::heartbeat` | the thread answering pings |
+//! | `daemon::runner` | running a task inline or on a helper thread it may abandon |
+//! | `daemon::signals` | SIGTERM/SIGINT handlers and the stop flag |
+//! | `exec` | running one task: functions, map chunks, built-ins, commands |
+//! | `command` | command tasks: pipes served by poll(2), capped output, kills |
+//! | `registry`, `context`, `msgpack` | named functions, the engine's store, cutting msgpack arrays |
+//! | [`stock`] | the stock functions |
+//!
+//! The loop is a thin shell around the core, which never reads the clock: the loop passes
+//! `now` in, and the unit tests drive it with a fake clock. Panics in user functions are
+//! caught and reported as task errors; the engine keeps running.
 
 mod command;
 mod context;
@@ -206,8 +226,10 @@ impl Engine {
 
     /// Connects to the controller named in `options.connection_file`, registers, and runs
     /// tasks until the controller says `Shutdown` or the process gets SIGTERM/SIGINT (then it
-    /// returns `Ok` after sending `Unregister`). Installs SIGTERM/SIGINT handlers for its
-    /// duration: a second signal while the first is being handled exits the process at once.
+    /// returns `Ok` after sending `Unregister`; a task still running 250 ms after the signal
+    /// is stopped and reported lost with the engine, so the controller can run it elsewhere).
+    /// Installs SIGTERM/SIGINT handlers for its duration: a second signal while the first is
+    /// being handled exits the process at once.
     pub fn run(mut self, options: EngineOptions) -> Result<(), EngineError> {
         self.registry.reset_store();
         daemon::run(self, options)

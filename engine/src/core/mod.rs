@@ -1,13 +1,18 @@
-//! The engine's sans-IO core: the local task queue, the outbox of finished outcomes and the
-//! rule that decides when the outbox goes out as one `Results` message.
+//! The engine's sans-IO core: the local task queue with its start limits, the outbox of
+//! finished outcomes and the rule that decides when the outbox goes out as one `Results`
+//! message, and (in [`link`]) the rule for registering again with a silent controller.
 //!
 //! Nothing here touches a socket or reads the clock; the loop passes `now` in. The batching
 //! rule: send when nothing else is queued (a lone task's result goes out at once), when
 //! [`MAX_BATCH`] outcomes are waiting, or [`MAX_DELAY`] after the oldest waiting one finished
 //! (so a stream of tiny tasks becomes few messages). Before a task expected to be long, what
-//! is waiting goes out first, so finished results never sit behind a slow task.
+//! is waiting goes out first, so finished results never sit behind a slow task. A task with a
+//! limit on its wait to start (`start_within_ms`) that waited longer in this queue fails
+//! without running, as it would have in the controller's queue.
 
-use protocol::{Assignment, TaskId, TaskOutcome, Work};
+pub(crate) mod link;
+
+use protocol::{Assignment, EngineId, ErrorKind, Status, TaskError, TaskId, TaskOutcome, Work};
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -41,10 +46,21 @@ pub(crate) struct Batch {
     pub payloads: Vec<Vec<u8>>,
 }
 
+/// What to do with the next task in the queue.
+#[derive(Debug)]
+pub(crate) enum Next {
+    /// Run it.
+    Run(Queued),
+    /// It waited past its limit to start: report this outcome instead of running it.
+    TooLate(TaskOutcome),
+}
+
 /// Queue, outbox and per-function run-time estimates.
 #[derive(Debug, Default)]
 pub(crate) struct Core {
     queue: VecDeque<Queued>,
+    /// When each queued task with a limit on its wait to start arrived.
+    arrivals: HashMap<TaskId, Instant>,
     outbox: Batch,
     outbox_bytes: usize,
     oldest: Option<Instant>,
@@ -53,19 +69,36 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// Tasks arrived; the i-th payload is the i-th task's argument (missing ones are empty,
-    /// which fails to decode and is reported rather than trusted).
-    pub(crate) fn on_tasks(&mut self, tasks: Vec<Assignment>, payloads: Vec<Vec<u8>>) {
+    /// Tasks arrived at `now`; the i-th payload is the i-th task's argument (missing ones
+    /// are empty, which fails to decode and is reported rather than trusted).
+    pub(crate) fn on_tasks(
+        &mut self,
+        tasks: Vec<Assignment>,
+        payloads: Vec<Vec<u8>>,
+        now: Instant,
+    ) {
         let mut payloads = payloads.into_iter();
         for task in tasks {
+            if task.start_within_ms.is_some() {
+                self.arrivals.insert(task.id, now);
+            }
             let payload = payloads.next().unwrap_or_default();
             self.queue.push_back(Queued { task, payload });
         }
     }
 
-    /// The next task to run, in arrival order.
-    pub(crate) fn next_task(&mut self) -> Option<Queued> {
-        self.queue.pop_front()
+    /// The next task, in arrival order, taken at `now` by engine `engine`: to run, or to
+    /// report as not started in time.
+    pub(crate) fn next_task(&mut self, now: Instant, engine: EngineId) -> Option<Next> {
+        let queued = self.queue.pop_front()?;
+        let waited = self
+            .arrivals
+            .remove(&queued.task.id)
+            .map(|at| now.saturating_duration_since(at));
+        Some(match too_late(&queued.task, waited, engine) {
+            Some(outcome) => Next::TooLate(outcome),
+            None => Next::Run(queued),
+        })
     }
 
     /// Tasks still waiting to run.
@@ -78,13 +111,14 @@ impl Core {
         self.queue.iter().map(|q| q.task.id).collect()
     }
 
-    /// True when waiting outcomes should be sent before starting `work`: it may take long,
-    /// judging by the last run of the same function (commands and functions not seen yet
-    /// count as long).
+    /// True when waiting outcomes should be sent before starting `work`: it may take long.
     pub(crate) fn flush_before(&self, work: &Work) -> bool {
-        if self.outbox.outcomes.is_empty() {
-            return false;
-        }
+        !self.outbox.outcomes.is_empty() && self.may_be_long(work)
+    }
+
+    /// True when `work` may take long, judging by the last run of the same function
+    /// (commands and functions not seen yet count as long).
+    pub(crate) fn may_be_long(&self, work: &Work) -> bool {
         match work {
             Work::Command(_) => true,
             Work::Call { function } | Work::Map { function } => self
@@ -146,10 +180,47 @@ impl Core {
     }
 }
 
+/// The outcome of a task with a time limit that waited in this engine's queue past it: it
+/// fails without running, as it would have in the controller's queue.
+fn too_late(task: &Assignment, waited: Option<Duration>, engine: EngineId) -> Option<TaskOutcome> {
+    let limit = Duration::from_millis(task.start_within_ms?);
+    let waited = waited?;
+    if waited <= limit {
+        return None;
+    }
+    let message = format!(
+        "{} did not start within its time limit of {} ms (it waited {} ms in engine {engine}'s queue); not run",
+        task.work.name(),
+        limit.as_millis(),
+        waited.as_millis()
+    );
+    Some(TaskOutcome {
+        id: task.id,
+        engine: Some(engine),
+        status: Status::Err(TaskError {
+            kind: ErrorKind::Timeout,
+            message,
+            engine: Some(engine),
+        }),
+        started_us: 0,
+        elapsed_us: 0,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::{ClientId, EngineId, Status, TaskId};
+    use protocol::ClientId;
+
+    const ENGINE: EngineId = EngineId(0);
+
+    /// The next task, which must be one to run.
+    fn run_next(core: &mut Core, now: Instant) -> Option<Queued> {
+        match core.next_task(now, ENGINE)? {
+            Next::Run(queued) => Some(queued),
+            Next::TooLate(outcome) => panic!("not too late: {outcome:?}"),
+        }
+    }
 
     fn call(seq: u64, function: &str) -> Assignment {
         Assignment {
@@ -175,16 +246,17 @@ mod tests {
     #[test]
     fn tasks_run_in_order_and_missing_payloads_are_empty() {
         let mut core = Core::default();
-        core.on_tasks(vec![call(1, "a"), call(2, "b")], vec![b"x".to_vec()]);
+        let t0 = Instant::now();
+        core.on_tasks(vec![call(1, "a"), call(2, "b")], vec![b"x".to_vec()], t0);
         assert_eq!(core.queued(), 2);
-        let first = core.next_task().unwrap();
+        let first = run_next(&mut core, t0).unwrap();
         assert_eq!(
             (first.task.id.0 & 0xff, first.payload.as_slice()),
             (1, &b"x"[..])
         );
-        let second = core.next_task().unwrap();
+        let second = run_next(&mut core, t0).unwrap();
         assert_eq!((second.task.id.0 & 0xff, second.payload.len()), (2, 0));
-        assert!(core.next_task().is_none());
+        assert!(core.next_task(t0, ENGINE).is_none());
     }
 
     #[test]
@@ -204,10 +276,10 @@ mod tests {
     fn a_stream_of_tasks_is_batched_by_count_and_age() {
         let mut core = Core::default();
         let t0 = Instant::now();
-        core.on_tasks((0..200).map(|i| call(i, "noop")).collect(), vec![]);
+        core.on_tasks((0..200).map(|i| call(i, "noop")).collect(), vec![], t0);
         let mut sent = Vec::new();
         for i in 0..150u64 {
-            core.next_task().unwrap();
+            run_next(&mut core, t0).unwrap();
             // 10 µs per task on a fake clock.
             let now = t0 + Duration::from_micros(10 * (i + 1));
             core.on_outcome(outcome(i), vec![], now);
@@ -219,8 +291,8 @@ mod tests {
 
         // Slow tasks: the age rule sends them before the batch is full.
         let mut core = Core::default();
-        core.on_tasks((0..10).map(|i| call(i, "f")).collect(), vec![]);
-        core.next_task();
+        core.on_tasks((0..10).map(|i| call(i, "f")).collect(), vec![], t0);
+        run_next(&mut core, t0);
         core.on_outcome(outcome(0), vec![], t0);
         assert!(!core.flush_due(t0 + Duration::from_micros(500)));
         assert!(core.flush_due(t0 + MAX_DELAY));
@@ -260,5 +332,52 @@ mod tests {
         core.on_outcome(outcome(0), vec![0; MAX_BATCH_BYTES / 2], t0);
         assert!(!core.must_flush_for(1000));
         assert!(core.must_flush_for(MAX_BATCH_BYTES / 2));
+    }
+
+    #[test]
+    fn a_task_that_waited_past_its_start_limit_is_not_run() {
+        let mut core = Core::default();
+        let t0 = Instant::now();
+        let limited = |seq, ms| Assignment {
+            start_within_ms: Some(ms),
+            ..call(seq, "f")
+        };
+        core.on_tasks(
+            vec![limited(1, 200), limited(2, 5_000), call(3, "f")],
+            vec![],
+            t0,
+        );
+        // Task 1 is taken 300 ms after it arrived (a fake clock: nothing sleeps).
+        let later = t0 + Duration::from_millis(300);
+        match core.next_task(later, EngineId(5)) {
+            Some(Next::TooLate(outcome)) => {
+                assert_eq!(outcome.engine, Some(EngineId(5)));
+                assert_eq!((outcome.started_us, outcome.elapsed_us), (0, 0));
+                match outcome.status {
+                    Status::Err(e) => {
+                        assert_eq!(e.kind, ErrorKind::Timeout);
+                        assert!(
+                            e.message
+                                .contains("did not start within its time limit of 200 ms")
+                                && e.message.contains("waited 300 ms in engine 5's queue"),
+                            "{}",
+                            e.message
+                        );
+                    }
+                    Status::Ok => panic!("task 1 waited too long"),
+                }
+            }
+            other => panic!("expected a late task, got {other:?}"),
+        }
+        assert!(run_next(&mut core, later).is_some(), "5 s limit: in time");
+        // No start limit: however long it waited, it runs.
+        assert!(run_next(&mut core, t0 + Duration::from_secs(3600)).is_some());
+        assert!(
+            core.arrivals.is_empty(),
+            "arrivals are forgotten once taken"
+        );
+        // Exactly at the limit still runs.
+        core.on_tasks(vec![limited(4, 200)], vec![], t0);
+        assert!(run_next(&mut core, t0 + Duration::from_millis(200)).is_some());
     }
 }

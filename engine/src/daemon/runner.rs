@@ -1,0 +1,274 @@
+//! Running one task for the loop: inline, or on a helper thread when the task is a function
+//! that has a time limit or may take long. Waiting on the helper lets the loop abandon a
+//! function that overruns its limit, or that is still running a moment after SIGTERM/SIGINT
+//! (a thread cannot be stopped from outside: it finishes the call on its own, unobserved,
+//! and the engine goes on with a fresh helper). Commands are killed instead, by the executor.
+//!
+//! Functions known to be quick (their last run took under a millisecond) run inline: a hop
+//! to another thread would cost more than they do, and a stop waits at most for them to end.
+
+use protocol::{Assignment, EngineId, ErrorKind, Status, TaskError, TaskOutcome, Work};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::signals::Stop;
+use crate::exec::{Executor, Whoami, STOP_GRACE};
+use crate::registry::Registry;
+use crate::EngineError;
+
+/// How often a wait for the helper thread looks at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(50);
+
+/// A task for the helper thread (with the engine id to run it as), and its answer: the
+/// outcome, the result payload and the offered function that ran.
+type Job = (EngineId, Assignment, Vec<u8>);
+pub(crate) type Done = (TaskOutcome, Vec<u8>, Option<String>);
+
+/// The helper thread that runs functions the loop may have to abandon.
+struct Worker {
+    jobs: mpsc::Sender<Job>,
+    done: mpsc::Receiver<Done>,
+}
+
+/// What runs tasks: the registry, the stop flag, and the helper thread.
+pub(crate) struct Runner {
+    registry: Arc<Registry>,
+    max_output: usize,
+    pid: u32,
+    host: String,
+    stop: Stop,
+    worker: Option<Worker>,
+}
+
+/// Why a function on the helper thread was given up on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Abandon {
+    /// It ran past its time limit.
+    Limit(Duration),
+    /// The engine is stopping (the signal's name).
+    Stop(&'static str),
+    /// The helper thread ended without an answer.
+    Gone,
+}
+
+impl Runner {
+    pub(crate) fn new(
+        registry: Arc<Registry>,
+        max_output: usize,
+        (pid, host): (u32, String),
+        stop: Stop,
+    ) -> Runner {
+        Runner {
+            registry,
+            max_output,
+            pid,
+            host,
+            stop,
+            worker: None,
+        }
+    }
+
+    /// The registry tasks run from.
+    pub(crate) fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.registry)
+    }
+
+    /// The executor of engine `engine` (rebuilt when a re-registration changes the id).
+    pub(crate) fn executor<'r>(
+        &self,
+        registry: &'r Registry,
+        engine: EngineId,
+    ) -> Result<Executor<'r>, EngineError> {
+        let whoami = protocol::encode(&Whoami {
+            engine_id: engine,
+            pid: self.pid,
+            host: self.host.clone(),
+        })
+        .map_err(|e| EngineError::Internal(format!("cannot encode whoami: {e}")))?;
+        Ok(Executor {
+            registry,
+            engine,
+            max_output: self.max_output,
+            whoami,
+            stop: Some(self.stop.flag()),
+        })
+    }
+
+    /// Runs one task; `may_be_long` is the core's guess from the function's last run.
+    pub(crate) fn run(
+        &mut self,
+        executor: &Executor<'_>,
+        task: &Assignment,
+        payload: &[u8],
+        may_be_long: bool,
+    ) -> Done {
+        let limit = task
+            .timeout_ms
+            .filter(|&ms| ms > 0)
+            .map(Duration::from_millis);
+        match &task.work {
+            Work::Call { .. } | Work::Map { .. } if limit.is_some() || may_be_long => {
+                self.run_on_helper(executor, task, payload, limit)
+            }
+            // Commands are killed at their limit, or after a stop signal, by the executor.
+            _ => run_inline(executor, task, payload),
+        }
+    }
+
+    fn run_on_helper(
+        &mut self,
+        executor: &Executor<'_>,
+        task: &Assignment,
+        payload: &[u8],
+        limit: Option<Duration>,
+    ) -> Done {
+        let started_us = transport::now_us();
+        let start = Instant::now();
+        let job = (executor.engine, task.clone(), payload.to_vec());
+        let sent = match self.worker() {
+            Ok(w) => w.jobs.send(job).is_ok(),
+            Err(e) => {
+                tracing::warn!("{e}; running task {} on the engine's own thread", task.id);
+                false
+            }
+        };
+        let Some(worker) = self.worker.as_ref().filter(|_| sent) else {
+            self.worker = None;
+            return run_inline(executor, task, payload);
+        };
+        let deadline = limit.map(|l| start + l);
+        let mut stop_at = None;
+        let why = loop {
+            let now = Instant::now();
+            if stop_at.is_none() && self.stop.requested() {
+                stop_at = Some(now + STOP_GRACE);
+            }
+            if let (Some(limit), Some(d)) = (limit, deadline) {
+                if now >= d {
+                    break Abandon::Limit(limit);
+                }
+            }
+            if stop_at.is_some_and(|d| now >= d) {
+                break Abandon::Stop(self.stop.received().unwrap_or("a stop signal"));
+            }
+            let wake = [deadline, stop_at, Some(now + STOP_POLL)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now);
+            match worker
+                .done
+                .recv_timeout(wake.saturating_duration_since(now))
+            {
+                Ok(done) => return done,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break Abandon::Gone,
+            }
+        };
+        // The thread finishes the call on its own and then exits, its channel being gone;
+        // a fresh one takes the next task.
+        self.worker = None;
+        let outcome = abandoned(task, executor.engine, why, started_us, start.elapsed());
+        (outcome, Vec::new(), None)
+    }
+
+    /// The helper thread, started if needed.
+    fn worker(&mut self) -> Result<&Worker, EngineError> {
+        if self.worker.is_none() {
+            let (jobs, job_rx) = mpsc::channel::<Job>();
+            let (done_tx, done) = mpsc::channel::<Done>();
+            let helper = Runner {
+                registry: Arc::clone(&self.registry),
+                max_output: self.max_output,
+                pid: self.pid,
+                host: self.host.clone(),
+                stop: self.stop.clone(),
+                worker: None,
+            };
+            std::thread::Builder::new()
+                .name("task-helper".into())
+                .spawn(move || {
+                    let registry = Arc::clone(&helper.registry);
+                    while let Ok((engine, task, payload)) = job_rx.recv() {
+                        let done = match helper.executor(&registry, engine) {
+                            Ok(executor) => run_inline(&executor, &task, &payload),
+                            Err(e) => {
+                                tracing::error!("{e}");
+                                return;
+                            }
+                        };
+                        if done_tx.send(done).is_err() {
+                            // Abandoned while running: nobody waits for this thread.
+                            return;
+                        }
+                    }
+                })
+                .map_err(EngineError::Thread)?;
+            self.worker = Some(Worker { jobs, done });
+        }
+        self.worker
+            .as_ref()
+            .ok_or_else(|| EngineError::Internal("no helper thread".into()))
+    }
+}
+
+fn run_inline(executor: &Executor<'_>, task: &Assignment, payload: &[u8]) -> Done {
+    let (outcome, payload, ran) = executor.run(task, payload);
+    (outcome, payload, ran.map(str::to_owned))
+}
+
+/// The outcome of a function given up on in its thread, and the log line saying so.
+fn abandoned(
+    task: &Assignment,
+    engine: EngineId,
+    why: Abandon,
+    started_us: u64,
+    ran: Duration,
+) -> TaskOutcome {
+    let name = task.work.name();
+    let (kind, message) = match why {
+        Abandon::Limit(limit) => {
+            let ms = limit.as_millis();
+            tracing::warn!(
+                "task {} ({name}) ran past its time limit of {ms} ms; abandoned in its thread",
+                task.id
+            );
+            (
+                ErrorKind::Timeout,
+                format!(
+                    "{name} ran longer than its time limit of {ms} ms and was abandoned (it goes on in a detached thread of engine {engine} until it returns)"
+                ),
+            )
+        }
+        Abandon::Stop(signal) => {
+            tracing::info!(
+                "task {} ({name}) still running {:.1} s after {signal}; abandoned in its thread",
+                task.id,
+                ran.as_secs_f64()
+            );
+            (
+                ErrorKind::EngineLost,
+                format!(
+                    "engine {engine} was stopped ({signal}) while running {name}, which was abandoned after {:.1} s; submit it with retries > 0 to have it re-run on another engine",
+                    ran.as_secs_f64()
+                ),
+            )
+        }
+        Abandon::Gone => (
+            ErrorKind::Remote,
+            format!("the thread running {name} on engine {engine} ended without an answer"),
+        ),
+    };
+    TaskOutcome {
+        id: task.id,
+        engine: Some(engine),
+        status: Status::Err(TaskError {
+            kind,
+            message,
+            engine: Some(engine),
+        }),
+        started_us,
+        elapsed_us: ran.as_micros() as u64,
+    }
+}
