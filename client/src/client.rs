@@ -1,8 +1,10 @@
 //! [`Client`]: connecting, controller requests, and making views.
 
+use crate::core::Timing;
 use crate::error::Error;
 use crate::executor::Executor;
-use crate::io::{Expect, Io, Shared, Timing};
+use crate::io::Io;
+use crate::shared::{Expect, Shared};
 use crate::view::{DirectView, LoadBalancedView};
 use protocol::{EngineId, FromClient, MessageType, StatusReport, ToClient, PROTOCOL_VERSION};
 use security::{ConnectionFileError, ConnectionInfo};

@@ -13,8 +13,9 @@
 use crate::cell::{deadline, Cell, Layout, Part};
 use crate::error::Error;
 use crate::function::{Argument, IntoFunction};
-use crate::io::Shared;
-use crate::view::{submit, Encoded, LoadBalancedView, NewTask, AUTO_CHUNK_BYTES, MAX_PAYLOAD};
+use crate::shared::Shared;
+use crate::submit::{submit, Encoded, NewTask, AUTO_CHUNK_BYTES, MAX_PAYLOAD};
+use crate::view::LoadBalancedView;
 use protocol::{Status, TaskOptions, TaskRequest, Work};
 use serde::{de::DeserializeOwned, Serialize};
 

@@ -58,11 +58,27 @@
 //!   I/O thread probes it, then declares the connection lost, and every wait ends with
 //!   [`Error::ConnectionLost`]; dropping the [`Client`] does the same.
 //!
+//!
+//! Where things live:
+//!
+//! | module | owns |
+//! |---|---|
+//! | `client` | [`Client`]: connecting, requests, making views |
+//! | `view`, `command`, `function` | [`LoadBalancedView`], [`DirectView`], [`Command`], typed handles |
+//! | `submit` | chunk planning, and packing tasks into submit messages (views and `imap` use it) |
+//! | `shared` | what callers share with the I/O thread: the outbox, the wake-up pipe, reply slots |
+//! | `core` | the sans-IO client core: pending tasks and requests, probe and give-up timers, resubmission to a restarted controller (no socket, no clock) |
+//! | `io` | the I/O thread: the socket, a thin shell around the core |
+//! | `cell`, `result` | where outcomes land, and the [`AsyncResult`]/[`AsyncMapResult`] handles |
+//! | `imap`, `wait`, `executor` | streaming maps, `concurrent.futures` helpers |
+//! | `fetch`, `requests` | results by id, queue status and abort on connections of their own |
+//!
 //! [`Future`]: std::future::Future
 
 mod cell;
 mod client;
 mod command;
+mod core;
 mod error;
 mod executor;
 mod fetch;
@@ -71,6 +87,8 @@ mod imap;
 mod io;
 mod requests;
 mod result;
+mod shared;
+mod submit;
 mod view;
 mod wait;
 

@@ -8,7 +8,7 @@
 
 use crate::cell::{deadline, part_error, Cell, CellState, Layout, Lost, Part};
 use crate::error::Error;
-use crate::io::Shared;
+use crate::shared::Shared;
 use crate::wait::Completion;
 use protocol::{CommandOutput, EngineId, ErrorKind, Status, TaskId};
 use serde::de::DeserializeOwned;
