@@ -6,8 +6,9 @@
 //! * [`connection_file`] writes a connection file for a cluster key and addresses, as the
 //!   controller does (current protocol version, bodies in the clear).
 //! * [`Endpoint`]: one controller socket (ROUTER) bound on `127.0.0.1` at a port the system
-//!   picks, with its connection file in a temporary folder. A test moves its socket into a
-//!   thread of its own to play the controller (the client's fake does).
+//!   picks, with its connection file in a temporary folder. The socket comes apart from the
+//!   endpoint, so a test can move it into a thread of its own to play the controller (the
+//!   client's fake does) while the endpoint keeps the file.
 //! * [`FakeController`]: the engine side of a controller, driven from the test's thread:
 //!   the engine and heartbeat sockets and `engine.json`, waiting for registrations, sending
 //!   task batches, pinging.
@@ -59,11 +60,9 @@ pub enum Role {
     Engine,
 }
 
-/// One bound controller socket and its connection file.
+/// A bound controller socket's address and connection file (kept while this lives).
 pub struct Endpoint {
-    /// The ROUTER socket, bound.
-    pub sock: Socket,
-    /// Its `tcp://127.0.0.1:port` address.
+    /// The socket's `tcp://127.0.0.1:port` address.
     pub address: String,
     /// The connection file naming it.
     pub file: PathBuf,
@@ -83,14 +82,15 @@ impl std::fmt::Debug for Endpoint {
 }
 
 impl Endpoint {
-    /// A socket for `role` under a fresh key, and its connection file.
-    pub fn bind(role: Role) -> Endpoint {
+    /// A ROUTER socket for `role` under a fresh key, bound, and the endpoint with its
+    /// connection file.
+    pub fn bind(role: Role) -> (Endpoint, Socket) {
         Endpoint::bind_with_file_key(role, None)
     }
 
     /// As [`Endpoint::bind`], but the file holds `file_key` when given: a peer reading it
     /// signs with a key the socket does not accept.
-    pub fn bind_with_file_key(role: Role, file_key: Option<&Key>) -> Endpoint {
+    pub fn bind_with_file_key(role: Role, file_key: Option<&Key>) -> (Endpoint, Socket) {
         let key = Key::generate();
         let ctx = Context::new();
         let (sock, address) = bind_router(&ctx, &key);
@@ -112,14 +112,14 @@ impl Endpoint {
             ),
         };
         let file = connection_file(dir.path(), name, file_key.unwrap_or(&key), addresses);
-        Endpoint {
-            sock,
+        let endpoint = Endpoint {
             address,
             file,
             key,
             _ctx: ctx,
             _dir: dir,
-        }
+        };
+        (endpoint, sock)
     }
 }
 
@@ -296,7 +296,7 @@ mod tests {
 
     #[test]
     fn connection_files_read_back_with_the_key_and_addresses() {
-        let endpoint = Endpoint::bind(Role::Client);
+        let (endpoint, _sock) = Endpoint::bind(Role::Client);
         let (info, key) =
             ConnectionInfo::load(&endpoint.file, PROTOCOL_VERSION, &["client"]).unwrap();
         assert_eq!(key, endpoint.key);
@@ -304,7 +304,7 @@ mod tests {
         assert!(!info.encrypted());
 
         let other = Key::generate();
-        let endpoint = Endpoint::bind_with_file_key(Role::Engine, Some(&other));
+        let (endpoint, _sock) = Endpoint::bind_with_file_key(Role::Engine, Some(&other));
         let (_, key) = ConnectionInfo::load(&endpoint.file, PROTOCOL_VERSION, &["engine"]).unwrap();
         assert_eq!(key, other);
 
