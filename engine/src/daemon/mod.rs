@@ -260,7 +260,7 @@ impl Session<'_> {
                         self.started(queued.task.id)?;
                     }
                     let may_be_long = self.core.may_be_long(work);
-                    runner.run(&executor, &queued.task, &queued.payload, may_be_long)
+                    runner.run(&executor, queued.task, queued.payload, may_be_long)
                 }
             };
             let received = self.on_done(done)?;

@@ -7,7 +7,7 @@
 //! Functions known to be quick (their last run took under a millisecond) run inline: a hop
 //! to another thread would cost more than they do, and a stop waits at most for them to end.
 
-use protocol::{Assignment, EngineId, ErrorKind, Status, TaskError, TaskOutcome, Work};
+use protocol::{Assignment, EngineId, ErrorKind, Status, TaskError, TaskId, TaskOutcome, Work};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -99,8 +99,8 @@ impl Runner {
     pub(crate) fn run(
         &mut self,
         executor: &Executor<'_>,
-        task: &Assignment,
-        payload: &[u8],
+        task: Assignment,
+        payload: Vec<u8>,
         may_be_long: bool,
     ) -> Done {
         let limit = task
@@ -112,30 +112,44 @@ impl Runner {
                 self.run_on_helper(executor, task, payload, limit)
             }
             // Commands are killed at their limit, or after a stop signal, by the executor.
-            _ => run_inline(executor, task, payload),
+            _ => run_inline(executor, &task, &payload),
         }
     }
 
+    /// Hands the task to the helper thread (moved, not copied: map chunks can be large) and
+    /// waits for it, giving up at its time limit or a moment after a stop signal.
     fn run_on_helper(
         &mut self,
         executor: &Executor<'_>,
-        task: &Assignment,
-        payload: &[u8],
+        task: Assignment,
+        payload: Vec<u8>,
         limit: Option<Duration>,
     ) -> Done {
         let started_us = transport::now_us();
         let start = Instant::now();
-        let job = (executor.engine, task.clone(), payload.to_vec());
-        let sent = match self.worker() {
-            Ok(w) => w.jobs.send(job).is_ok(),
+        let (id, name) = (task.id, task.work.name().to_owned());
+        let job = (executor.engine, task, payload);
+        let unsent = match self.worker() {
+            Ok(w) => w.jobs.send(job).err().map(|e| e.0),
             Err(e) => {
-                tracing::warn!("{e}; running task {} on the engine's own thread", task.id);
-                false
+                tracing::warn!("{e}; running task {id} on the engine's own thread");
+                Some(job)
             }
         };
-        let Some(worker) = self.worker.as_ref().filter(|_| sent) else {
-            self.worker = None;
-            return run_inline(executor, task, payload);
+        let worker = match (unsent, self.worker.as_ref()) {
+            (None, Some(worker)) => worker,
+            (unsent, _) => {
+                self.worker = None;
+                return match unsent {
+                    Some((_, task, payload)) => run_inline(executor, &task, &payload),
+                    None => {
+                        let why = Abandon::Gone;
+                        let outcome =
+                            abandoned(id, &name, executor.engine, why, started_us, start.elapsed());
+                        (outcome, Vec::new(), None)
+                    }
+                };
+            }
         };
         let deadline = limit.map(|l| start + l);
         let mut stop_at = None;
@@ -169,7 +183,7 @@ impl Runner {
         // The thread finishes the call on its own and then exits, its channel being gone;
         // a fresh one takes the next task.
         self.worker = None;
-        let outcome = abandoned(task, executor.engine, why, started_us, start.elapsed());
+        let outcome = abandoned(id, &name, executor.engine, why, started_us, start.elapsed());
         (outcome, Vec::new(), None)
     }
 
@@ -218,21 +232,21 @@ fn run_inline(executor: &Executor<'_>, task: &Assignment, payload: &[u8]) -> Don
     (outcome, payload, ran.map(str::to_owned))
 }
 
-/// The outcome of a function given up on in its thread, and the log line saying so.
+/// The outcome of task `id` (running function `name`) given up on in its thread, and the log
+/// line saying so.
 fn abandoned(
-    task: &Assignment,
+    id: TaskId,
+    name: &str,
     engine: EngineId,
     why: Abandon,
     started_us: u64,
     ran: Duration,
 ) -> TaskOutcome {
-    let name = task.work.name();
     let (kind, message) = match why {
         Abandon::Limit(limit) => {
             let ms = limit.as_millis();
             tracing::warn!(
-                "task {} ({name}) ran past its time limit of {ms} ms; abandoned in its thread",
-                task.id
+                "task {id} ({name}) ran past its time limit of {ms} ms; abandoned in its thread"
             );
             (
                 ErrorKind::Timeout,
@@ -243,8 +257,7 @@ fn abandoned(
         }
         Abandon::Stop(signal) => {
             tracing::info!(
-                "task {} ({name}) still running {:.1} s after {signal}; abandoned in its thread",
-                task.id,
+                "task {id} ({name}) still running {:.1} s after {signal}; abandoned in its thread",
                 ran.as_secs_f64()
             );
             (
@@ -261,7 +274,7 @@ fn abandoned(
         ),
     };
     TaskOutcome {
-        id: task.id,
+        id,
         engine: Some(engine),
         status: Status::Err(TaskError {
             kind,
