@@ -196,6 +196,9 @@ enum Command {
         /// (meanwhile it keeps registering again) [default: 60].
         #[arg(long, env = "CLUSTER_LONELY_TIMEOUT", value_name = "SECS")]
         lonely_timeout: Option<f64>,
+        /// Python interpreter for Python tasks (needs cloudpickle) [default: python3].
+        #[arg(long, env = "CLUSTER_PYTHON", value_name = "PATH")]
+        python: Option<PathBuf>,
     },
     /// Start a throw-away cluster, run the seed examples (primes, sums), print timings, stop.
     Demo {
@@ -1012,13 +1015,18 @@ the controller was stopped again",
         Command::Engine {
             file,
             lonely_timeout,
+            python,
         } => {
             init_logging("info");
             let file = match file {
                 Some(f) => f,
                 None => Profile::open(&g.profile)?.engine_file(),
             };
-            let engine = engine::Engine::builder().stock_functions().build();
+            let mut engine = engine::Engine::builder().stock_functions();
+            if let Some(python) = python {
+                engine = engine.python(python);
+            }
+            let engine = engine.build();
             let mut options = engine::EngineOptions::new(file);
             if let Some(s) = lonely_timeout {
                 options.lonely_timeout = secs(s)?;
@@ -1294,28 +1302,34 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 /// `std::env::args_os()`) and returns its exit status. Usage errors print clap's message and
 /// give 2; `--help` and `--version` print and give 0.
 pub fn main_with(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    ExitCode::from(main_status(args))
+}
+
+/// [`main_with`] with the exit status as a number (for hosts that exit themselves, such as
+/// the Python extension).
+pub fn main_status(args: impl IntoIterator<Item = OsString>) -> u8 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+            return u8::try_from(e.exit_code()).unwrap_or(2);
         }
     };
     if !matches!(cli.command, Command::Controller(_) | Command::Engine { .. }) {
         init_logging("warn");
     }
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             // A closed pipe (`cluster map … | head`) is not a failure.
             if e.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>()
                     .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
             }) {
-                return ExitCode::SUCCESS;
+                return 0;
             }
             eprintln!("error: {e:#}");
-            ExitCode::from(exit_code(&e))
+            exit_code(&e)
         }
     }
 }

@@ -334,6 +334,9 @@ pub fn launch_engines(
             }
         };
         cmd.arg("--file").arg(&engine_file);
+        if let Some(python) = &settings.python {
+            cmd.env(engine::PYTHON_ENV, python);
+        }
         let stamp = transport::now_us();
         let log = profile.log_dir().join(format!("engine-{stamp}-{i}.log"));
         let child = spawn_detached(cmd, &log).with_context(|| {

@@ -31,4 +31,4 @@ pub mod ssh;
 pub mod tasks;
 pub mod template;
 
-pub use cli::main_with;
+pub use cli::{main_status, main_with};

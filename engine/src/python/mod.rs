@@ -16,8 +16,9 @@
 //! # Payloads (msgpack, named fields)
 //!
 //! Argument: a map `{op, function, args}`: `op` is `"call"` (`function` is a cloudpickled
-//! callable, `args` a pickle of `(args, kwargs)`), `"map"` (`args` a pickle of a list of
-//! argument tuples; the value is the list of results), `"push"` (`args` a pickled dict put
+//! callable, `args` a pickle of `(args, kwargs)`), `"map"` (`args` a pickle of `(items,
+//! star)`: the value is `list(map(function, items))`, or `starmap` over argument tuples when
+//! `star` is true), `"push"` (`args` a pickled dict put
 //! into the namespace), `"pull"` (`args` a pickled name or list of names) or `"execute"`
 //! (`args` UTF-8 source code run in the namespace).
 //!
@@ -175,12 +176,14 @@ impl Runtime {
             "push" => (b'p', false),
             "pull" => (b'g', false),
             "execute" => (b'e', false),
-            other => return Err(CallError::new(
-                ErrorKind::BadArguments,
-                format!(
+            other => {
+                return Err(CallError::new(
+                    ErrorKind::BadArguments,
+                    format!(
                     "unknown Python task op {other:?} (expected call, map, push, pull or execute)"
                 ),
-            )),
+                ))
+            }
         };
         let function = match (with_function, request.function) {
             (true, Some(f)) if !f.is_empty() => Some((self.key(f), f)),

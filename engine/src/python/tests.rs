@@ -108,7 +108,10 @@ fn calls_maps_output_and_the_namespace() {
 
     let neg = pickled(&py, "operator", "operator.neg");
     let out = rt
-        .run(&ctx(), &req("map", &neg, &pickled(&py, "", "[(1,), (2,)]")))
+        .run(
+            &ctx(),
+            &req("map", &neg, &pickled(&py, "", "([1, 2], False)")),
+        )
         .unwrap();
     let out: Ok_ = protocol::decode(&out).unwrap();
     assert_eq!(unpickled(&py, &out.value), "[-1, -2]");

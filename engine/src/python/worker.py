@@ -8,7 +8,8 @@
 # A frame is a 4-byte little-endian length and a body. A body is one op byte and parts, each
 # a 4-byte little-endian length and bytes.
 #   engine -> worker: b"c" [key, function, args]    call function(*args, **kwargs)
-#                     b"m" [key, function, items]   [function(*a) for a in items]
+#                     b"m" [key, function, items]   items = (list, star): list(map(function,
+#                                                   list)), or starmap when star
 #                     b"p" [names_values]           push a dict into the namespace
 #                     b"g" [names]                  pull a name (str) or names (list)
 #                     b"e" [code]                   exec code (utf-8) in the namespace
@@ -93,6 +94,7 @@ def main():
         return
     import pickle
     import traceback
+    from itertools import starmap
 
     sys.stdin = io.StringIO()
     ns = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -150,8 +152,8 @@ def main():
                 value = f(*args, **kwargs)
             elif op == b"m":
                 f = function(parts[0], parts[1])
-                items = loads(parts[2])
-                value = [f(*a) for a in items]
+                items, star = loads(parts[2])
+                value = list(starmap(f, items) if star else map(f, items))
             elif op == b"p":
                 ns.update(loads(parts[0]))
                 value = None
@@ -170,10 +172,9 @@ def main():
                 value = None
             else:
                 raise ValueError("unknown op %r from the engine" % (op,))
-            try:
-                blob = pickle.dumps(value, protocol)
-            except Exception:
-                blob = dumps(value, protocol)
+            # cloudpickle, so that classes and functions defined here (execute, __main__)
+            # travel by value.
+            blob = dumps(value, protocol)
             reply = _frame(b"o", [blob, out.getvalue().encode("utf-8", "replace"),
                                   err.getvalue().encode("utf-8", "replace")])
         except BaseException as e:  # SystemExit and KeyboardInterrupt too: report, go on
