@@ -44,11 +44,13 @@ def _register_magics(shell, suffix=""):
     class ParallelMagics(Magics):
         @line_cell_magic
         def px(self, line="", cell=None):
-            """Runs code on every engine of the current view; output per engine."""
-            code = line if cell is None else cell
-            args = line.split() if cell is not None else []
-            block = "--noblock" not in args
-            return None if block else _run(code, block=False) and _run(code, block)
+            """Runs code on every engine of the current view, showing each engine's output
+            as ``[stdout:N] …``; ``%%px --noblock`` returns at once (see ``%pxresult``)."""
+            if cell is None:
+                return _run(line) and None
+            block = "--noblock" not in line.split()
+            ar = _run(cell, block)
+            return None if block else ar
 
         @line_magic
         def pxresult(self, line=""):

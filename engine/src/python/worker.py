@@ -111,19 +111,23 @@ def main():
     FunctionType = type(main)
 
     def rebind(f):
-        # A function defined in the client's __main__ (a script or a notebook) looks up the
-        # names it did not capture in the engine's namespace, as in IPyparallel. The names it
-        # did capture come along and are put into that namespace.
-        if isinstance(f, FunctionType) and f.__module__ == "__main__" and f.__globals__ is not ns:
-            for k, v in f.__globals__.items():
-                if k not in ("__builtins__", "__name__", "__package__", "__file__", "__doc__"):
-                    ns[k] = v
-            g = FunctionType(f.__code__, ns, f.__name__, f.__defaults__, f.__closure__)
-            g.__kwdefaults__ = f.__kwdefaults__
-            g.__dict__.update(f.__dict__)
-            g.__qualname__ = f.__qualname__
-            return g
-        return f
+        # A function that travelled by value (defined in the client's __main__, a notebook,
+        # or a module this engine does not have) looks up the names it did not capture in
+        # the engine's namespace, as in IPyparallel; the names it did capture come along and
+        # are put into that namespace. A function pickled by reference keeps its module.
+        if not isinstance(f, FunctionType) or f.__globals__ is ns:
+            return f
+        module = sys.modules.get(f.__module__)
+        if f.__module__ != "__main__" and getattr(module, "__dict__", None) is f.__globals__:
+            return f
+        for k, v in f.__globals__.items():
+            if k not in ("__builtins__", "__name__", "__package__", "__file__", "__doc__"):
+                ns[k] = v
+        g = FunctionType(f.__code__, ns, f.__name__, f.__defaults__, f.__closure__)
+        g.__kwdefaults__ = f.__kwdefaults__
+        g.__dict__.update(f.__dict__)
+        g.__qualname__ = f.__qualname__
+        return g
 
     def function(key, blob):
         if blob:
