@@ -79,10 +79,6 @@ pub fn physical_cores() -> usize {
     }
 }
 
-fn this_program() -> Result<PathBuf> {
-    std::env::current_exe().context("cannot find the path of the running `cluster` program")
-}
-
 /// Spawns `cmd` in its own session with output appended to `log`.
 fn spawn_detached(mut cmd: Command, log: &Path) -> Result<Child> {
     let out = fs::File::create(log)
@@ -255,7 +251,7 @@ fn start_fresh(
 /// Launches `cluster controller` detached (with `--reuse` to take over the connection files
 /// of one that died) and waits until it has written its connection files; returns its pid.
 fn spawn_controller(profile: &Profile, overrides: &[(&str, String)], reuse: bool) -> Result<u32> {
-    let mut cmd = Command::new(this_program()?);
+    let mut cmd = crate::program::command()?;
     cmd.arg("--profile").arg(profile.name()).arg("controller");
     if reuse {
         cmd.arg("--reuse");
@@ -332,12 +328,15 @@ pub fn launch_engines(
         let mut cmd = match &program {
             Some(p) => Command::new(p),
             None => {
-                let mut c = Command::new(this_program()?);
+                let mut c = crate::program::command()?;
                 c.arg("engine");
                 c
             }
         };
         cmd.arg("--file").arg(&engine_file);
+        if let Some(python) = &settings.python {
+            cmd.env(engine::PYTHON_ENV, python);
+        }
         let stamp = transport::now_us();
         let log = profile.log_dir().join(format!("engine-{stamp}-{i}.log"));
         let child = spawn_detached(cmd, &log).with_context(|| {

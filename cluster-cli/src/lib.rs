@@ -1,5 +1,8 @@
 //! The `cluster` command's library: what the binary wires together.
 //!
+//! * [`main_with`] runs the whole command line (the `cluster` binary is one call to it; the
+//!   Python wheel's `python -m ferrocluster` is another); [`program`] says what to run when
+//!   the CLI launches itself (`CLUSTER_PROGRAM`);
 //! * [`launch`] starts and stops the processes of a local cluster and records them in the
 //!   profile's `run/` folder;
 //! * [`ssh`] starts and stops engines on other machines over ssh;
@@ -18,10 +21,14 @@
 pub mod args;
 pub mod bench_commands;
 pub mod bench_controller;
+mod cli;
 pub mod demo;
 pub mod interrupt;
 pub mod launch;
+pub mod program;
 pub mod render;
 pub mod ssh;
 pub mod tasks;
 pub mod template;
+
+pub use cli::{main_status, main_with};

@@ -52,3 +52,93 @@ fn bad_settings_are_reported_with_their_source() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("hwm") && err.contains("lots"), "{err}");
 }
+
+/// A throw-away cluster folder; whatever was started in it is stopped on drop, and every
+/// process its run records name is killed by pid if it survived.
+struct Folder {
+    dir: tempfile::TempDir,
+}
+
+impl Folder {
+    fn new() -> Folder {
+        Folder {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cluster"));
+        cmd.env("CLUSTER_DIR", self.dir.path())
+            .env_remove("CLUSTER_PROGRAM")
+            .env_remove("CLUSTER_PROFILE")
+            .args(args);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn profile(&self) -> profiles::Profile {
+        profiles::Profile::in_root(self.dir.path(), "default").unwrap()
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let profile = self.profile();
+        let mut pids: Vec<u32> = profile
+            .engine_records()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, r)| r.pid)
+            .collect();
+        pids.extend(profile.controller_record().ok().flatten().map(|r| r.pid));
+        let _ = self.run(&["stop", "--grace", "1"]);
+        for pid in pids.into_iter().filter(|p| profiles::process_alive(*p)) {
+            // SAFETY: kill(2) on a pid this test's cluster recorded.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn cluster_program_is_what_start_launches() {
+    let folder = Folder::new();
+    let exe = env!("CARGO_BIN_EXE_cluster");
+    // A wrapper that announces itself in the log, then runs the real binary.
+    let program = serde_json::json!(["/bin/sh", "-c", "echo via-wrapper; exec \"$0\" \"$@\"", exe]);
+    let out = folder
+        .command(&["start", "-n", "1", "--timeout", "20"])
+        .env("CLUSTER_PROGRAM", program.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = std::fs::read_to_string(folder.profile().log_dir().join("controller.log")).unwrap();
+    assert!(log.starts_with("via-wrapper"), "{log}");
+    let engine_log = &folder.profile().engine_records().unwrap()[0].1.log;
+    let log = std::fs::read_to_string(engine_log).unwrap();
+    assert!(log.starts_with("via-wrapper"), "{log}");
+}
+
+#[test]
+fn a_bad_cluster_program_is_named() {
+    let folder = Folder::new();
+    let out = folder
+        .command(&["start", "-n", "1"])
+        .env("CLUSTER_PROGRAM", "[\"\"]")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("CLUSTER_PROGRAM"),
+        "{}",
+        text(&out.stderr)
+    );
+}

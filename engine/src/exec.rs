@@ -99,7 +99,7 @@ impl Executor<'_> {
                     message: e.message,
                     engine: Some(self.engine),
                 }),
-                Vec::new(),
+                e.payload,
             ),
         };
         let outcome = TaskOutcome {

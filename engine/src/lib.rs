@@ -69,6 +69,7 @@ mod core;
 mod daemon;
 mod exec;
 mod msgpack;
+mod python;
 mod registry;
 pub mod stock;
 
@@ -82,6 +83,7 @@ use std::time::Duration;
 pub use context::{Context, StoreError};
 pub use exec::{Whoami, WHOAMI};
 pub use protocol::Function;
+pub use python::{PYTHON, PYTHON_ENV};
 use registry::Registry;
 
 /// Default cap on each of a command's stdout and stderr, in bytes.
@@ -95,6 +97,7 @@ pub const ENGINE_FILE_ENV: &str = "CLUSTER_ENGINE_FILE";
 pub struct Engine {
     registry: Registry,
     max_output_bytes: usize,
+    python: Option<OsString>,
 }
 
 /// Collects an engine's functions and limits; made by [`Engine::builder`].
@@ -102,6 +105,7 @@ pub struct Engine {
 pub struct EngineBuilder {
     registry: Registry,
     max_output_bytes: usize,
+    python: Option<OsString>,
 }
 
 /// Where an engine connects and how long it waits.
@@ -208,6 +212,7 @@ impl Engine {
         EngineBuilder {
             registry: Registry::default(),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            python: None,
         }
     }
 
@@ -215,7 +220,7 @@ impl Engine {
     /// store functions of [`protocol::builtin`].
     pub fn function_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.registry.names().map(str::to_owned).collect();
-        for builtin in std::iter::once(WHOAMI).chain(protocol::builtin::ALL) {
+        for builtin in [WHOAMI, PYTHON].into_iter().chain(protocol::builtin::ALL) {
             if !self.registry.contains(builtin) {
                 names.push(builtin.to_owned());
             }
@@ -232,6 +237,7 @@ impl Engine {
     /// being handled exits the process at once.
     pub fn run(mut self, options: EngineOptions) -> Result<(), EngineError> {
         self.registry.reset_store();
+        python::install(&mut self.registry, self.python.as_ref());
         daemon::run(self, options)
     }
 
@@ -373,11 +379,19 @@ impl EngineBuilder {
         self
     }
 
+    /// The Python interpreter that runs this engine's Python tasks (the built-in
+    /// [`PYTHON`] function); default: [`PYTHON_ENV`], else `python3`. It needs cloudpickle.
+    pub fn python(mut self, interpreter: impl Into<OsString>) -> Self {
+        self.python = Some(interpreter.into());
+        self
+    }
+
     /// The engine.
     pub fn build(self) -> Engine {
         Engine {
             registry: self.registry,
             max_output_bytes: self.max_output_bytes,
+            python: self.python,
         }
     }
 }
@@ -476,6 +490,7 @@ mod tests {
                 "echo",
                 "noop",
                 "nth_prime",
+                "python",
                 "sleep",
                 "sum_range",
                 "whoami"

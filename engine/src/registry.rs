@@ -36,6 +36,9 @@ pub(crate) enum Mode {
 pub(crate) struct CallError {
     pub kind: ErrorKind,
     pub message: String,
+    /// Result payload sent with the failure (empty for most; Python tasks put the
+    /// exception's details here).
+    pub payload: Vec<u8>,
 }
 
 impl CallError {
@@ -49,7 +52,11 @@ impl CallError {
             message.truncate(cut);
             message.push_str("… (cut)");
         }
-        CallError { kind, message }
+        CallError {
+            kind,
+            message,
+            payload: Vec::new(),
+        }
     }
 }
 
@@ -143,6 +150,11 @@ impl Registry {
             }
         };
         self.functions.insert(name.to_owned(), Arc::new(handler));
+    }
+
+    /// Adds (or replaces) a type-erased handler (built-in functions such as `python`).
+    pub(crate) fn add_handler(&mut self, name: &str, handler: Arc<Handler>) {
+        self.functions.insert(name.to_owned(), handler);
     }
 
     /// The handler registered under `name`.

@@ -111,6 +111,9 @@ pub struct Settings {
     pub engines: usize,
     /// Program launched for engines instead of the stock `cluster engine`.
     pub engine_program: Option<String>,
+    /// Python interpreter of the engines' Python tasks (default `python3`); it needs
+    /// cloudpickle. Local engines get it as `CLUSTER_PYTHON`.
+    pub python: Option<String>,
     /// Seconds `cluster stop` waits after SIGTERM before SIGKILL.
     pub stop_grace_s: f64,
     /// How to reach other machines for `--launcher ssh` (the `[ssh]` table).
@@ -179,6 +182,7 @@ impl Default for Settings {
             connect_timeout_s: 10.0,
             engines: 0,
             engine_program: None,
+            python: None,
             stop_grace_s: 5.0,
             ssh: SshSettings::default(),
         }
@@ -229,6 +233,9 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 
 # Program to launch instead of the stock engine (a binary built with the engine crate).
 # engine_program = "/path/to/my-engine"
+
+# Python interpreter that runs the engines' Python tasks (it needs cloudpickle).
+# python = "python3"
 
 # Seconds `cluster stop` waits after SIGTERM before SIGKILL.
 # stop_grace_s = 5.0
@@ -653,6 +660,7 @@ mod tests {
             .unwrap();
         let expected = Settings {
             engine_program: Some("/path/to/my-engine".into()),
+            python: Some("python3".into()),
             ssh: SshSettings {
                 hosts: vec!["node1:4".into(), "node2:4".into()],
                 user: Some("me".into()),

@@ -1,0 +1,511 @@
+//! Python tasks: the built-in function [`PYTHON`], which runs cloudpickled calls in one
+//! persistent Python worker subprocess per engine.
+//!
+//! The worker starts on the engine's first Python task and is kept: its globals are the
+//! engine's Python namespace between tasks (what `DirectView.push`/`pull`/`execute` reach).
+//! Frames travel over its stdin/stdout pipes (see `worker.py`, which the engine ships and
+//! runs with `python -c`, so the engine's Python needs only cloudpickle). Functions are
+//! cached in the worker by a hash of their pickle: a map sends its function once per chunk
+//! on the wire, the pipe carries it once per worker, and the worker unpickles it once.
+//!
+//! The worker runs user code, so the engine treats it as untrusted to stay alive: a segfault
+//! or `os._exit()` fails that task with an error naming the engine (the controller retries
+//! it elsewhere when the task allows), and the next Python task gets a fresh worker.
+//! Heartbeats run on their own thread and never wait for Python.
+//!
+//! # Payloads (msgpack, named fields)
+//!
+//! Argument: a map `{op, function, args}`: `op` is `"call"` (`function` is a cloudpickled
+//! callable, `args` a pickle of `(args, kwargs)`), `"map"` (`args` a pickle of `(items,
+//! star)`: the value is `list(map(function, items))`, or `starmap` over argument tuples when
+//! `star` is true), `"push"` (`args` a pickled dict put
+//! into the namespace), `"pull"` (`args` a pickled name or list of names) or `"execute"`
+//! (`args` UTF-8 source code run in the namespace).
+//!
+//! Result: `{value, stdout, stderr}` with `value` the pickled return value and the task's
+//! captured output. A Python exception fails the task ([`ErrorKind::Remote`], message
+//! `Type: message` and the remote traceback) and its result frame still carries
+//! `{ename, evalue, traceback, stdout, stderr}`, which the Python client raises as a
+//! `RemoteError`.
+
+use protocol::ErrorKind;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::hash::{BuildHasher, RandomState};
+use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::context::Context;
+use crate::registry::{CallError, Handler, Mode, Registry};
+
+/// Name of the built-in function that runs Python tasks.
+pub const PYTHON: &str = "python";
+
+/// Environment variable naming the Python interpreter of engines (default `python3`).
+pub const PYTHON_ENV: &str = "CLUSTER_PYTHON";
+
+/// The worker's code, run with `python -c`.
+const WORKER_PY: &str = include_str!("worker.py");
+
+/// Functions cached in one worker before the cache is emptied (a long-lived engine serving
+/// many interactive sessions must not grow without bound).
+const MAX_CACHED_FUNCTIONS: usize = 1024;
+
+/// Longest a frame from the worker may be (its results must fit one message anyway).
+const MAX_FRAME: usize = protocol::DEFAULT_MAX_MESSAGE_BYTES;
+
+/// The interpreter to use: `configured` (the engine's `--python`), else [`PYTHON_ENV`],
+/// else `python3`.
+pub(crate) fn interpreter(configured: Option<&OsString>) -> OsString {
+    if let Some(p) = configured.filter(|p| !p.is_empty()) {
+        return p.clone();
+    }
+    match std::env::var_os(PYTHON_ENV) {
+        Some(p) if !p.is_empty() => p,
+        _ => "python3".into(),
+    }
+}
+
+/// Registers [`PYTHON`] on `registry` with a fresh worker slot (one per running engine),
+/// unless a function of that name is registered already.
+pub(crate) fn install(registry: &mut Registry, configured: Option<&OsString>) {
+    if registry.contains(PYTHON) {
+        return;
+    }
+    let runtime = Arc::new(Runtime::new(interpreter(configured)));
+    let handler: Arc<Handler> =
+        Arc::new(move |ctx: &Context, _mode: Mode, payload: &[u8]| runtime.run(ctx, payload));
+    registry.add_handler(PYTHON, handler);
+}
+
+#[derive(Deserialize)]
+struct Request<'a> {
+    op: &'a str,
+    #[serde(borrow, default)]
+    function: Option<&'a [u8]>,
+    #[serde(borrow)]
+    args: &'a [u8],
+}
+
+#[derive(Serialize)]
+struct Value<'a> {
+    #[serde(with = "serde_bytes")]
+    value: &'a [u8],
+    stdout: &'a str,
+    stderr: &'a str,
+}
+
+#[derive(Serialize)]
+struct Failure<'a> {
+    ename: &'a str,
+    evalue: &'a str,
+    traceback: &'a str,
+    stdout: &'a str,
+    stderr: &'a str,
+}
+
+/// One live worker process and the channel to it.
+struct Worker {
+    child: Child,
+    input: ChildStdin,
+    output: ChildStdout,
+    /// Keys of the functions the worker has cached.
+    known: HashSet<u128>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        // Closing stdin ends an idle worker; a busy or stuck one is killed.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The worker slot: the idle worker, or the pid of the one a task holds.
+#[derive(Default)]
+struct Slot {
+    idle: Option<Worker>,
+    busy: Option<u32>,
+}
+
+/// Why talking to the worker failed.
+enum Trouble {
+    /// It could not be started; the message says why and what to do.
+    Start(String),
+    /// The pipe broke: the worker died (or closed its channel).
+    Died,
+}
+
+struct Runtime {
+    interpreter: OsString,
+    slot: Mutex<Slot>,
+    hashers: (RandomState, RandomState),
+}
+
+impl Runtime {
+    fn new(interpreter: OsString) -> Runtime {
+        Runtime {
+            interpreter,
+            slot: Mutex::default(),
+            hashers: (RandomState::new(), RandomState::new()),
+        }
+    }
+
+    fn key(&self, function: &[u8]) -> u128 {
+        let a = self.hashers.0.hash_one(function) as u128;
+        let b = self.hashers.1.hash_one(function) as u128;
+        (a << 64) | b
+    }
+
+    fn run(&self, ctx: &Context, payload: &[u8]) -> Result<Vec<u8>, CallError> {
+        let request: Request<'_> = rmp_serde::from_slice(payload).map_err(|e| {
+            CallError::new(
+                ErrorKind::BadArguments,
+                format!(
+                    "a Python task's payload must be a msgpack map {{op, function, args}}: {e}"
+                ),
+            )
+        })?;
+        let (op, with_function) = match request.op {
+            "call" => (b'c', true),
+            "map" => (b'm', true),
+            "push" => (b'p', false),
+            "pull" => (b'g', false),
+            "execute" => (b'e', false),
+            other => {
+                return Err(CallError::new(
+                    ErrorKind::BadArguments,
+                    format!(
+                    "unknown Python task op {other:?} (expected call, map, push, pull or execute)"
+                ),
+                ))
+            }
+        };
+        let function = match (with_function, request.function) {
+            (true, Some(f)) if !f.is_empty() => Some((self.key(f), f)),
+            (true, _) => {
+                return Err(CallError::new(
+                    ErrorKind::BadArguments,
+                    format!("a Python {} task needs a pickled function", request.op),
+                ))
+            }
+            (false, _) => None,
+        };
+        let mut worker = self.take_worker().map_err(|t| self.trouble(ctx, t, None))?;
+        let pid = worker.child.id();
+        let reply = exchange(&mut worker, op, function, request.args);
+        match reply {
+            Ok(reply) => {
+                self.give_back(worker);
+                reply_to_result(&reply)
+            }
+            Err(t) => {
+                let status = reap(&mut worker.child);
+                drop(worker);
+                self.forget(pid);
+                Err(self.trouble(ctx, t, Some((pid, status))))
+            }
+        }
+    }
+
+    /// The idle worker, or a new one. A worker held by another task means that task was
+    /// abandoned past its time limit (an engine runs one task at a time): that worker is
+    /// killed, so that it stops using the CPU, and its task's thread sees it die.
+    fn take_worker(&self) -> Result<Worker, Trouble> {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = slot.idle.take() {
+            slot.busy = Some(w.child.id());
+            return Ok(w);
+        }
+        if let Some(pid) = slot.busy.take() {
+            tracing::warn!(
+                "killing Python worker {pid}, still busy with a task abandoned past its time limit"
+            );
+            // SAFETY: kill(2) has no memory-safety preconditions; at worst the pid is gone.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        let w = self.spawn()?;
+        slot.busy = Some(w.child.id());
+        Ok(w)
+    }
+
+    fn give_back(&self, worker: Worker) {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.busy == Some(worker.child.id()) && slot.idle.is_none() {
+            slot.busy = None;
+            slot.idle = Some(worker);
+        }
+        // Otherwise another task replaced it meanwhile; dropping it ends it.
+    }
+
+    fn forget(&self, pid: u32) {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.busy == Some(pid) {
+            slot.busy = None;
+        }
+    }
+
+    fn spawn(&self) -> Result<Worker, Trouble> {
+        let path = self.interpreter.to_string_lossy().into_owned();
+        let started = Instant::now();
+        let mut child = Command::new(&self.interpreter)
+            .arg("-c")
+            .arg(WORKER_PY)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| {
+                Trouble::Start(format!(
+                    "cannot start the Python interpreter {path:?}: {e}; install Python 3 with cloudpickle there, or choose another interpreter with `cluster engine --python PATH`, `python = \"PATH\"` in cluster.toml or {PYTHON_ENV}"
+                ))
+            })?;
+        let (Some(input), Some(output)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            return Err(Trouble::Start(
+                "the Python worker's pipes are missing".into(),
+            ));
+        };
+        let mut worker = Worker {
+            child,
+            input,
+            output,
+            known: HashSet::new(),
+        };
+        match read_frame(&mut worker.output) {
+            Ok((b'r', parts)) => {
+                let version = parts
+                    .first()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                tracing::info!(
+                    "started Python worker {} ({path}, Python {version}) in {:?}",
+                    worker.child.id(),
+                    started.elapsed()
+                );
+                Ok(worker)
+            }
+            Ok((b'x', parts)) => {
+                let text = |i: usize| {
+                    parts
+                        .get(i)
+                        .map(|p| String::from_utf8_lossy(p).into_owned())
+                        .unwrap_or_default()
+                };
+                Err(Trouble::Start(format!(
+                    "the Python interpreter {path:?} cannot import cloudpickle ({}: {}); install it with `{path} -m pip install cloudpickle`, or choose another interpreter with `cluster engine --python PATH`, `python = \"PATH\"` in cluster.toml or {PYTHON_ENV}",
+                    text(0),
+                    text(1)
+                )))
+            }
+            _ => {
+                let status = reap(&mut worker.child);
+                Err(Trouble::Start(format!(
+                    "{path:?} did not start as a Python 3 worker ({status}); is it a Python 3 interpreter? Choose another with `cluster engine --python PATH`, `python = \"PATH\"` in cluster.toml or {PYTHON_ENV} (its messages are in the engine's log)"
+                )))
+            }
+        }
+    }
+
+    fn trouble(&self, ctx: &Context, t: Trouble, died: Option<(u32, String)>) -> CallError {
+        let engine = ctx.engine_id();
+        let (ename, message) = match (t, died) {
+            (Trouble::Start(m), _) => ("WorkerUnavailable", format!("engine {engine}: {m}")),
+            (Trouble::Died, Some((pid, status))) => (
+                "WorkerDied",
+                format!(
+                    "the Python worker (pid {pid}) of engine {engine} died while running this task ({status}); the engine starts a new worker for its next Python task, with an empty namespace"
+                ),
+            ),
+            (Trouble::Died, None) => (
+                "WorkerDied",
+                format!("the Python worker of engine {engine} died while running this task"),
+            ),
+        };
+        let mut e = CallError::new(ErrorKind::Remote, message);
+        e.payload = encode_failure(ename, &e.message, "", "", "");
+        e
+    }
+}
+
+/// Sends one request and reads its reply.
+fn exchange(
+    worker: &mut Worker,
+    op: u8,
+    function: Option<(u128, &[u8])>,
+    args: &[u8],
+) -> Result<(u8, Vec<Vec<u8>>), Trouble> {
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(3);
+    let key_bytes;
+    if let Some((key, blob)) = function {
+        if !worker.known.contains(&key) && worker.known.len() >= MAX_CACHED_FUNCTIONS {
+            write_frame(&mut worker.input, b'f', &[])?;
+            read_frame(&mut worker.output)?;
+            worker.known.clear();
+        }
+        key_bytes = key.to_le_bytes();
+        parts.push(&key_bytes);
+        if worker.known.insert(key) {
+            parts.push(blob);
+        } else {
+            parts.push(&[]);
+        }
+    }
+    parts.push(args);
+    write_frame(&mut worker.input, op, &parts)?;
+    read_frame(&mut worker.output)
+}
+
+fn write_frame(to: &mut ChildStdin, op: u8, parts: &[&[u8]]) -> Result<(), Trouble> {
+    let len = 1 + parts.iter().map(|p| 4 + p.len()).sum::<usize>();
+    let mut head = Vec::with_capacity(5 + 4 * parts.len());
+    head.extend_from_slice(&(len as u32).to_le_bytes());
+    head.push(op);
+    // Small parts are copied into one write; a large one goes out on its own.
+    let mut out = head;
+    for p in parts {
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        if p.len() < 64 * 1024 {
+            out.extend_from_slice(p);
+        } else {
+            to.write_all(&out).map_err(|_| Trouble::Died)?;
+            to.write_all(p).map_err(|_| Trouble::Died)?;
+            out.clear();
+        }
+    }
+    to.write_all(&out).map_err(|_| Trouble::Died)?;
+    to.flush().map_err(|_| Trouble::Died)
+}
+
+fn read_frame(from: &mut ChildStdout) -> Result<(u8, Vec<Vec<u8>>), Trouble> {
+    let mut head = [0u8; 4];
+    from.read_exact(&mut head).map_err(|_| Trouble::Died)?;
+    let len = u32::from_le_bytes(head) as usize;
+    if len == 0 || len > MAX_FRAME {
+        return Err(Trouble::Died);
+    }
+    let mut body = vec![0u8; len];
+    from.read_exact(&mut body).map_err(|_| Trouble::Died)?;
+    let op = body[0];
+    let mut parts = Vec::new();
+    let mut pos = 1;
+    while pos < body.len() {
+        let Some(size) = body.get(pos..pos + 4) else {
+            return Err(Trouble::Died);
+        };
+        let size = u32::from_le_bytes([size[0], size[1], size[2], size[3]]) as usize;
+        pos += 4;
+        let Some(part) = body.get(pos..pos + size) else {
+            return Err(Trouble::Died);
+        };
+        parts.push(part.to_vec());
+        pos += size;
+    }
+    Ok((op, parts))
+}
+
+/// The exit of a worker whose pipe broke: waits a moment for it to end, then kills it.
+fn reap(child: &mut Child) -> String {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return describe_status(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            Ok(None) => {
+                let _ = child.kill();
+                return match child.wait() {
+                    Ok(_) => "it closed its channel and was killed".into(),
+                    Err(e) => format!("cannot wait for it: {e}"),
+                };
+            }
+            Err(e) => return format!("cannot wait for it: {e}"),
+        }
+    }
+}
+
+fn describe_status(status: std::process::ExitStatus) -> String {
+    if let Some(sig) = status.signal() {
+        let name = match sig {
+            libc::SIGSEGV => " (SIGSEGV)",
+            libc::SIGBUS => " (SIGBUS)",
+            libc::SIGABRT => " (SIGABRT)",
+            libc::SIGKILL => " (SIGKILL)",
+            libc::SIGTERM => " (SIGTERM)",
+            libc::SIGFPE => " (SIGFPE)",
+            libc::SIGILL => " (SIGILL)",
+            _ => "",
+        };
+        format!("killed by signal {sig}{name}")
+    } else {
+        match status.code() {
+            Some(code) => format!("exited with status {code}"),
+            None => "exited".into(),
+        }
+    }
+}
+
+fn text(parts: &[Vec<u8>], i: usize) -> std::borrow::Cow<'_, str> {
+    parts
+        .get(i)
+        .map(|p| String::from_utf8_lossy(p))
+        .unwrap_or_default()
+}
+
+fn encode_failure(
+    ename: &str,
+    evalue: &str,
+    traceback: &str,
+    stdout: &str,
+    stderr: &str,
+) -> Vec<u8> {
+    protocol::encode(&Failure {
+        ename,
+        evalue,
+        traceback,
+        stdout,
+        stderr,
+    })
+    .unwrap_or_default()
+}
+
+/// The task's result payload, or its error, from the worker's reply.
+fn reply_to_result((op, parts): &(u8, Vec<Vec<u8>>)) -> Result<Vec<u8>, CallError> {
+    match op {
+        b'o' => protocol::encode(&Value {
+            value: parts.first().map(Vec::as_slice).unwrap_or_default(),
+            stdout: &text(parts, 1),
+            stderr: &text(parts, 2),
+        })
+        .map_err(|e| CallError::new(ErrorKind::Remote, format!("cannot encode the result: {e}"))),
+        b'x' => {
+            let (ename, evalue, traceback) = (text(parts, 0), text(parts, 1), text(parts, 2));
+            let message = if traceback.is_empty() {
+                format!("{ename}: {evalue}")
+            } else {
+                format!("{ename}: {evalue}\n{}", traceback.trim_end())
+            };
+            let mut e = CallError::new(ErrorKind::Remote, message);
+            e.payload = encode_failure(
+                &ename,
+                &evalue,
+                &traceback,
+                &text(parts, 3),
+                &text(parts, 4),
+            );
+            Err(e)
+        }
+        other => Err(CallError::new(
+            ErrorKind::Remote,
+            format!("the Python worker answered with an unknown frame type {other}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests;

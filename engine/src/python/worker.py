@@ -1,0 +1,201 @@
+# The Python worker of a cluster engine (shipped inside the engine and run with `python -c`).
+#
+# The engine starts one worker on its first Python task and keeps it: the worker's globals
+# are the engine's Python namespace between tasks. Frames travel over the worker's stdin and
+# stdout pipes, which are moved to other file descriptors at once, so that user code that
+# prints, reads stdin or writes to fd 1 from C cannot corrupt the channel.
+#
+# A frame is a 4-byte little-endian length and a body. A body is one op byte and parts, each
+# a 4-byte little-endian length and bytes.
+#   engine -> worker: b"c" [key, function, args]    call function(*args, **kwargs)
+#                     b"m" [key, function, items]   items = (list, star): list(map(function,
+#                                                   list)), or starmap when star
+#                     b"p" [names_values]           push a dict into the namespace
+#                     b"g" [names]                  pull a name (str) or names (list)
+#                     b"e" [code]                   exec code (utf-8) in the namespace
+#                     b"f" []                       forget the cached functions
+#   worker -> engine: b"o" [value, stdout, stderr]  pickled value, captured output
+#                     b"x" [ename, evalue, traceback, stdout, stderr]
+#   first frame from the worker: b"r" [version] when ready, or b"x" [...] when it cannot
+#   start (cloudpickle missing).
+# `function` is empty when the engine knows the worker has `key` cached already.
+import io
+import os
+import sys
+import threading
+
+
+def _parts(body, pos):
+    out = []
+    n = len(body)
+    while pos < n:
+        size = int.from_bytes(body[pos:pos + 4], "little")
+        pos += 4
+        out.append(body[pos:pos + size])
+        pos += size
+    return out
+
+
+def _frame(op, parts):
+    chunks = [op]
+    for p in parts:
+        chunks.append(len(p).to_bytes(4, "little"))
+        chunks.append(p)
+    body = b"".join(chunks)
+    return len(body).to_bytes(4, "little") + body
+
+
+def _read_exact(fd, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = os.read(fd, min(n - len(buf), 1 << 20))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _watch_parent():
+    # The engine may be killed without closing our stdin while a task runs: leave then too.
+    parent = os.getppid()
+    import time
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def main():
+    rfd = os.dup(0)
+    wfd = os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    # Output written to fd 1 below Python (C extensions, subprocesses) goes to the engine's
+    # log, beside the worker's stderr.
+    os.dup2(2, 1)
+    try:
+        os.set_inheritable(rfd, False)
+        os.set_inheritable(wfd, False)
+    except OSError:
+        pass
+    threading.Thread(target=_watch_parent, daemon=True).start()
+    try:
+        import cloudpickle
+    except Exception as e:  # ImportError, or a broken installation
+        _write_all(wfd, _frame(b"x", [type(e).__name__.encode(), str(e).encode(), b"", b"", b""]))
+        return
+    import pickle
+    import traceback
+    from itertools import starmap
+
+    sys.stdin = io.StringIO()
+    ns = {"__name__": "__main__", "__builtins__": __builtins__}
+    # __main__ is the namespace, so that pickles that refer to __main__ names find them.
+    main_mod = type(sys)("__main__")
+    main_mod.__dict__.update(ns)
+    ns = main_mod.__dict__
+    sys.modules["__main__"] = main_mod
+    functions = {}
+    dumps = cloudpickle.dumps
+    loads = pickle.loads
+    protocol = pickle.HIGHEST_PROTOCOL
+    real_out, real_err = sys.stdout, sys.stderr
+    FunctionType = type(main)
+
+    def rebind(f):
+        # A function that travelled by value (defined in the client's __main__, a notebook,
+        # or a module this engine does not have) looks up the names it did not capture in
+        # the engine's namespace, as in IPyparallel; the names it did capture come along and
+        # are put into that namespace. A function pickled by reference keeps its module.
+        if not isinstance(f, FunctionType) or f.__globals__ is ns:
+            return f
+        module = sys.modules.get(f.__module__)
+        if f.__module__ != "__main__" and getattr(module, "__dict__", None) is f.__globals__:
+            return f
+        for k, v in f.__globals__.items():
+            if k not in ("__builtins__", "__name__", "__package__", "__file__", "__doc__"):
+                ns[k] = v
+        g = FunctionType(f.__code__, ns, f.__name__, f.__defaults__, f.__closure__)
+        g.__kwdefaults__ = f.__kwdefaults__
+        g.__dict__.update(f.__dict__)
+        g.__qualname__ = f.__qualname__
+        return g
+
+    def function(key, blob):
+        if blob:
+            f = rebind(loads(blob))
+            functions[key] = f
+            return f
+        return functions[key]
+
+    _write_all(wfd, _frame(b"r", [sys.version.split()[0].encode()]))
+    while True:
+        head = _read_exact(rfd, 4)
+        if head is None:
+            return
+        body = _read_exact(rfd, int.from_bytes(head, "little"))
+        if body is None:
+            return
+        op = body[:1]
+        parts = _parts(body, 1)
+        out = io.StringIO()
+        err = io.StringIO()
+        sys.stdout, sys.stderr = out, err
+        try:
+            if op == b"c":
+                f = function(parts[0], parts[1])
+                args, kwargs = loads(parts[2])
+                value = f(*args, **kwargs)
+            elif op == b"m":
+                f = function(parts[0], parts[1])
+                items, star = loads(parts[2])
+                value = list(starmap(f, items) if star else map(f, items))
+            elif op == b"p":
+                ns.update(loads(parts[0]))
+                value = None
+            elif op == b"g":
+                names = loads(parts[0])
+                if isinstance(names, str):
+                    value = ns[names]
+                else:
+                    value = [ns[n] for n in names]
+            elif op == b"e":
+                code = parts[0].decode()
+                exec(compile(code, "<execute>", "exec"), ns)
+                value = None
+            elif op == b"f":
+                functions.clear()
+                value = None
+            else:
+                raise ValueError("unknown op %r from the engine" % (op,))
+            # cloudpickle, so that classes and functions defined here (execute, __main__)
+            # travel by value.
+            blob = dumps(value, protocol)
+            reply = _frame(b"o", [blob, out.getvalue().encode("utf-8", "replace"),
+                                  err.getvalue().encode("utf-8", "replace")])
+        except BaseException as e:  # SystemExit and KeyboardInterrupt too: report, go on
+            if isinstance(e, KeyError) and op == b"g":
+                e = NameError("name %s is not defined on this engine" % (e,))
+            tb = e.__traceback__
+            # The worker's own frame first, then the user's: show only the user's.
+            if tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            tb = traceback.format_exception(type(e), e, tb)
+            reply = _frame(b"x", [type(e).__name__.encode(), str(e).encode("utf-8", "replace"),
+                                  "".join(tb).encode("utf-8", "replace"),
+                                  out.getvalue().encode("utf-8", "replace"),
+                                  err.getvalue().encode("utf-8", "replace")])
+        finally:
+            sys.stdout, sys.stderr = real_out, real_err
+        _write_all(wfd, reply)
+
+
+main()

@@ -1,0 +1,233 @@
+"""Client: a connection to a cluster's controller, and the views made from it."""
+
+import json
+import os
+import threading
+
+from . import _errors
+from ._native import NativeClient
+from ._result import AsyncResult, task_name
+from ._view import DirectView, LoadBalancedView, _task_ids
+
+
+def cluster_dir(path=None):
+    """The folder holding the profiles: ``path``, ``$CLUSTER_DIR``, else ``~/.cluster``."""
+    if path:
+        return os.path.abspath(os.path.expanduser(path))
+    env = os.environ.get("CLUSTER_DIR")
+    if env:
+        return os.path.abspath(env)
+    return os.path.join(os.path.expanduser("~"), ".cluster")
+
+
+def client_file(profile=None, connection_file=None, cluster_dir_=None):
+    """The client connection file: ``connection_file``, ``$CLUSTER_CLIENT_FILE``, else the
+    profile's (``profile``, ``$CLUSTER_PROFILE``, else ``default``) ``security/client.json``."""
+    if connection_file:
+        return os.path.abspath(os.path.expanduser(connection_file))
+    if profile is None:
+        env = os.environ.get("CLUSTER_CLIENT_FILE")
+        if env:
+            return os.path.abspath(env)
+        profile = os.environ.get("CLUSTER_PROFILE") or "default"
+    return os.path.join(cluster_dir(cluster_dir_), "profile_%s" % profile, "security",
+                        "client.json")
+
+
+class Client:
+    """A connection to a cluster (IPyparallel's ``Client``).
+
+    ``Client()`` reads ``$CLUSTER_CLIENT_FILE``, else the profile ``$CLUSTER_PROFILE``
+    (default ``default``) under ``$CLUSTER_DIR`` (default ``~/.cluster``); or pass
+    ``profile=``, ``connection_file=`` (``url_file=``) and ``cluster_dir=``.
+    ``rc[:]``/``rc[0]``/``rc[::2]`` are DirectViews, ``rc.load_balanced_view()`` a
+    LoadBalancedView. Use it as a context manager, or call ``close()``.
+    """
+
+    def __init__(self, url_file=None, profile=None, connection_file=None, cluster_dir=None,
+                 timeout=10, **_ignored):
+        path = client_file(profile, connection_file or url_file, cluster_dir)
+        if not os.path.exists(path):
+            where = "profile %r" % profile if profile else path
+            raise _errors.ConnectionFileError(
+                "no client connection file at %s (for %s): is a cluster running? Start one "
+                "with `ferrocluster start -n 4` (or `cluster start`), or ferrocluster.Cluster(), "
+                "or pass connection_file=/profile=/cluster_dir=" % (path, where))
+        self._file = path
+        self._native = NativeClient(path, float(timeout))
+        self._dispatcher = None
+        self._dispatcher_lock = threading.Lock()
+        self._dispatcher_ident = None
+        self.block = False
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _native_client(self):
+        return self._native
+
+    def _notify(self, result):
+        """Settle ``result`` on the dispatcher thread when its tasks finish."""
+        self._start_dispatcher()
+        result._batch.notify(self._native, result)
+
+    def _on_dispatcher(self):
+        return threading.get_ident() == self._dispatcher_ident
+
+    def _start_dispatcher(self):
+        if self._dispatcher is not None:
+            return
+        with self._dispatcher_lock:
+            if self._dispatcher is not None:
+                return
+            t = threading.Thread(target=self._dispatch, name="ferrocluster-dispatch",
+                                 daemon=True)
+            self._dispatcher = t
+            t.start()
+
+    def _dispatch(self):
+        self._dispatcher_ident = threading.get_ident()
+        native = self._native
+        while True:
+            objs = native.completions(0.5)
+            if objs is None:
+                return
+            for obj in objs:
+                try:
+                    obj._settle()
+                except Exception:  # a callback's error is the callback's
+                    import traceback
+                    traceback.print_exc()
+
+    # -- engines ---------------------------------------------------------------------
+
+    @property
+    def ids(self):
+        """Registered engine ids, sorted."""
+        return sorted(self._native.ids())
+
+    def __len__(self):
+        return len(self.ids)
+
+    def wait_for_engines(self, n=None, timeout=-1, block=True):
+        """Waits until ``n`` engines (default: those registered now, at least one) are
+        registered, up to ``timeout`` seconds (-1 or None: no limit)."""
+        if n is None:
+            n = max(1, len(self.ids))
+        t = 1e9 if timeout is None or timeout < 0 else float(timeout)
+        try:
+            return sorted(self._native.wait_for_engines(int(n), t))
+        except _errors.TimeoutError as e:
+            raise _errors.TimeoutError(
+                "%s (waited %s s for %d engines; %d registered)" % (e, timeout, n,
+                                                                     len(self.ids))) from None
+
+    def __getitem__(self, key):
+        ids = self.ids
+        if isinstance(key, int):
+            if key not in ids:
+                raise IndexError("no engine %d (engines: %s)" % (key, ids))
+            return DirectView(self, targets=key)
+        if isinstance(key, slice):
+            return DirectView(self, targets=ids[key])
+        if isinstance(key, (list, tuple)):
+            missing = [k for k in key if k not in ids]
+            if missing:
+                raise IndexError("no engines %s (engines: %s)" % (missing, ids))
+            return DirectView(self, targets=list(key))
+        raise TypeError("index a Client with an engine id, a slice or a list of ids")
+
+    def direct_view(self, targets="all", **flags):
+        """A DirectView; ``targets='all'`` follows the engines registered at each call."""
+        return DirectView(self, targets=targets, **flags)
+
+    def load_balanced_view(self, targets=None, **flags):
+        """A LoadBalancedView (among ``targets`` when given)."""
+        return LoadBalancedView(self, targets=targets, **flags)
+
+    def executor(self, targets=None, **flags):
+        """A ``concurrent.futures.Executor`` over a load-balanced view."""
+        return self.load_balanced_view(targets, **flags).executor
+
+    # -- requests --------------------------------------------------------------------
+
+    def status(self):
+        """The controller's status report (engines, queues, tasks, addresses) as a dict."""
+        return json.loads(self._native.status_json())
+
+    def queue_status(self, targets=None, verbose=False):
+        """``{engine_id: {'queue': n, 'completed': n, 'failed': n}, 'unassigned': n,
+        'waiting': n}`` (IPyparallel's shape)."""
+        q = json.loads(self._native.queue_status_json())
+        out = {}
+        wanted = None if targets is None else set(
+            [targets] if isinstance(targets, int) else targets)
+        for e in q["engines"]:
+            if wanted is None or e["id"] in wanted:
+                out[e["id"]] = {"queue": e["outstanding"], "completed": e["completed"],
+                                "failed": e["failed"]}
+        out["unassigned"] = q["unassigned"]
+        out["waiting"] = q["waiting"]
+        return out
+
+    def abort(self, jobs=None, targets=None, block=None):
+        """Aborts tasks that have not started: AsyncResults or task ids (default: none);
+        returns ``{'aborted': [...], 'running': [...], 'finished': [...], 'unknown': [...]}``
+        with ``client:seq`` names."""
+        ids = _task_ids(jobs)
+        if not ids:
+            return {"aborted": [], "running": [], "finished": [], "unknown": []}
+        aborted, running, finished, unknown = self._native.abort(ids)
+        name = lambda v: [task_name(t) for t in v]  # noqa: E731
+        return {"aborted": name(aborted), "running": name(running),
+                "finished": name(finished), "unknown": name(unknown)}
+
+    def purge_results(self, jobs=(), targets=(), block=None):
+        """Forgets results stored by the controller: of ``jobs`` (AsyncResults or ids), or
+        all of them with ``jobs='all'``."""
+        if jobs == "all":
+            self._native.purge([])
+            return
+        ids = _task_ids(jobs)
+        if ids:
+            self._native.purge(ids)
+
+    def purge_everything(self):
+        self.purge_results("all")
+
+    def shutdown(self, targets="all", hub=False, block=None):
+        """Stops the engines (all of them), and the controller too when ``hub``."""
+        if targets not in ("all", None):
+            raise ValueError("shutdown stops every engine (targets='all'); stop single "
+                             "engines with their own process tools")
+        self._native.shutdown(bool(hub))
+
+    def close(self, linger=None):
+        """Closes the connection; pending results end with ConnectionLostError."""
+        self._native.close()
+
+    @property
+    def closed(self):
+        return self._native.closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return "<ferrocluster.Client %s (%s)>" % (
+            self._file, "closed" if self.closed else self._native.address)
+
+    # -- magics ----------------------------------------------------------------------
+
+    def activate(self, targets="all", suffix=""):
+        """Registers ``%px``/``%%px``/``%pxresult``/``%autopx`` in IPython for a DirectView."""
+        from . import _magics
+        view = self.direct_view(targets)
+        _magics.register(view, suffix)
+        return view
+
+
+def _is_async_result(x):
+    return isinstance(x, AsyncResult)
