@@ -26,7 +26,7 @@
 //!   Its tests are in `hub/tests/`, one file a topic, around one `Harness`.
 //! - [`scheduler`] — scheduling *policy* as pure functions of engine loads: the five schemes
 //!   and the adaptive per-engine limit (`hwm = auto`).
-//! - `server.rs` — the socket loop: configuration and errors, the sockets and how an action
+//! - `server/` — the socket loop (`mod.rs`): configuration and errors, the sockets and how an action
 //!   is sent, the connection files.
 
 mod hub;

@@ -16,16 +16,16 @@
 //!
 //! | file | owns | rules |
 //! |---|---|---|
-//! | `engines.rs` | [`Engines`](engines::Engines): the engine table by id, uuid and route | registration, ids kept across restarts, held tasks, an engine lost, shutdown |
-//! | `heartbeat.rs` | [`Heartbeats`](heartbeat::Heartbeats): ping rounds | **the heartbeat rule**: pings, misses, death, coming back |
-//! | `free.rs` | [`FreeEngines`](free::FreeEngines): engines that can take more work | each scheduler's choice over those indexes |
+//! | `engines.rs` | [`Engines`]: the engine table by id, uuid and route | registration, ids kept across restarts, held tasks, an engine lost, shutdown |
+//! | `heartbeat.rs` | [`Heartbeats`]: ping rounds | **the heartbeat rule**: pings, misses, death, coming back |
+//! | `free.rs` | [`FreeEngines`]: engines that can take more work | each scheduler's choice over those indexes |
 //! | `schedule.rs` | (no state) | **the scheduling pass**: queue heads to free engines, one message an engine |
-//! | `queues.rs` | [`Queues`](queues::Queues): queue classes of queued tasks | which engines could ever run a class |
-//! | `tasks.rs` | [`Tasks`](tasks::Tasks): the table of unfinished tasks | submission, retries, abort |
-//! | `deps.rs` | [`Deps`](deps::Deps): waiting tasks by what they wait for | `after` and `follow` |
-//! | `timers.rs` | [`Timers`](timers::Timers): task time limits | start and run limits |
-//! | `results.rs` | [`Results`](results::Results): **the result store**, outcome counts | results from engines, delivery, fetch, purge |
-//! | `clients.rs` | [`Clients`](clients::Clients): client ids and connections ([`ClientSlot`](clients::ClientSlot)) | hello, unreachable clients |
+//! | `queues.rs` | [`Queues`]: queue classes of queued tasks | which engines could ever run a class |
+//! | `tasks.rs` | [`Tasks`]: the table of unfinished tasks | submission, retries, abort |
+//! | `deps.rs` | [`Deps`]: waiting tasks by what they wait for | `after` and `follow` |
+//! | `timers.rs` | [`Timers`]: task time limits | start and run limits |
+//! | `results.rs` | [`Results`]: **the result store**, outcome counts | results from engines, delivery, fetch, purge |
+//! | `clients.rs` | [`Clients`]: client ids and connections ([`ClientSlot`](clients::ClientSlot)) | hello, unreachable clients |
 //! | `status.rs` | (no state) | status and queue reports |
 //!
 //! Queued tasks wait in *classes*: one FIFO per distinct (function, targets, blacklist), so a
