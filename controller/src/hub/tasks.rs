@@ -81,6 +81,22 @@ impl Task {
         }
     }
 
+    /// A task held by an engine (see [`Task::held`]) learns its work, argument and options
+    /// from its client's submission, as if it had been submitted here; it keeps running where
+    /// it is.
+    fn fill_in(&mut self, req: TaskRequest, payload: Vec<u8>) {
+        let options = req.options;
+        let mut targets = options.targets;
+        targets.sort_unstable();
+        targets.dedup();
+        self.work = Some(req.work);
+        self.payload = Some(Arc::new(payload));
+        self.timeout_ms = options.timeout_ms;
+        self.run_timeout_ms = options.run_timeout_ms.or(options.timeout_ms);
+        self.targets = targets;
+        self.retries = options.retries;
+    }
+
     /// Moves it to `state`, so that the timers armed for it so far no longer apply.
     pub(super) fn move_to(&mut self, state: TaskState) {
         self.state = state;
@@ -180,6 +196,10 @@ impl Core {
                 // Submitted again: held by an engine across a controller restart (no client
                 // yet), or sent twice by a client that could not tell whether the first one
                 // arrived. It runs once; its result goes to the latest submitter.
+                if task.client.is_none() && count_ok {
+                    // A held task learns what it is, so that it can be retried elsewhere.
+                    task.fill_in(req, payload);
+                }
                 task.client = Some(client);
                 continue;
             }

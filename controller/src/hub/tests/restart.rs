@@ -112,3 +112,28 @@ fn a_held_task_already_queued_again_is_not_handed_to_a_second_engine() {
     let msgs = delivered(&h.finish("a", &[tid(2)], 5));
     assert_eq!(msgs[0].1[0].id, tid(2));
 }
+
+/// Regression: a task an engine held across a controller restart kept none of the options
+/// its client submitted it again with, so the death of that engine failed it with
+/// `EngineLost` ("submit it with retries > 0") although it had been given retries.
+#[test]
+fn a_held_task_submitted_again_is_retried_when_its_engine_dies() {
+    let mut h = Harness::new(Hwm::Limit(0));
+    h.engine("a", held_registration("a", Some(EngineId(0)), &[tid(1)]));
+    h.register("b", &["f"]);
+    let actions = h.submit(vec![with(call(1, "f"), &[], 1)]);
+    assert!(sent(&actions).is_empty(), "it runs on engine 0 already");
+    let actions = h.core.on_engine_disconnected(b"a", h.now);
+    assert!(delivered(&actions).is_empty(), "retried, not failed");
+    assert_eq!(
+        sent(&actions),
+        [(EngineId(1), vec![tid(1)], vec![payload_of(tid(1))])]
+    );
+    // Retried once, as submitted: the next loss fails it.
+    let actions = h.core.on_engine_disconnected(b"b", h.now);
+    let err = error_of(&delivered(&actions)[0].1[0]).clone();
+    assert_eq!(
+        (err.kind, err.engine),
+        (ErrorKind::EngineLost, Some(EngineId(1)))
+    );
+}
