@@ -116,13 +116,16 @@ impl Core {
         payloads: Vec<Vec<u8>>,
         out: &mut Vec<Action>,
     ) {
+        // A short message is the engine's bug; its missing values read as empty.
+        let mut payloads = payloads.into_iter();
+        let mut next_payload = move || Arc::new(payloads.next().unwrap_or_default());
         let Some(id) = self.engines.at_route(route) else {
             // An engine of this controller's previous life, not registered again yet: its
             // results wait in the store for their clients to submit the tasks again.
             let mut deliveries = Deliveries::default();
             let mut kept = 0usize;
-            for (outcome, payload) in results.into_iter().zip(payloads) {
-                if self.keep_orphan(outcome, Arc::new(payload), &mut deliveries) {
+            for outcome in results {
+                if self.keep_orphan(outcome, next_payload(), &mut deliveries) {
                     kept += 1;
                 }
             }
@@ -141,10 +144,8 @@ impl Core {
         }
         let track = matches!(self.config.hwm, Hwm::Auto);
         let mut deliveries = Deliveries::default();
-        let mut payloads = payloads.into_iter();
         for mut outcome in results {
-            // A short message is the engine's bug; its missing values read as empty.
-            let payload = Arc::new(payloads.next().unwrap_or_default());
+            let payload = next_payload();
             let tid = outcome.id;
             outcome.engine = Some(id);
             match self.tasks.get(tid).map(|t| t.state) {

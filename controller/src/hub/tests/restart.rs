@@ -137,3 +137,29 @@ fn a_held_task_submitted_again_is_retried_when_its_engine_dies() {
         (ErrorKind::EngineLost, Some(EngineId(1)))
     );
 }
+
+/// Regression: results from an engine not registered (yet) were paired with their payloads
+/// by `zip`, so a message short of payloads lost the outcomes past the last one; they read
+/// as empty values, as from a registered engine.
+#[test]
+fn results_short_of_payloads_from_an_unregistered_engine_are_all_kept() {
+    let mut h = Harness::new(Hwm::Limit(0));
+    let results = [tid(1), tid(2)]
+        .map(|id| TaskOutcome {
+            id,
+            engine: None,
+            status: Status::Ok,
+            started_us: 1,
+            elapsed_us: 1,
+        })
+        .to_vec();
+    h.core.on_engine(
+        b"a",
+        FromEngine::Results { results },
+        vec![b"one".to_vec()],
+        h.now,
+    );
+    assert_eq!(h.status().tasks.stored, 2);
+    let msgs = delivered(&h.submit(vec![call(1, "f"), call(2, "f")]));
+    assert_eq!(msgs[0].2, [b"one".to_vec(), Vec::new()]);
+}
