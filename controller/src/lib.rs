@@ -9,8 +9,9 @@
 //!
 //! [`run`] owns the four sockets and nothing else: it receives every message waiting, feeds it
 //! to the sans-IO [`Core`], and performs the [`Action`]s the core returns (sends, publications,
-//! heartbeat pings). It also watches the engine socket's connections, so that an engine whose
-//! connection closes (a killed process) is reported to the core at once. All rules live in the
+//! heartbeat pings). It also watches the engine and client sockets' connections, so that an
+//! engine whose connection closes (a killed process) is reported to the core at once, and a
+//! client that closed is forgotten once its tasks are done. All rules live in the
 //! core, which never reads a clock or touches a socket, so they are tested with a fake clock
 //! and fake peers. Arguments and results cross the controller as opaque payload frames, never
 //! decoded.

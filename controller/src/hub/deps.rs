@@ -36,6 +36,12 @@ impl Deps {
             .any(|(d, list)| unfinished(*d) && list.iter().any(|(w, _)| *w == tid))
     }
 
+    /// Tasks that have waiting dependents, for tests that check nothing leaks.
+    #[cfg(test)]
+    pub(super) fn waited_for(&self) -> usize {
+        self.dependents.len()
+    }
+
     /// Task `tid` waits for `pending` (each with whether it follows it).
     fn wait_for(&mut self, tid: TaskId, pending: Vec<(TaskId, bool)>) {
         for (dep, follow) in pending {

@@ -25,7 +25,7 @@
 //! | `deps.rs` | [`Deps`]: waiting tasks by what they wait for | `after` and `follow` |
 //! | `timers.rs` | [`Timers`]: task time limits | start and run limits |
 //! | `results.rs` | [`Results`]: **the result store**, outcome counts | results from engines, delivery, fetch, purge |
-//! | `clients.rs` | [`Clients`]: client ids and connections ([`ClientSlot`](clients::ClientSlot)) | hello, unreachable clients |
+//! | `clients.rs` | [`Clients`]: client ids and connections ([`ClientSlot`](clients::ClientSlot)) | hello, goodbye, **when a client is forgotten** |
 //! | `status.rs` | (no state) | status and queue reports |
 //!
 //! Queued tasks wait in *classes*: one FIFO per distinct (function, targets, blacklist), so a
@@ -257,7 +257,7 @@ impl Core {
         self.advance(now);
         let mut out = Vec::new();
         // A client whose sends failed and that speaks again is reachable again.
-        self.clients.revive(route);
+        self.clients.heard(route, now);
         match msg {
             FromClient::Hello => self.hello(route, &mut out),
             FromClient::Submit { tasks } => self.submit(route, tasks, payloads, &mut out),
@@ -267,6 +267,7 @@ impl Core {
             FromClient::Fetch { ids } => self.fetch(route, ids, &mut out),
             FromClient::Purge { ids } => self.purge(route, ids, &mut out),
             FromClient::Shutdown { controller } => self.shutdown(route, controller, &mut out),
+            FromClient::Goodbye => self.goodbye(route),
         }
         out
     }
@@ -289,6 +290,8 @@ impl Core {
         let mut out = Vec::new();
         if now >= self.heartbeats.next_ping() {
             self.heartbeat_round(now, &mut out);
+            // Once a round is often enough.
+            self.forget_idle_clients(now);
         }
         self.expire_timers(now, &mut out);
         out
@@ -314,6 +317,14 @@ impl Core {
         let mut out = Vec::new();
         self.lose_engine(engine, reason, &mut out);
         out
+    }
+
+    /// The connection of the client at `route` (on the client socket) closed: the client is
+    /// forgotten once none of its tasks is unfinished (their results stay stored, for any
+    /// client to fetch). If it reconnects before, it is known again.
+    pub fn on_client_disconnected(&mut self, route: &[u8], now: Duration) {
+        self.advance(now);
+        self.client_disconnected(route);
     }
 
     /// A send to the client at `route` failed: stop sending it results (they stay stored, so

@@ -30,7 +30,8 @@ pub(super) struct Task {
     /// Submission order, for fairness between classes.
     pub(super) seq: u64,
     /// The client connection that submitted it (`None`: a task an engine held across a
-    /// controller restart, until its client submits it again).
+    /// controller restart, until its client submits it again). Changed only through
+    /// [`Tasks::set_client`], which keeps the count of each client's unfinished tasks.
     pub(super) client: Option<ClientSlot>,
     /// Kept until it runs, and while running only if it may be retried.
     pub(super) work: Option<Work>,
@@ -119,6 +120,8 @@ pub(super) struct Tasks {
     table: HashMap<TaskId, Task>,
     /// The latest submission seq handed out.
     last_seq: u64,
+    /// How many tasks of the table each client connection has (none listed at zero).
+    per_client: HashMap<ClientSlot, u32>,
 }
 
 impl Tasks {
@@ -135,11 +138,58 @@ impl Tasks {
     }
 
     pub(super) fn insert(&mut self, id: TaskId, task: Task) {
-        self.table.insert(id, task);
+        self.count(task.client, 1);
+        if let Some(old) = self.table.insert(id, task) {
+            self.count(old.client, -1);
+        }
     }
 
     pub(super) fn remove(&mut self, id: TaskId) -> Option<Task> {
-        self.table.remove(&id)
+        let task = self.table.remove(&id)?;
+        self.count(task.client, -1);
+        Some(task)
+    }
+
+    /// Task `id`'s result now goes to `client`.
+    pub(super) fn set_client(&mut self, id: TaskId, client: ClientSlot) {
+        let Some(task) = self.table.get_mut(&id) else {
+            return;
+        };
+        let old = task.client.replace(client);
+        self.count(old, -1);
+        self.count(Some(client), 1);
+    }
+
+    /// How many unfinished tasks `client` submitted.
+    pub(super) fn unfinished_of(&self, client: ClientSlot) -> u32 {
+        self.per_client.get(&client).copied().unwrap_or(0)
+    }
+
+    /// Whether the per-client counts agree with the table.
+    #[cfg(test)]
+    pub(super) fn counts_agree(&self) -> bool {
+        let mut counted: HashMap<ClientSlot, u32> = HashMap::new();
+        for client in self.table.values().filter_map(|t| t.client) {
+            *counted.entry(client).or_default() += 1;
+        }
+        counted == self.per_client
+    }
+
+    /// Clients with unfinished tasks, for tests that check nothing leaks.
+    #[cfg(test)]
+    pub(super) fn clients_with_tasks(&self) -> usize {
+        self.per_client.len()
+    }
+
+    fn count(&mut self, client: Option<ClientSlot>, change: i32) {
+        let Some(client) = client else {
+            return;
+        };
+        let n = self.per_client.entry(client).or_insert(0);
+        *n = n.saturating_add_signed(change);
+        if *n == 0 {
+            self.per_client.remove(&client);
+        }
     }
 
     /// Every unfinished task.
@@ -180,10 +230,10 @@ impl Core {
         payloads: Vec<Vec<u8>>,
         out: &mut Vec<Action>,
     ) {
-        let client = self.clients.slot_for(route);
-        if let Some(req) = requests.first() {
-            self.clients.learn(route, req.id.client());
-        }
+        let Some(first) = requests.first() else {
+            return;
+        };
+        let client = self.clients.submitter(route, first.id.client(), self.now);
         let mut deliveries = Deliveries::default();
         let count_ok = payloads.len() == requests.len();
         let n_payloads = payloads.len();
@@ -200,7 +250,7 @@ impl Core {
                     // A held task learns what it is, so that it can be retried elsewhere.
                     task.fill_in(req, payload);
                 }
-                task.client = Some(client);
+                self.tasks.set_client(tid, client);
                 continue;
             }
             if let Some(stored) = self.results.get(tid) {

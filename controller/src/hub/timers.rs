@@ -49,6 +49,12 @@ impl Timers {
         self.heap.push(Reverse(timer));
     }
 
+    /// Timers armed, for tests that check nothing leaks.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
     /// When the soonest timer fires.
     pub(super) fn next_due(&self) -> Option<Duration> {
         self.heap.peek().map(|Reverse(t)| t.when)

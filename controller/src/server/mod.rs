@@ -5,9 +5,10 @@
 //! are in `sockets.rs`; the settings and errors in `config.rs`; the connection files in
 //! `files.rs`. No rule of the hub lives here: the loop only reads the clock and moves messages.
 //!
-//! The engine socket is watched ([`transport::Socket::watch_peers`]): an engine whose
-//! connection closes (a killed process, local or remote) is reported to the core within
-//! milliseconds, without waiting for missed heartbeats.
+//! The engine and client sockets are watched ([`transport::Socket::watch_peers`]): an engine
+//! whose connection closes (a killed process, local or remote) is reported to the core within
+//! milliseconds, without waiting for missed heartbeats, and so is a client's (the core then
+//! forgets it once none of its tasks is unfinished).
 
 mod config;
 mod files;

@@ -27,7 +27,8 @@ pub(super) struct Sockets {
 
 impl Sockets {
     /// Makes the four sockets with `config`'s key, replay window and encryption, watches the
-    /// engine socket's connections, and binds each on `config.ip`; the addresses bound.
+    /// engine and client sockets' connections, and binds each on `config.ip`; the addresses
+    /// bound.
     pub(super) fn open(
         ctx: &Context,
         config: &ControllerConfig,
@@ -55,13 +56,13 @@ impl Sockets {
             client: make("client", Kind::Router)?,
             notify: make("notify", Kind::Pub)?,
         };
-        socks
-            .engine
-            .watch_peers(ctx)
-            .map_err(|source| ControllerError::Socket {
-                role: "engine monitor",
-                source,
-            })?;
+        for (sock, role) in [
+            (&mut socks.engine, "engine monitor"),
+            (&mut socks.client, "client monitor"),
+        ] {
+            sock.watch_peers(ctx)
+                .map_err(|source| ControllerError::Socket { role, source })?;
+        }
         let addresses = Addresses {
             engine: Some(bind(&socks.engine, "engine", config.engine_port)?),
             heartbeat: Some(bind(&socks.heartbeat, "heartbeat", config.heartbeat_port)?),
@@ -71,8 +72,7 @@ impl Sockets {
         Ok((socks, addresses))
     }
 
-    /// Waits up to `wait` for messages (or engine disconnects): the flags [`Sockets::drain`]
-    /// takes.
+    /// Waits up to `wait` for messages (or disconnects): the flags [`Sockets::drain`] takes.
     pub(super) fn poll(&self, wait: Duration) -> Result<Vec<bool>, ControllerError> {
         poll(
             &[
@@ -80,6 +80,7 @@ impl Sockets {
                 Waitable::Socket(&self.engine),
                 Waitable::Socket(&self.client),
                 Waitable::Disconnects(&self.engine),
+                Waitable::Disconnects(&self.client),
             ],
             // Round up so that a sub-millisecond wait does not spin.
             wait.as_micros().div_ceil(1000) as i64,
@@ -169,7 +170,8 @@ impl Sockets {
     /// Takes what is waiting on the three routers (up to [`MAX_BURST`] each) into the core;
     /// true when the core asked to stop.
     ///
-    /// `ready` holds [`poll`]'s flags (heartbeat, engine, client, disconnects): a socket it
+    /// `ready` holds [`poll`]'s flags (heartbeat, engine, client, engine disconnects, client
+    /// disconnects): a socket it
     /// did not flag is skipped, since asking an empty socket costs a system call and the next
     /// poll reports whatever arrived meanwhile.
     pub(super) fn drain(
@@ -231,6 +233,16 @@ impl Sockets {
                 }
                 None => break,
             }
+        }
+        // Likewise after the client socket: a client that closed is forgotten once its
+        // tasks are finished.
+        let gone = if flagged(2) || flagged(4) {
+            self.client.disconnected()
+        } else {
+            Vec::new()
+        };
+        for gone in gone {
+            core.on_client_disconnected(&gone.route, now);
         }
         Ok(stop)
     }

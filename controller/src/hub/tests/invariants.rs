@@ -284,6 +284,10 @@ fn check_state(h: &Harness, seen: &Seen, limit: u32) -> Result<(), TestCaseError
             prop_assert!(core.deps.is_listed(*id, |d| core.tasks.contains(d)));
         }
     }
+    prop_assert!(
+        core.tasks.counts_agree(),
+        "unfinished tasks per client miscounted"
+    );
     prop_assert_eq!(
         status.tasks.done + status.tasks.failed,
         seen.answered.len() as u64

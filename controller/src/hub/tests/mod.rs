@@ -14,6 +14,7 @@ mod dependencies;
 mod failures;
 mod heartbeats;
 mod invariants;
+mod leaving;
 mod registration;
 mod restart;
 mod scheduling;
@@ -181,6 +182,28 @@ impl Harness {
         to.first().map(|(e, _)| e.0)
     }
 
+    /// The client at `route` says goodbye.
+    fn goodbye(&mut self, route: &[u8]) {
+        assert!(
+            self.client(route, FromClient::Goodbye).is_empty(),
+            "no answer"
+        );
+    }
+
+    /// The sizes of the core's tables, but for the result store (see [`Tables`]).
+    fn tables(&self) -> Tables {
+        let core = &self.core;
+        Tables {
+            clients: core.clients.table_sizes(),
+            clients_with_tasks: core.tasks.clients_with_tasks(),
+            engines: core.engines.all().count(),
+            tasks: core.tasks.len(),
+            classes: core.queues.classes().count(),
+            waited_for: core.deps.waited_for(),
+            timers: core.timers.len(),
+        }
+    }
+
     fn status(&self) -> StatusReport {
         self.core.status(self.now)
     }
@@ -192,6 +215,22 @@ impl Harness {
             .find(|e| e.id == EngineId(id))
             .expect("engine in status")
     }
+}
+
+/// What the core holds whose size matters for memory, but for the result store (which keeps
+/// results until purged, by design).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Tables {
+    /// Client entries and routes.
+    clients: (usize, usize),
+    /// Clients counted as having unfinished tasks.
+    clients_with_tasks: usize,
+    engines: usize,
+    tasks: usize,
+    classes: usize,
+    /// Tasks with waiting dependents.
+    waited_for: usize,
+    timers: usize,
 }
 
 fn secs(n: u64) -> Duration {
