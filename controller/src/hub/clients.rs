@@ -18,6 +18,7 @@
 use super::{reply, Action, Core, Route};
 use protocol::{ClientId, ToClient};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 /// How long a client with no unfinished task may stay silent before it is forgotten (the
@@ -27,6 +28,31 @@ pub(super) const CLIENT_SILENCE: Duration = Duration::from_secs(600);
 /// Which client connection a task came from. Never reused within a controller's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct ClientSlot(u64);
+
+/// A map keyed by [`ClientSlot`], hashed cheaply: the count of a client's unfinished tasks
+/// changes twice for every task, and slots are the controller's own counter (no peer can
+/// choose them to collide).
+pub(super) type SlotMap<V> = HashMap<ClientSlot, V, BuildHasherDefault<SlotHasher>>;
+
+/// Fibonacci hashing of the slot number.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct SlotHasher(u64);
+
+impl Hasher for SlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
 
 /// One client connection.
 #[derive(Debug)]
@@ -45,7 +71,7 @@ struct Client {
 #[derive(Debug)]
 pub(super) struct Clients {
     by_route: HashMap<Route, ClientSlot>,
-    by_slot: HashMap<ClientSlot, Client>,
+    by_slot: SlotMap<Client>,
     next_id: u32,
     next_slot: u64,
 }
@@ -55,7 +81,7 @@ impl Clients {
     pub(super) fn new(first_id: u32) -> Clients {
         Clients {
             by_route: HashMap::new(),
-            by_slot: HashMap::new(),
+            by_slot: SlotMap::default(),
             next_id: first_id,
             next_slot: 0,
         }

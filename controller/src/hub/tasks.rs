@@ -5,7 +5,7 @@
 //!
 //! A finished task leaves this table for the result store (`results.rs`).
 
-use super::clients::ClientSlot;
+use super::clients::{ClientSlot, SlotMap};
 use super::deps::{DepRequest, DepVerdict};
 use super::queues::{ClassKey, Refusal};
 use super::results::Deliveries;
@@ -120,8 +120,59 @@ pub(super) struct Tasks {
     table: HashMap<TaskId, Task>,
     /// The latest submission seq handed out.
     last_seq: u64,
-    /// How many tasks of the table each client connection has (none listed at zero).
-    per_client: HashMap<ClientSlot, u32>,
+    /// How many tasks of the table each client connection has.
+    per_client: ClientCounts,
+}
+
+/// How many unfinished tasks each client has. Tasks come and go in runs from one client, so
+/// the latest client's count is kept aside and changes without a lookup; the others are in a
+/// map, which lists none at zero.
+#[derive(Debug, Default)]
+struct ClientCounts {
+    hot: Option<(ClientSlot, u32)>,
+    others: SlotMap<u32>,
+}
+
+impl ClientCounts {
+    /// One task more (`up`) or fewer for `client`.
+    fn change(&mut self, client: ClientSlot, up: bool) {
+        let step = |n: u32| {
+            if up {
+                n.saturating_add(1)
+            } else {
+                n.saturating_sub(1)
+            }
+        };
+        match &mut self.hot {
+            Some((slot, n)) if *slot == client => *n = step(*n),
+            hot => {
+                if let Some((slot, n)) = hot.take() {
+                    if n > 0 {
+                        self.others.insert(slot, n);
+                    }
+                }
+                let n = self.others.remove(&client).unwrap_or(0);
+                *hot = Some((client, step(n)));
+            }
+        }
+    }
+
+    fn of(&self, client: ClientSlot) -> u32 {
+        match self.hot {
+            Some((slot, n)) if slot == client => n,
+            _ => self.others.get(&client).copied().unwrap_or(0),
+        }
+    }
+
+    /// Every client with unfinished tasks, and how many.
+    #[cfg(test)]
+    fn all(&self) -> SlotMap<u32> {
+        let mut all = self.others.clone();
+        if let Some((slot, n)) = self.hot.filter(|&(_, n)| n > 0) {
+            all.insert(slot, n);
+        }
+        all
+    }
 }
 
 impl Tasks {
@@ -138,15 +189,15 @@ impl Tasks {
     }
 
     pub(super) fn insert(&mut self, id: TaskId, task: Task) {
-        self.count(task.client, 1);
+        self.count(task.client, true);
         if let Some(old) = self.table.insert(id, task) {
-            self.count(old.client, -1);
+            self.count(old.client, false);
         }
     }
 
     pub(super) fn remove(&mut self, id: TaskId) -> Option<Task> {
         let task = self.table.remove(&id)?;
-        self.count(task.client, -1);
+        self.count(task.client, false);
         Some(task)
     }
 
@@ -156,39 +207,34 @@ impl Tasks {
             return;
         };
         let old = task.client.replace(client);
-        self.count(old, -1);
-        self.count(Some(client), 1);
+        self.count(old, false);
+        self.count(Some(client), true);
     }
 
     /// How many unfinished tasks `client` submitted.
     pub(super) fn unfinished_of(&self, client: ClientSlot) -> u32 {
-        self.per_client.get(&client).copied().unwrap_or(0)
+        self.per_client.of(client)
     }
 
     /// Whether the per-client counts agree with the table.
     #[cfg(test)]
     pub(super) fn counts_agree(&self) -> bool {
-        let mut counted: HashMap<ClientSlot, u32> = HashMap::new();
+        let mut counted: SlotMap<u32> = SlotMap::default();
         for client in self.table.values().filter_map(|t| t.client) {
             *counted.entry(client).or_default() += 1;
         }
-        counted == self.per_client
+        counted == self.per_client.all()
     }
 
     /// Clients with unfinished tasks, for tests that check nothing leaks.
     #[cfg(test)]
     pub(super) fn clients_with_tasks(&self) -> usize {
-        self.per_client.len()
+        self.per_client.all().len()
     }
 
-    fn count(&mut self, client: Option<ClientSlot>, change: i32) {
-        let Some(client) = client else {
-            return;
-        };
-        let n = self.per_client.entry(client).or_insert(0);
-        *n = n.saturating_add_signed(change);
-        if *n == 0 {
-            self.per_client.remove(&client);
+    fn count(&mut self, client: Option<ClientSlot>, up: bool) {
+        if let Some(client) = client {
+            self.per_client.change(client, up);
         }
     }
 
