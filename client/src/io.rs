@@ -70,7 +70,14 @@ impl Io {
     pub(crate) fn run(mut self) {
         mark_io_thread();
         let reason: Arc<str> = match self.run_loop() {
-            Ok(reason) => reason,
+            Ok(reason) => {
+                // Closed: the controller may forget this connection. Never wait for one that
+                // is gone; let the goodbye leave after the socket is closed.
+                let _ = self.sock.set_send_timeout(0);
+                let _ = self.sock.set_linger(500);
+                let _ = self.sock.send(None, &FromClient::Goodbye, &[]);
+                reason
+            }
             Err(reason) => {
                 tracing::warn!(
                     "client connection to {} lost: {reason}",

@@ -250,3 +250,52 @@ fn a_port_in_use_is_an_error_naming_the_address() {
     assert!(err.to_string().contains(&address), "{err}");
     assert!(!dir.path().join("client.json").exists());
 }
+
+/// Issue 9 ("up 622.4 s, 19 client(s)" with only `cluster status` connected): clients that
+/// come and go the way `cluster status` does (hello, status, goodbye, close) or the way a
+/// killed one does (its connection just closes) are forgotten, so the last of twenty sees
+/// only itself.
+#[test]
+fn clients_that_come_and_go_are_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = Key::generate();
+    let ctl = Controller::start(&key, dir.path());
+    let ctx = Context::new();
+    let clients_seen = |client: &mut Socket| {
+        client.send(None, &FromClient::Status, &[]).unwrap();
+        let ToClient::Status(report) = recv(client).msg else {
+            panic!("expected status")
+        };
+        report.controller.clients
+    };
+    for n in 0..20 {
+        // A routing id of its own, as the client library gives each connection.
+        let id = format!("client-{n}");
+        let mut client = dealer(
+            &ctx,
+            &key,
+            Some(id.as_bytes()),
+            &ctl.client.addresses.client,
+        );
+        client.send(None, &FromClient::Hello, &[]).unwrap();
+        assert!(matches!(recv(&mut client).msg, ToClient::Welcome { .. }));
+        assert!(clients_seen(&mut client) >= 1);
+        if n % 2 == 0 {
+            client.set_linger(1000).unwrap();
+            client.send(None, &FromClient::Goodbye, &[]).unwrap();
+        }
+    }
+    let mut last = dealer(&ctx, &key, Some(b"last"), &ctl.client.addresses.client);
+    last.send(None, &FromClient::Hello, &[]).unwrap();
+    assert!(matches!(recv(&mut last).msg, ToClient::Welcome { .. }));
+    // Closed connections are noticed within milliseconds; allow for a slow machine.
+    let deadline = Instant::now() + WAIT;
+    let mut seen = clients_seen(&mut last);
+    while seen != 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        seen = clients_seen(&mut last);
+    }
+    assert_eq!(seen, 1, "clients that left are still counted");
+    ctl.stop.store(true, Ordering::Relaxed);
+    ctl.join().unwrap();
+}

@@ -328,6 +328,9 @@ pub enum FromClient {
         /// Tasks to abort.
         ids: Vec<TaskId>,
     },
+    /// The client is leaving (sent when it closes): the controller forgets this connection
+    /// (results of its tasks stay stored, for any client to fetch). Not answered.
+    Goodbye,
 }
 message_types!(FromClient {
     Hello => "hello",
@@ -338,6 +341,7 @@ message_types!(FromClient {
     Shutdown => "shutdown",
     QueueStatus => "queue_status",
     Abort => "abort",
+    Goodbye => "goodbye",
 });
 
 /// Controller → client, on the client socket.
@@ -738,7 +742,10 @@ pub struct ControllerStatus {
     pub notify_address: String,
     /// Seconds since it started.
     pub uptime_s: f64,
-    /// Clients that said hello.
+    /// Clients connected now: connections that said hello (or submitted tasks) and have not
+    /// left since. A client leaves when it says goodbye (closes), when its connection closes
+    /// with none of its tasks unfinished, or after 10 minutes of silence with none of its
+    /// tasks unfinished; the results of its tasks stay stored either way.
     pub clients: u32,
     /// Random number of this controller process: a client that sees it change knows the
     /// controller restarted and forgot its unfinished tasks, and submits them again.
@@ -864,6 +871,10 @@ mod tests {
         assert_eq!(
             hex::encode(encode(&FromClient::Hello).unwrap()),
             "a568656c6c6f"
+        );
+        assert_eq!(
+            hex::encode(encode(&FromClient::Goodbye).unwrap()),
+            "a7676f6f64627965"
         );
         let call = Work::Call {
             function: "noop".into(),

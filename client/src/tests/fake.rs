@@ -201,6 +201,7 @@ impl FakeLoop {
             FromClient::QueueStatus => ToClient::Error {
                 message: "not supported by the fake controller".into(),
             },
+            FromClient::Goodbye => return,
         };
         self.sock.send(Some(route), &answer, &[]).unwrap();
     }

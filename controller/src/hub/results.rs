@@ -1,0 +1,276 @@
+//! The result store and delivery: results coming in from engines, each finished task's
+//! outcome counted and stored by task id (until purged), and sent to the client connection
+//! that submitted it, grouped so that each client gets one message an event.
+//!
+//! Results are kept whether or not their client is still there: a client that comes back
+//! (or any other client, e.g. `cluster result ID` from another process) fetches them. Results
+//! of tasks this controller does not know (they ran for its previous life, before a restart)
+//! are stored too, for their clients to find when they submit those tasks again.
+
+use super::clients::ClientSlot;
+use super::deps::Failed;
+use super::tasks::TaskState;
+use super::{reply, retryable, Action, Core, Payload};
+use crate::scheduler::Hwm;
+use protocol::{Status, TaskId, TaskOutcome, ToClient};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A finished task's outcome and value.
+#[derive(Debug)]
+pub(super) struct Stored {
+    pub(super) outcome: TaskOutcome,
+    pub(super) payload: Payload,
+}
+
+/// The result store and the outcome counts.
+#[derive(Debug, Default)]
+pub(super) struct Results {
+    store: HashMap<TaskId, Stored>,
+    /// Tasks that finished well, and badly, in this controller's life.
+    done: u64,
+    failed: u64,
+}
+
+impl Results {
+    pub(super) fn get(&self, id: TaskId) -> Option<&Stored> {
+        self.store.get(&id)
+    }
+
+    pub(super) fn contains(&self, id: TaskId) -> bool {
+        self.store.contains_key(&id)
+    }
+
+    /// Results stored now.
+    pub(super) fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    /// `(done, failed)`: tasks finished well and badly.
+    pub(super) fn counts(&self) -> (u64, u64) {
+        (self.done, self.failed)
+    }
+
+    /// Counts and stores a finished task.
+    fn record(&mut self, outcome: TaskOutcome, payload: Payload) {
+        if matches!(outcome.status, Status::Ok) {
+            self.done += 1;
+        } else {
+            self.failed += 1;
+        }
+        self.store.insert(outcome.id, Stored { outcome, payload });
+    }
+
+    /// Forgets the results of `ids`, or all of them when `ids` is empty.
+    fn purge(&mut self, ids: Vec<TaskId>) {
+        if ids.is_empty() {
+            self.store.clear();
+        } else {
+            for id in ids {
+                self.store.remove(&id);
+            }
+        }
+    }
+}
+
+/// Finished tasks of one event, grouped by client connection so that each gets one message.
+#[derive(Debug, Default)]
+pub(super) struct Deliveries {
+    by_client: Vec<(Option<ClientSlot>, Vec<TaskOutcome>, Vec<Payload>)>,
+}
+
+impl Deliveries {
+    /// Adds a finished task for `client` (`None`: nobody to tell yet).
+    pub(super) fn push(
+        &mut self,
+        client: Option<ClientSlot>,
+        outcome: TaskOutcome,
+        payload: Payload,
+    ) {
+        // Nearly always one client per message: check the latest group first.
+        let idx = match self.by_client.iter().rposition(|(c, _, _)| *c == client) {
+            Some(i) => i,
+            None => {
+                self.by_client.push((client, Vec::new(), Vec::new()));
+                self.by_client.len() - 1
+            }
+        };
+        let (_, outcomes, payloads) = &mut self.by_client[idx];
+        outcomes.push(outcome);
+        payloads.push(payload);
+    }
+
+    /// Whether any task finished.
+    pub(super) fn is_empty(&self) -> bool {
+        self.by_client.is_empty()
+    }
+}
+
+impl Core {
+    /// `FromEngine::Results` from `route`: finished tasks are stored and delivered, failures
+    /// retried while their retries last, and the engine gets new work.
+    pub(super) fn on_results(
+        &mut self,
+        route: &[u8],
+        results: Vec<TaskOutcome>,
+        payloads: Vec<Vec<u8>>,
+        out: &mut Vec<Action>,
+    ) {
+        // A short message is the engine's bug; its missing values read as empty.
+        let mut payloads = payloads.into_iter();
+        let mut next_payload = move || Arc::new(payloads.next().unwrap_or_default());
+        let Some(id) = self.engines.at_route(route) else {
+            // An engine of this controller's previous life, not registered again yet: its
+            // results wait in the store for their clients to submit the tasks again.
+            let mut deliveries = Deliveries::default();
+            let mut kept = 0usize;
+            for outcome in results {
+                if self.keep_orphan(outcome, next_payload(), &mut deliveries) {
+                    kept += 1;
+                }
+            }
+            tracing::info!(
+                "kept {kept} result(s) from an engine not registered (yet) for their clients"
+            );
+            self.deliver(deliveries, out);
+            return;
+        };
+        if !self.engines[id].alive {
+            tracing::warn!(
+                "dropped {} result(s) from engine {id}, which was declared gone (its tasks were retried or failed)",
+                results.len()
+            );
+            return;
+        }
+        let track = matches!(self.config.hwm, Hwm::Auto);
+        let mut deliveries = Deliveries::default();
+        for mut outcome in results {
+            let payload = next_payload();
+            let tid = outcome.id;
+            outcome.engine = Some(id);
+            match self.tasks.get(tid).map(|t| t.state) {
+                Some(TaskState::Running(on)) if on == id => {}
+                // Unknown: it ran for this controller's previous life.
+                None => {
+                    self.keep_orphan(outcome, payload, &mut deliveries);
+                    continue;
+                }
+                _ => {
+                    // Retried elsewhere or failed after this engine was thought lost, or a
+                    // duplicate: the client already has (or will get) exactly one answer.
+                    tracing::debug!("ignored a late result for task {tid} from engine {id}");
+                    continue;
+                }
+            }
+            let e = &mut self.engines[id];
+            e.running.remove(&tid);
+            if track {
+                e.estimate.observe(outcome.elapsed_us);
+            }
+            if let Status::Err(err) = &outcome.status {
+                e.failed += 1;
+                if retryable(err.kind) && self.try_retry(tid, id) {
+                    tracing::info!(
+                        "task {tid} failed on engine {id} ({}); retrying it on another engine",
+                        err.kind
+                    );
+                    continue;
+                }
+            } else {
+                e.completed += 1;
+            }
+            let Some(task) = self.tasks.remove(tid) else {
+                continue;
+            };
+            self.finish(task.client, outcome, payload, &mut deliveries);
+        }
+        let e = &mut self.engines[id];
+        e.update_limit(self.config.hwm);
+        self.free.update(e);
+        // New work for the engine first: it idles while the results travel.
+        self.schedule(out);
+        self.deliver(deliveries, out);
+    }
+
+    /// Stores the result of a task this controller does not know (it ran for the previous
+    /// life of the controller) until its client submits it again; false when it is known.
+    fn keep_orphan(
+        &mut self,
+        outcome: TaskOutcome,
+        payload: Payload,
+        deliveries: &mut Deliveries,
+    ) -> bool {
+        let tid = outcome.id;
+        if self.tasks.contains(tid) || self.results.contains(tid) {
+            return false;
+        }
+        self.clients.avoid(tid.client());
+        self.finish(None, outcome, payload, deliveries);
+        true
+    }
+
+    /// Records a finished task: counted, stored, and queued for delivery to its client; then
+    /// settles the tasks waiting for it (a failure fails them in turn).
+    pub(super) fn finish(
+        &mut self,
+        client: Option<ClientSlot>,
+        outcome: TaskOutcome,
+        payload: Payload,
+        deliveries: &mut Deliveries,
+    ) {
+        let mut pending: Vec<Failed> = vec![(client, outcome, payload)];
+        while let Some((client, outcome, payload)) = pending.pop() {
+            self.settle_dependents(&outcome, &mut pending);
+            self.results.record(outcome.clone(), payload.clone());
+            deliveries.push(client, outcome, payload);
+        }
+    }
+
+    /// Sends each client its finished tasks.
+    pub(super) fn deliver(&self, deliveries: Deliveries, out: &mut Vec<Action>) {
+        for (client, results, payloads) in deliveries.by_client {
+            // Clients that went away get nothing; their results stay in the store.
+            if let Some(route) = client.and_then(|c| self.clients.route(c)) {
+                out.push(Action::ToClient {
+                    route: route.clone(),
+                    msg: ToClient::Results { results },
+                    payloads,
+                });
+            }
+        }
+    }
+
+    /// `FromClient::Fetch`: the stored results among `ids`, then which are still running
+    /// (or waiting) and which are unknown; always answered, if only with the second.
+    pub(super) fn fetch(&self, route: &[u8], ids: Vec<TaskId>, out: &mut Vec<Action>) {
+        let mut results = Vec::new();
+        let mut found = Vec::new();
+        let mut pending = Vec::new();
+        let mut unknown = Vec::new();
+        for id in ids {
+            if let Some(stored) = self.results.get(id) {
+                results.push(stored.outcome.clone());
+                found.push(stored.payload.clone());
+            } else if self.tasks.contains(id) {
+                pending.push(id);
+            } else {
+                unknown.push(id);
+            }
+        }
+        if !results.is_empty() {
+            reply(out, route, ToClient::Results { results }, found);
+        }
+        reply(
+            out,
+            route,
+            ToClient::Pending { pending, unknown },
+            Vec::new(),
+        );
+    }
+
+    /// `FromClient::Purge`: forgets stored results (all of them when `ids` is empty).
+    pub(super) fn purge(&mut self, route: &[u8], ids: Vec<TaskId>, out: &mut Vec<Action>) {
+        self.results.purge(ids);
+        reply(out, route, ToClient::Ack, Vec::new());
+    }
+}

@@ -1,0 +1,119 @@
+//! The socket loop around the core: bind, write connection files, then receive, feed the core
+//! and perform its actions until told to stop.
+//!
+//! The loop is here ([`run`]); the sockets, receiving into the core and performing its actions
+//! are in `sockets.rs`; the settings and errors in `config.rs`; the connection files in
+//! `files.rs`. No rule of the hub lives here: the loop only reads the clock and moves messages.
+//!
+//! The engine and client sockets are watched ([`transport::Socket::watch_peers`]): an engine
+//! whose connection closes (a killed process, local or remote) is reported to the core within
+//! milliseconds, without waiting for missed heartbeats, and so is a client's (the core then
+//! forgets it once none of its tasks is unfinished).
+
+mod config;
+mod files;
+mod sockets;
+
+pub use config::{ControllerConfig, ControllerError};
+
+use crate::hub::{Core, CoreConfig};
+use security::Addresses;
+use sockets::Sockets;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use transport::Context;
+
+/// How often the loop looks at the stop flag, at the latest.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// Runs the controller until `stop` is set (checked at least every 100 ms) or a client asks
+/// for `Shutdown { controller: true }` (engines are told to shut down first).
+///
+/// Binds the engine, heartbeat and client ROUTERs and the notification PUB on
+/// `tcp://{ip}:{port}`, then writes `engine.json` (engine and heartbeat addresses) and
+/// `client.json` (client and notification addresses) into `security_dir`.
+pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), ControllerError> {
+    // Declared first so that it is dropped last, after the sockets have flushed.
+    let ctx = Context::new();
+    let (mut socks, addresses) = Sockets::open(&ctx, &config)?;
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let pid = std::process::id();
+    files::write_connection_files(&config, &addresses, &host, pid)?;
+    if config.restarted {
+        tracing::info!("controller restarted on the ports and key of the previous one; engines and clients reconnect by themselves");
+    }
+    tracing::info!(
+        "controller pid {pid} listening: engines {}, heartbeats {}, clients {}, notifications {} (scheduler {}, hwm {})",
+        addresses.engine.as_deref().unwrap_or(""),
+        addresses.heartbeat.as_deref().unwrap_or(""),
+        addresses.client.as_deref().unwrap_or(""),
+        addresses.notify.as_deref().unwrap_or(""),
+        config.scheduler,
+        config.hwm,
+    );
+
+    let start = Instant::now();
+    let mut core = Core::new(core_config(&config, addresses, host, pid), Duration::ZERO);
+    let mut dropped_total = 0;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            tracing::info!("controller stopping (signal)");
+            return Ok(());
+        }
+        let wait = core
+            .next_tick()
+            .saturating_sub(start.elapsed())
+            .min(STOP_CHECK);
+        let ready = socks.poll(wait)?;
+
+        let dropped = socks.dropped();
+        if dropped.total() > dropped_total {
+            tracing::warn!(
+                "dropped {} bad message(s) so far ({dropped:?}): wrong key, replayed, malformed, oversized or another protocol version",
+                dropped.total()
+            );
+            dropped_total = dropped.total();
+        }
+        core.set_dropped(dropped);
+
+        let now = start.elapsed();
+        let mut stopping = socks.drain(&mut core, &ready, now)?;
+        let now = start.elapsed();
+        if now >= core.next_tick() {
+            let actions = core.on_tick(now);
+            stopping |= socks.perform(&mut core, actions, now);
+        }
+        if stopping {
+            tracing::info!("controller stopping (shutdown requested by a client)");
+            socks.flush_on_close();
+            return Ok(());
+        }
+    }
+}
+
+/// What the core is told about this controller.
+fn core_config(
+    config: &ControllerConfig,
+    addresses: Addresses,
+    host: String,
+    pid: u32,
+) -> CoreConfig {
+    CoreConfig {
+        scheduler: config.scheduler,
+        hwm: config.hwm,
+        heartbeat_period: config.heartbeat_period,
+        heartbeat_misses: config.heartbeat_misses,
+        pid,
+        host,
+        addresses,
+        seed: rand::random(),
+        instance: rand::random(),
+        // A restarted controller's old clients keep their ids: start elsewhere.
+        first_client_id: if config.restarted {
+            rand::random_range(1_000..(1 << 23))
+        } else {
+            1
+        },
+    }
+}
