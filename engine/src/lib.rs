@@ -39,6 +39,9 @@
 //!   Shutdown / SIGTERM / SIGINT -> send what is done, Unregister, return Ok
 //! ```
 //!
+//! [`sim`] holds simulated engines (many wire peers in one process that answer pings and
+//! return `nil` at once) for benchmarks of a controller with thousands of engines.
+//!
 //! The loop is a thin shell around a sans-IO core (queue, outbox, batching rule) that the
 //! unit tests drive with a fake clock. Panics in user functions are caught and reported as
 //! task errors; the engine keeps running.
@@ -50,6 +53,7 @@ mod daemon;
 mod exec;
 mod msgpack;
 mod registry;
+pub mod sim;
 pub mod stock;
 
 use serde::{de::DeserializeOwned, Serialize};
