@@ -1,0 +1,59 @@
+//! What every command gets besides its own arguments: the profiles folder, the profile name
+//! and where to print.
+
+use crate::cmd::Conn;
+use crate::output::Output;
+use anyhow::Result;
+use profiles::{Profile, Profiles};
+
+/// The context of one command.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The folder of profiles (`--cluster-dir`, `$CLUSTER_DIR` or `~/.cluster`).
+    pub profiles: Profiles,
+    /// The profile name (`--profile`).
+    pub profile: String,
+    /// Where the command prints.
+    pub out: Output,
+}
+
+impl Ctx {
+    /// The profile, whether or not it exists.
+    pub fn profile(&self) -> Result<Profile> {
+        Ok(self.profiles.profile(&self.profile)?)
+    }
+
+    /// The profile, which must exist.
+    pub fn open_profile(&self) -> Result<Profile> {
+        Ok(self.profiles.open(&self.profile)?)
+    }
+
+    /// The profile, made if missing.
+    pub fn create_profile(&self) -> Result<Profile> {
+        Ok(self.profiles.create(&self.profile)?)
+    }
+
+    /// The profile's settings, or the defaults when it does not exist.
+    pub fn settings(&self) -> Result<profiles::Settings> {
+        match self.profiles.open(&self.profile) {
+            Ok(p) => Ok(p.settings(&[])?),
+            Err(_) => Ok(profiles::Settings::default()),
+        }
+    }
+
+    /// A client of the profile's controller (or of `--file`).
+    pub fn connect(&self, conn: &Conn) -> Result<client::Client> {
+        let timeout = crate::cmd::secs(
+            conn.connect_timeout
+                .unwrap_or(self.settings()?.connect_timeout_s),
+        )?;
+        let path = match &conn.file {
+            Some(f) => f.clone(),
+            None => self.open_profile()?.client_file(),
+        };
+        let options = client::ClientOptions {
+            connect_timeout: timeout,
+        };
+        Ok(client::Client::connect_file_with(path, options)?)
+    }
+}

@@ -1,0 +1,119 @@
+//! Exit statuses: one table for every command (README's "Exit status" lists it).
+
+use std::fmt;
+
+/// Success.
+pub const OK: u8 = 0;
+/// Any other error (a file that cannot be read, a process that cannot start…).
+pub const ERROR: u8 = 1;
+/// The command line is wrong (clap's usage errors, and input the CLI checks before sending).
+pub const USAGE: u8 = 2;
+/// A task failed on an engine (remote error, unknown function, engine lost, aborted).
+pub const TASK_FAILED: u8 = 3;
+/// The controller cannot be reached, or its connection file is missing or bad.
+pub const NO_CONTROLLER: u8 = 4;
+/// A wait ran out of time, or tasks were not finished and the caller did not ask to wait.
+pub const TIMEOUT: u8 = 5;
+
+macro_rules! message_error {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name(pub String);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::error::Error for $name {}
+    };
+}
+
+message_error!(
+    /// Tasks ran but some failed: the one-line summary (exit status 3).
+    TasksFailed
+);
+message_error!(
+    /// Tasks not finished yet, and the caller did not ask to wait (exit status 5).
+    NotFinished
+);
+message_error!(
+    /// Input the CLI refused before sending anything (exit status 2).
+    Usage
+);
+
+/// The exit status for an error: the first cause in its chain that has one, else 1.
+pub fn code(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if cause.downcast_ref::<TasksFailed>().is_some() {
+            return TASK_FAILED;
+        }
+        if cause.downcast_ref::<NotFinished>().is_some() {
+            return TIMEOUT;
+        }
+        if cause.downcast_ref::<Usage>().is_some() {
+            return USAGE;
+        }
+        if let Some(e) = cause.downcast_ref::<client::LedgerError>() {
+            if let Some(e) = e.client_error() {
+                return client_code(e);
+            }
+        }
+        if let Some(e) = cause.downcast_ref::<client::Error>() {
+            return client_code(e);
+        }
+        if cause
+            .downcast_ref::<security::ConnectionFileError>()
+            .is_some()
+        {
+            return NO_CONTROLLER;
+        }
+    }
+    ERROR
+}
+
+fn client_code(e: &client::Error) -> u8 {
+    use client::Error as E;
+    match e {
+        E::Remote { .. } | E::EngineLost { .. } | E::UnknownFunction { .. } | E::Aborted { .. } => {
+            TASK_FAILED
+        }
+        E::Timeout { .. } => TIMEOUT,
+        E::ConnectTimeout { .. }
+        | E::ConnectionLost { .. }
+        | E::BadConnectionFile(_)
+        | E::Profile(_) => NO_CONTROLLER,
+        _ => ERROR,
+    }
+}
+
+/// True when the error is a closed stdout (`cluster … | head`): not a failure.
+pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    #[test]
+    fn the_first_cause_with_a_status_decides() {
+        let e: anyhow::Error = TasksFailed("x".into()).into();
+        assert_eq!(code(&e.context("while mapping")), TASK_FAILED);
+        let e: anyhow::Error = client::Error::Timeout { what: "t".into() }.into();
+        assert_eq!(code(&e), TIMEOUT);
+        assert_eq!(code(&Usage("bad range".into()).into()), USAGE);
+        assert_eq!(code(&NotFinished("later".into()).into()), TIMEOUT);
+        assert_eq!(code(&anyhow::anyhow!("other")), ERROR);
+        let io: Result<(), std::io::Error> =
+            Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        let e = io.context("printing").unwrap_err();
+        assert!(is_broken_pipe(&e));
+    }
+}
