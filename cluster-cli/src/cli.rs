@@ -12,6 +12,7 @@ use crate::output::{Format, Output, Report};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -172,7 +173,8 @@ pub fn main_with(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         // A closed pipe (`cluster map … | head`) is not a failure.
         Err(e) if exit::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Not eprintln!: a closed stderr must not turn an error into a panic.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             ExitCode::from(exit::code(&e))
         }
     }

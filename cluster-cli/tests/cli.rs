@@ -142,3 +142,58 @@ fn a_bad_cluster_program_is_named() {
         text(&out.stderr)
     );
 }
+
+/// Runs `cluster ARGS` with its stdout a pipe nobody reads (the read end closed before it
+/// starts, as after `| head -1` has exited).
+fn run_with_closed_stdout(folder: &Folder, args: &[&str]) -> std::process::Output {
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two descriptors; the read end is closed at once and the write
+    // end handed to the child (and closed here when the Stdio drops).
+    let stdout = unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        libc::close(fds[0]);
+        <std::process::Stdio as std::os::fd::FromRawFd>::from_raw_fd(fds[1])
+    };
+    folder
+        .command(args)
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// Issue 9 item 5: `cluster status | head -1` sometimes panicked with "failed printing to
+/// stdout: Broken pipe". A closed stdout ends every command quietly with success.
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    let folder = Folder::new();
+    let start = run_with_closed_stdout(&folder, &["start", "-n", "1"]);
+    assert_eq!(start.status.code(), Some(0), "{}", text(&start.stderr));
+    let submitted = folder.run(&["submit", "--", "echo", "hi"]);
+    let id = text(&submitted.stdout).trim().to_owned();
+    for args in [
+        &["--help"][..],
+        &["status"],
+        &["status", "--json"],
+        &["profile", "list"],
+        &["profile", "list", "--json"],
+        &["profile", "locate"],
+        &["call", "nth_prime", "5"],
+        &["call", "--json", "nth_prime", "5"],
+        &["map", "--function", "nth_prime", "0..50"],
+        &["map", "--json", "--function", "nth_prime", "0..50"],
+        &["map", "--", "echo", "{}", ":::", "a", "b", "c"],
+        &["map", "--json", "--", "echo", "{}", ":::", "a", "b"],
+        &["result", "--wait", &id],
+        &["wait"],
+        &["wait", "--json"],
+        &["submit", "--", "true"],
+        &["engines", "-n", "1"],
+        &["stop"],
+    ] {
+        let out = run_with_closed_stdout(&folder, args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
