@@ -6,7 +6,8 @@ use std::fmt;
 pub const OK: u8 = 0;
 /// Any other error (a file that cannot be read, a process that cannot start…).
 pub const ERROR: u8 = 1;
-/// The command line is wrong (clap's usage errors, and input the CLI checks before sending).
+/// The command line is wrong (clap's usage errors, and input the CLI checks before sending:
+/// malformed ranges, a command template that does not fit, a map without its command).
 pub const USAGE: u8 = 2;
 /// A task failed on an engine (remote error, unknown function, engine lost, aborted).
 pub const TASK_FAILED: u8 = 3;
@@ -53,7 +54,11 @@ pub fn code(err: &anyhow::Error) -> u8 {
         if cause.downcast_ref::<NotFinished>().is_some() {
             return TIMEOUT;
         }
-        if cause.downcast_ref::<Usage>().is_some() {
+        if cause.downcast_ref::<Usage>().is_some()
+            || cause
+                .downcast_ref::<crate::template::TemplateError>()
+                .is_some()
+        {
             return USAGE;
         }
         if let Some(e) = cause.downcast_ref::<client::LedgerError>() {

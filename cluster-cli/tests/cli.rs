@@ -197,3 +197,52 @@ fn a_closed_stdout_ends_every_command_quietly() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+fn run_with_stdin(folder: &Folder, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = folder
+        .command(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 9 item 7: `cluster map 0..5 </dev/null` (forgetting `--function` outside a
+/// terminal) printed nothing and exited 0. A command map without a command is a usage error
+/// that says what was probably meant; nothing is read, sent or started.
+#[test]
+fn a_command_map_without_a_command_is_a_usage_error() {
+    let folder = Folder::new();
+    for args in [
+        &["map", "0..5"][..],
+        &["map", "42", "7"],
+        &["map", "[1,2]"],
+        &["map", ":::", "a", "b"],
+    ] {
+        let out = run_with_stdin(&folder, args, "");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("--function") || err.contains("no command"),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    let err = text(&run_with_stdin(&folder, &["map", "0..5"], "").stderr);
+    assert!(
+        err.contains("cluster map --function nth_prime 0..5"),
+        "{err}"
+    );
+    // A real command with empty input runs nothing, says so, and succeeds.
+    let out = run_with_stdin(&folder, &["map", "--", "echo", "{}"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nothing to run"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -3,7 +3,7 @@
 
 use super::{CommandFlags, Conn, TaskFlags};
 use crate::ctx::Ctx;
-use crate::exit::TasksFailed;
+use crate::exit::{TasksFailed, Usage};
 use crate::output::{MapItem, Nothing};
 use crate::tasks::{Order, Printing};
 use crate::template;
@@ -87,8 +87,14 @@ fn function_map(function: &str, args: Args, ctx: &Ctx) -> Result<Nothing> {
 /// `-- COMMAND ::: ARGS`: one task per argument set, each task's output as a block.
 fn command_map(args: Args, ctx: &Ctx) -> Result<Nothing> {
     let (words, groups) = template::split_groups(&args.items);
+    check_command(&words)?;
     let template = template::Template::parse(&words, args.cmd.shell_mode(&words))?;
     let sets = argument_sets(groups, args.args_file.as_deref(), &args.colsep)?;
+    if sets.is_empty() {
+        ctx.out
+            .note("no argument sets (none after `:::`, or empty input); nothing to run")?;
+        return Ok(Nothing);
+    }
     let options = args.cmd.options(&args.task)?;
     let client = ctx.connect(&args.conn)?;
     let printing = Printing {
@@ -104,6 +110,32 @@ fn command_map(args: Args, ctx: &Ctx) -> Result<Nothing> {
         return Err(TasksFailed(summary.failure_line("cluster map")).into());
     }
     Ok(Nothing)
+}
+
+/// A command map needs a command: a first word that is an item (a range, a number, a JSON
+/// value) means `--function` was forgotten, and nothing may be run or read for it.
+fn check_command(words: &[String]) -> Result<()> {
+    let Some(first) = words.first() else {
+        return Err(Usage(
+            "no command before `:::`: write it after `--`, e.g. `cluster map -- echo {} ::: a b`"
+                .into(),
+        )
+        .into());
+    };
+    let is_range = !matches!(crate::args::parse_range(first), Ok(None));
+    let is_value = matches!(
+        serde_json::from_str::<serde_json::Value>(first),
+        Ok(serde_json::Value::Number(_)
+            | serde_json::Value::Array(_)
+            | serde_json::Value::Object(_))
+    );
+    if is_range || is_value {
+        return Err(Usage(format!(
+            "{first:?} is an item, not a command: to map a function over items give it with --function (`cluster map --function nth_prime {first}`); to run a command per argument, write it after `--` (`cluster map -- echo {{}} ::: a b`)"
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 /// Argument sets of a command map: the `:::` groups combined, else the lines of --args-file,
