@@ -2,6 +2,7 @@
 //! and where to print.
 
 use crate::cmd::Conn;
+use crate::connfile::{Role, Source};
 use crate::output::Output;
 use anyhow::Result;
 use profiles::{Profile, Profiles};
@@ -48,8 +49,25 @@ impl Ctx {
                 .unwrap_or(self.settings()?.connect_timeout_s),
         )?;
         let path = match &conn.file {
-            Some(f) => f.clone(),
-            None => self.open_profile()?.client_file(),
+            Some(f) => {
+                crate::connfile::check(f, Role::Client, Source::Given)?;
+                f.clone()
+            }
+            None => {
+                let profile = self.profiles.open(&self.profile).map_err(|e| match e {
+                    profiles::ProfileError::NotFound { dir, .. } => {
+                        anyhow::Error::new(crate::connfile::BadFile(format!(
+                            "no controller is running for profile {:?} (there is no such profile in {}); start one with `cluster start`",
+                            self.profile,
+                            dir.parent().unwrap_or(&dir).display()
+                        )))
+                    }
+                    other => other.into(),
+                })?;
+                let file = profile.client_file();
+                crate::connfile::check(&file, Role::Client, Source::Profile(&self.profile))?;
+                file
+            }
         };
         let options = client::ClientOptions {
             connect_timeout: timeout,

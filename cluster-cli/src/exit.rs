@@ -72,6 +72,11 @@ pub fn code(err: &anyhow::Error) -> u8 {
         if cause
             .downcast_ref::<security::ConnectionFileError>()
             .is_some()
+            || cause.downcast_ref::<crate::connfile::BadFile>().is_some()
+            || matches!(
+                cause.downcast_ref::<engine::EngineError>(),
+                Some(engine::EngineError::ConnectionFile(_))
+            )
         {
             return NO_CONTROLLER;
         }

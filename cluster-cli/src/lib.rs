@@ -6,6 +6,7 @@
 //! * [`cmd`] has one module per command, each with its clap `Args` and a `run(args, &Ctx)`
 //!   returning a report; [`ctx`] is what they share; [`output`] prints every report as text
 //!   or JSON (every JSON shape is there); [`exit`] is the table of exit statuses;
+//!   [`connfile`] checks a connection file and says what is wrong with it;
 //! * [`launch`] starts and stops the processes of a local cluster and records them in the
 //!   profile's `run/` folder; [`controller_process`] is the controller process itself;
 //! * [`ssh`] starts and stops engines on other machines over ssh, and [`ssh_start`] starts a
@@ -27,6 +28,7 @@ pub mod args;
 pub mod bench;
 pub mod cli;
 pub mod cmd;
+pub mod connfile;
 pub mod controller_process;
 pub mod ctx;
 pub mod demo;

@@ -246,3 +246,71 @@ fn a_command_map_without_a_command_is_a_usage_error() {
         text(&out.stderr)
     );
 }
+
+/// Issue 9 item 11: `engine --file /tmp/nope.json` exited 1 and `status --file` 4; `{}` was
+/// "not valid JSON"; engine.json given to `status` was "corrupt … restart the controller";
+/// an explicit `--file` still asked "is this the right profile?". Every command uses one
+/// table of exit statuses, and messages match what was given.
+#[test]
+fn connection_file_problems_exit_4_with_messages_that_fit() {
+    let folder = Folder::new();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.json");
+    let empty = dir.path().join("empty.json");
+    std::fs::write(&empty, "{}").unwrap();
+    let engine_file = dir.path().join("engine.json");
+    let key = "00".repeat(32);
+    std::fs::write(
+        &engine_file,
+        format!(
+            r#"{{"protocol_version": {}, "key": "{key}", "signature_scheme": "hmac-sha256",
+                "addresses": {{"engine": "tcp://127.0.0.1:1", "heartbeat": "tcp://127.0.0.1:2"}}}}"#,
+            protocol::PROTOCOL_VERSION
+        ),
+    )
+    .unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    for (args, wanted, unwanted) in [
+        (
+            vec!["engine", "--file", &path(&missing)],
+            "does not exist",
+            "profile",
+        ),
+        (
+            vec!["status", "--file", &path(&missing)],
+            "does not exist",
+            "profile",
+        ),
+        (
+            vec!["call", "--file", &path(&missing), "noop"],
+            "does not exist",
+            "profile",
+        ),
+        (
+            vec!["status", "--file", &path(&empty)],
+            "not a cluster connection file",
+            "not valid JSON",
+        ),
+        (
+            vec!["engine", "--file", &path(&empty)],
+            "not a cluster connection file",
+            "not valid JSON",
+        ),
+        (
+            vec!["status", "--file", &path(&engine_file)],
+            "needs the client.json one",
+            "corrupt",
+        ),
+        (
+            vec!["status"],
+            "no controller is running for profile",
+            "right profile",
+        ),
+    ] {
+        let out = folder.run(&args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {err}");
+        assert!(err.contains(wanted), "{args:?}: {err}");
+        assert!(!err.contains(unwanted), "{args:?}: {err}");
+    }
+}

@@ -1,6 +1,7 @@
 //! `cluster engine`: one stock engine in the foreground (what `cluster start` launches).
 
 use super::secs;
+use crate::connfile::{check, Role, Source};
 use crate::ctx::Ctx;
 use crate::output::Nothing;
 use anyhow::Result;
@@ -22,8 +23,15 @@ pub struct Args {
 pub fn run(args: Args, ctx: &Ctx) -> Result<Nothing> {
     crate::cli::init_logging("info");
     let file = match args.file {
-        Some(f) => f,
-        None => ctx.open_profile()?.engine_file(),
+        Some(f) => {
+            check(&f, Role::Engine, Source::Given)?;
+            f
+        }
+        None => {
+            let file = ctx.open_profile()?.engine_file();
+            check(&file, Role::Engine, Source::Profile(&ctx.profile))?;
+            file
+        }
     };
     let engine = engine::Engine::builder().stock_functions().build();
     let mut options = engine::EngineOptions::new(file);
