@@ -150,12 +150,16 @@ impl Ledger {
 
     /// Appends one entry.
     pub fn append(&self, entry: &LedgerEntry) -> Result<(), LedgerError> {
+        self.append_line(entry)
+    }
+
+    fn append_line(&self, value: &impl serde::Serialize) -> Result<(), LedgerError> {
         let io = |source| LedgerError::Io {
             action: "record a task in",
             path: self.path.clone(),
             source,
         };
-        let line = serde_json::to_string(entry).map_err(|e| io(e.into()))?;
+        let line = serde_json::to_string(value).map_err(|e| io(e.into()))?;
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -164,12 +168,38 @@ impl Ledger {
         writeln!(file, "{line}").map_err(io)
     }
 
-    /// Every entry (none when the file does not exist). A line cut by a crash mid-write is
-    /// skipped rather than blocking every later wait.
+    /// Every entry not forgotten (none when the file does not exist). A line cut by a crash
+    /// mid-write is skipped rather than blocking every later wait.
     pub fn entries(&self) -> Result<Vec<LedgerEntry>, LedgerError> {
+        let (entries, forgotten) = self.read()?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| !forgotten.contains(&e.id))
+            .collect())
+    }
+
+    /// Forgets `ids`: they are no longer [`Ledger::entries`] (what `cluster wait` does with
+    /// the tasks it has reported, so the next wait does not report them again). Appends a
+    /// line, so that a process recording a task at the same time loses nothing.
+    pub fn forget(&self, ids: &[TaskId]) -> Result<(), LedgerError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let forget: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        self.append_line(&serde_json::json!({ "forget": forget }))
+    }
+
+    /// All entries ever recorded, and the ids forgotten since.
+    fn read(&self) -> Result<(Vec<LedgerEntry>, HashSet<String>), LedgerError> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Line {
+            Entry(Box<LedgerEntry>),
+            Forget { forget: Vec<String> },
+        }
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
             Err(source) => {
                 return Err(LedgerError::Io {
                     action: "read",
@@ -178,10 +208,16 @@ impl Ledger {
                 })
             }
         };
-        Ok(text
-            .lines()
-            .filter_map(|line| serde_json::from_str(line).ok())
-            .collect())
+        let mut entries = Vec::new();
+        let mut forgotten = HashSet::new();
+        for line in text.lines() {
+            match serde_json::from_str(line) {
+                Ok(Line::Entry(e)) => entries.push(*e),
+                Ok(Line::Forget { forget }) => forgotten.extend(forget),
+                Err(_) => {}
+            }
+        }
+        Ok((entries, forgotten))
     }
 
     /// The ids of every entry, in the order submitted.
@@ -193,10 +229,11 @@ impl Ledger {
             .collect())
     }
 
-    /// The label of each recorded task, by id.
+    /// The label of each recorded task (forgotten ones too), by id.
     pub fn labels(&self) -> Result<HashMap<TaskId, String>, LedgerError> {
         Ok(self
-            .entries()?
+            .read()?
+            .0
             .into_iter()
             .filter_map(|e| Some((e.id.parse().ok()?, e.command)))
             .collect())
@@ -331,6 +368,9 @@ mod tests {
             ledger.labels().unwrap()[&b],
             "echo ".to_owned() + &b.0.to_string()
         );
+        ledger.forget(&[a]).unwrap();
+        assert_eq!(ledger.ids().unwrap(), [b]);
+        assert!(ledger.labels().unwrap().contains_key(&a));
     }
 
     #[test]

@@ -34,16 +34,14 @@ pub struct Cli {
 /// Options of every command.
 #[derive(clap::Args, Debug)]
 struct Global {
-    /// Profile to use (folder <cluster dir>/profile_<NAME>).
-    #[arg(
-        long,
-        global = true,
-        env = "CLUSTER_PROFILE",
-        default_value = "default"
-    )]
-    profile: String,
-    /// Folder holding the profiles [default: ~/.cluster].
-    #[arg(long, global = true, env = "CLUSTER_DIR", value_name = "DIR")]
+    // The environment twins are read by hand, not with clap's `env`: clap shows a flag
+    // whose variable is set in every usage line, as if it were required.
+    /// Profile to use (folder <cluster dir>/profile_<NAME>) [env: CLUSTER_PROFILE]
+    /// [default: default].
+    #[arg(long, global = true, value_name = "NAME")]
+    profile: Option<String>,
+    /// Folder holding the profiles [env: CLUSTER_DIR] [default: ~/.cluster].
+    #[arg(long, global = true, value_name = "DIR")]
     cluster_dir: Option<PathBuf>,
 }
 
@@ -121,7 +119,12 @@ fn run(cli: Cli) -> Result<()> {
             Some(dir) => profiles::Profiles::at(dir),
             None => profiles::Profiles::from_env(),
         },
-        profile: cli.global.profile,
+        profile: cli.global.profile.unwrap_or_else(|| {
+            std::env::var("CLUSTER_PROFILE")
+                .ok()
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "default".into())
+        }),
         out: Output::stdio(cli.command.format()),
     };
     let ctx = &ctx;
@@ -174,7 +177,7 @@ pub fn main_with(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Err(e) if exit::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             // Not eprintln!: a closed stderr must not turn an error into a panic.
-            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {}", exit::message(&e));
             ExitCode::from(exit::code(&e))
         }
     }

@@ -83,9 +83,9 @@ pub fn demo(engines: usize, out: &Output) -> Result<()> {
     ))?;
     let cluster = TempCluster::start(engines, &[])?;
     say(&format!(
-        "controller pid {}, {} engines ready in {:.3} s (profile folder {})",
+        "controller pid {}, {} ready in {:.3} s (profile folder {})",
         cluster.report.controller_pid,
-        engines,
+        crate::output::count(engines, "engine"),
         cluster.report.seconds,
         cluster.profile.dir().display()
     ))?;

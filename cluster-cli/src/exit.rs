@@ -99,6 +99,48 @@ fn client_code(e: &client::Error) -> u8 {
     }
 }
 
+/// The error as one sentence chain: each cause once (a cause whose text an outer one already
+/// holds is left out), and the client's task errors in the controller's words alone.
+pub fn message(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in err.chain() {
+        let text = match cause.downcast_ref::<client::Error>() {
+            Some(client::Error::EngineLost { message, .. }) => message.clone(),
+            Some(client::Error::UnknownFunction { function, message }) => {
+                unknown_function(function, message)
+            }
+            _ => cause.to_string(),
+        };
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+    }
+    parts.join(": ")
+}
+
+/// "No engine offers F", with the functions engines do offer (their built-in `__*` ones
+/// left out: no user calls those).
+fn unknown_function(function: &str, message: &str) -> String {
+    let offered = message.split_once("offered: ").map(|(_, rest)| {
+        rest.split(';')
+            .next()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|f| !f.is_empty() && !f.starts_with("__"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    match offered {
+        Some(list) if !list.is_empty() => format!(
+            "no engine offers the function {function:?} (they offer {list}); start engines that register it (`cluster start --engine-program …`)"
+        ),
+        _ => format!(
+            "no engine offers the function {function:?}; start engines that register it (`cluster start --engine-program …`)"
+        ),
+    }
+}
+
 /// True when the error is a closed stdout (`cluster … | head`): not a failure.
 pub fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|c| {
@@ -125,5 +167,37 @@ mod tests {
             Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         let e = io.context("printing").unwrap_err();
         assert!(is_broken_pipe(&e));
+    }
+
+    #[test]
+    fn messages_say_each_thing_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot listen on tcp://127.0.0.1:8765: Address already in use")]
+        struct Inner;
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot open the engine socket: cannot listen on tcp://127.0.0.1:8765: Address already in use")]
+        struct Outer(#[source] Inner);
+        let e: anyhow::Error = Outer(Inner).into();
+        assert_eq!(
+            message(&e),
+            "cannot open the engine socket: cannot listen on tcp://127.0.0.1:8765: Address already in use"
+        );
+        let lost: anyhow::Error = client::Error::EngineLost {
+            engine: None,
+            message: "engine 0 on vm was lost (disconnected) while running task 3:1".into(),
+        }
+        .into();
+        assert_eq!(
+            message(&lost),
+            "engine 0 on vm was lost (disconnected) while running task 3:1"
+        );
+        let unknown: anyhow::Error = client::Error::UnknownFunction {
+            function: "nosuch".into(),
+            message: "no registered engine offers function \"nosuch\"; offered: __clear, __push, echo, noop".into(),
+        }
+        .into();
+        let m = message(&unknown);
+        assert!(m.contains("(they offer echo, noop)"), "{m}");
+        assert!(!m.contains("__") && m.matches("nosuch").count() == 1, "{m}");
     }
 }

@@ -161,6 +161,15 @@ pub fn value_text(v: &Value) -> String {
     }
 }
 
+/// `n` and the word, singular or plural: `1 engine`, `2 engines`.
+pub fn count(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
 /// Task ids as a list of strings (`["3:1", "3:2"]`).
 pub fn ids_json(ids: &[TaskId]) -> Value {
     Value::Array(ids.iter().map(|i| Value::String(i.to_string())).collect())
@@ -271,10 +280,10 @@ impl Report for PathReport {
 impl Report for crate::launch::StartReport {
     fn text(&self) -> String {
         format!(
-            "cluster {:?} started: controller pid {}, {} engines ready in {:.3} s\nclient connection file: {}\n",
+            "cluster {:?} started: controller pid {}, {} ready in {:.3} s\nclient connection file: {}\n",
             self.profile,
             self.controller_pid,
-            self.engines_ready,
+            count(self.engines_ready, "engine"),
             self.seconds,
             self.client_file.display()
         )
@@ -288,11 +297,11 @@ impl Report for crate::ssh_start::SshStartReport {
     fn text(&self) -> String {
         let (started, hosts) = (&self.controller, &self.hosts);
         let mut s = format!(
-            "cluster {:?} started: controller pid {}, {} engines ready on {} host(s) in {:.3} s\nclient connection file: {}\n",
+            "cluster {:?} started: controller pid {}, {} ready on {} in {:.3} s\nclient connection file: {}\n",
             started.profile,
             started.controller_pid,
-            hosts.engines_ready,
-            hosts.started.len(),
+            count(hosts.engines_ready, "engine"),
+            count(hosts.started.len(), "host"),
             self.seconds,
             started.client_file.display()
         );
@@ -536,8 +545,8 @@ impl Report for WaitShown {
     }
     fn json(&self) -> Value {
         json!({
-            "summary": self.summary, "pending": ids_text(&self.pending),
-            "unknown": ids_text(&self.unknown),
+            "summary": self.summary, "pending": ids_json(&self.pending),
+            "unknown": ids_json(&self.unknown),
         })
     }
 }
@@ -679,7 +688,8 @@ mod tests {
         };
         let v = w.json();
         assert_eq!(v["summary"]["ok"], 1);
-        assert_eq!(v["pending"], json!("3:2"));
+        assert_eq!(v["pending"], json!(["3:2"]));
+        assert_eq!(v["unknown"], json!([]));
         assert!(w
             .text()
             .starts_with("3 submitted task(s): 1 succeeded, 0 failed, 1 still"));
@@ -747,6 +757,13 @@ mod tests {
         let v = shown.json();
         assert!(v["queue"].is_object(), "{v}");
         assert!(v["controller"].is_object(), "{v}");
+    }
+
+    #[test]
+    fn counts_are_singular_or_plural() {
+        assert_eq!(count(1, "engine"), "1 engine");
+        assert_eq!(count(0, "engine"), "0 engines");
+        assert_eq!(count(4, "host"), "4 hosts");
     }
 
     #[test]

@@ -314,3 +314,101 @@ fn connection_file_problems_exit_4_with_messages_that_fit() {
         assert!(!err.contains(unwanted), "{args:?}: {err}");
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn engine_pids(folder: &Folder) -> Vec<u32> {
+    folder
+        .profile()
+        .engine_records()
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r.pid)
+        .collect()
+}
+
+/// Issue 9 item 8, flags: `start --engine-port` was refused with a tip pointing at
+/// `--engine-program`; a port in use was explained three times over.
+#[test]
+fn start_takes_the_controller_ports_and_a_busy_port_is_said_once() {
+    let folder = Folder::new();
+    let port = free_port();
+    let out = folder.run(&["start", "-n", "1", "--engine-port", &port.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 engine ready"),
+        "{}",
+        text(&out.stdout)
+    );
+    let status = folder.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let address = v["controller"]["engine_address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(address.ends_with(&format!(":{port}")), "{address}");
+    let _ = folder.run(&["stop"]);
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let out = folder.run(&["start", "-n", "1", "--engine-port", &port]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("Address already in use").count(), 1, "{err}");
+}
+
+/// Issue 9 item 8, messages: the lost-engine error said everything twice, "they offer"
+/// listed internal `__push`-style functions, `wait --json` gave `"pending": ""`, every
+/// `cluster wait` reported the same old failures again, and with `CLUSTER_DIR` set usage
+/// lines showed `--cluster-dir <DIR>` as if it were required.
+#[test]
+fn messages_say_each_thing_once_and_wait_reports_each_task_once() {
+    let folder = Folder::new();
+    let usage = text(&folder.run(&["map"]).stderr);
+    assert!(!usage.contains("--cluster-dir"), "{usage}");
+
+    let out = folder.run(&["start", "-n", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&folder.run(&["call", "no_such_function"]).stderr);
+    assert!(!err.contains("__"), "{err}");
+    assert_eq!(err.matches("no_such_function").count(), 1, "{err}");
+
+    let _ = folder.run(&["submit", "--", "false"]);
+    let first = folder.run(&["wait", "--json"]);
+    assert_eq!(first.status.code(), Some(3));
+    let last = text(&first.stdout).lines().last().unwrap().to_owned();
+    let summary: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(summary["pending"], serde_json::json!([]), "{last}");
+    assert_eq!(summary["unknown"], serde_json::json!([]), "{last}");
+    let again = folder.run(&["wait"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).starts_with("0 submitted task(s)"),
+        "{}",
+        text(&again.stdout)
+    );
+
+    // An engine killed in the middle of a task: said once.
+    let mut call = folder
+        .command(&["call", "sleep", "20"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    for pid in engine_pids(&folder) {
+        // SAFETY: kill(2) on the engine this test's cluster started.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+    let out = call.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(err.matches("lost").count(), 1, "{err}");
+}

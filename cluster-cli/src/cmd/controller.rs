@@ -1,6 +1,6 @@
 //! `cluster controller`: the controller in the foreground (what `cluster start` launches).
 
-use super::SettingFlags;
+use super::{PortFlags, SettingFlags};
 use crate::ctx::Ctx;
 use crate::output::Nothing;
 use anyhow::{Context as _, Result};
@@ -10,18 +10,8 @@ use anyhow::{Context as _, Result};
 pub struct Args {
     #[command(flatten)]
     pub settings: SettingFlags,
-    /// Port for engines (0 = free).
-    #[arg(long, env = "CLUSTER_ENGINE_PORT")]
-    pub engine_port: Option<u16>,
-    /// Port for clients (0 = free).
-    #[arg(long, env = "CLUSTER_CLIENT_PORT")]
-    pub client_port: Option<u16>,
-    /// Port for heartbeats (0 = free).
-    #[arg(long, env = "CLUSTER_HEARTBEAT_PORT")]
-    pub heartbeat_port: Option<u16>,
-    /// Port for notifications (0 = free).
-    #[arg(long, env = "CLUSTER_NOTIFY_PORT")]
-    pub notify_port: Option<u16>,
+    #[command(flatten)]
+    pub ports: PortFlags,
     /// Any setting as KEY=VALUE (used by `cluster start` to pass its flags on).
     #[arg(long = "set", value_name = "KEY=VALUE", hide = true)]
     pub set: Vec<String>,
@@ -41,16 +31,12 @@ impl Args {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect();
-        for (key, port) in [
-            ("engine_port", self.engine_port),
-            ("client_port", self.client_port),
-            ("heartbeat_port", self.heartbeat_port),
-            ("notify_port", self.notify_port),
-        ] {
-            if let Some(p) = port {
-                overrides.push((key.to_owned(), p.to_string()));
-            }
-        }
+        overrides.extend(
+            self.ports
+                .overrides()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v)),
+        );
         for kv in &self.set {
             let (k, v) = kv
                 .split_once('=')

@@ -152,6 +152,38 @@ impl SettingFlags {
     }
 }
 
+/// Fixed ports of the controller (`start` passes them on to the controller it launches).
+#[derive(Args, Debug, Default, Clone)]
+pub struct PortFlags {
+    /// Port for engines (0 = free).
+    #[arg(long, env = "CLUSTER_ENGINE_PORT")]
+    pub engine_port: Option<u16>,
+    /// Port for clients (0 = free).
+    #[arg(long, env = "CLUSTER_CLIENT_PORT")]
+    pub client_port: Option<u16>,
+    /// Port for heartbeats (0 = free).
+    #[arg(long, env = "CLUSTER_HEARTBEAT_PORT")]
+    pub heartbeat_port: Option<u16>,
+    /// Port for notifications (0 = free).
+    #[arg(long, env = "CLUSTER_NOTIFY_PORT")]
+    pub notify_port: Option<u16>,
+}
+
+impl PortFlags {
+    /// The ports given, as setting overrides.
+    pub fn overrides(&self) -> Vec<(&'static str, String)> {
+        [
+            ("engine_port", self.engine_port),
+            ("client_port", self.client_port),
+            ("heartbeat_port", self.heartbeat_port),
+            ("notify_port", self.notify_port),
+        ]
+        .into_iter()
+        .filter_map(|(k, p)| Some((k, p?.to_string())))
+        .collect()
+    }
+}
+
 /// Where engines run.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Launcher {

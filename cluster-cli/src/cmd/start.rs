@@ -1,6 +1,6 @@
 //! `cluster start`: a controller and engines in the background, locally or over ssh.
 
-use super::{secs, LaunchFlags, SettingFlags};
+use super::{secs, LaunchFlags, PortFlags, SettingFlags};
 use crate::ctx::Ctx;
 use crate::launch::{self, EngineLaunch};
 use crate::output::Report;
@@ -15,6 +15,8 @@ pub struct Args {
     pub n: Option<usize>,
     #[command(flatten)]
     pub settings: SettingFlags,
+    #[command(flatten)]
+    pub ports: PortFlags,
     /// Program to launch instead of the stock engine (called with `--file PATH`).
     #[arg(long, env = "CLUSTER_ENGINE_PROGRAM")]
     pub engine_program: Option<PathBuf>,
@@ -68,7 +70,8 @@ impl Started {
 /// Starts the cluster.
 pub fn run(args: Args, ctx: &Ctx) -> Result<Started> {
     let profile = ctx.create_profile()?;
-    let overrides = args.settings.overrides();
+    let mut overrides = args.settings.overrides();
+    overrides.extend(args.ports.overrides());
     let settings = profile.settings(&overrides)?;
     if args.hosts.ssh() {
         let hosts = args.hosts.hosts(&settings, args.n)?;

@@ -43,6 +43,14 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<WaitShown> {
         }
     }
     summary.seconds = t0.elapsed().as_secs_f64();
+    // Reported now: the next `cluster wait` waits only for what is still to come.
+    let reported: Vec<_> = found
+        .done
+        .iter()
+        .map(|(o, _)| o.id)
+        .chain(found.unknown.iter().copied())
+        .collect();
+    ledger.forget(&reported)?;
     Ok(WaitShown {
         submitted: ids.len(),
         summary,
