@@ -395,7 +395,7 @@ fn messages_say_each_thing_once_and_wait_reports_each_task_once() {
     );
 
     // An engine killed in the middle of a task: said once.
-    let mut call = folder
+    let call = folder
         .command(&["call", "sleep", "20"])
         .stderr(std::process::Stdio::piped())
         .spawn()
