@@ -113,7 +113,7 @@ fn command_map(args: Args, ctx: &Ctx) -> Result<Nothing> {
 }
 
 /// A command map needs a command: a first word that is an item (a range, a number, a JSON
-/// value) means `--function` was forgotten, and nothing may be run or read for it.
+/// array) means `--function` was forgotten, and nothing may be run or read for it.
 fn check_command(words: &[String]) -> Result<()> {
     let Some(first) = words.first() else {
         return Err(Usage(
@@ -125,9 +125,8 @@ fn check_command(words: &[String]) -> Result<()> {
     let is_range = !matches!(crate::args::parse_range(first), Ok(None));
     let is_value = matches!(
         serde_json::from_str::<serde_json::Value>(first),
-        Ok(serde_json::Value::Number(_)
-            | serde_json::Value::Array(_)
-            | serde_json::Value::Object(_))
+        // Not objects: `{}` is the placeholder.
+        Ok(serde_json::Value::Number(_) | serde_json::Value::Array(_))
     );
     if is_range || is_value {
         return Err(Usage(format!(
