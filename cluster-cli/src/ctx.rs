@@ -64,6 +64,11 @@ impl Ctx {
                     }
                     other => other.into(),
                 })?;
+                if let Some(pid) = crate::launch::dead_controller(&profile) {
+                    return Err(
+                        crate::connfile::BadFile(dead_controller_message(&profile, pid)).into(),
+                    );
+                }
                 let file = profile.client_file();
                 crate::connfile::check(&file, Role::Client, Source::Profile(&self.profile))?;
                 file
@@ -74,4 +79,16 @@ impl Ctx {
         };
         Ok(client::Client::connect_file_with(path, options)?)
     }
+}
+
+/// What to say about a profile whose controller (pid `pid`) died.
+pub fn dead_controller_message(profile: &Profile, pid: u32) -> String {
+    let engines = crate::launch::surviving_engines(profile)
+        .map(|e| e.len())
+        .unwrap_or(0);
+    let name = profile.name();
+    format!(
+        "the controller of profile {name:?} is not running (pid {pid} is gone) and {} of its engines still run; `cluster start --profile {name}` brings it back and they reattach",
+        engines
+    )
 }

@@ -231,6 +231,10 @@ pub struct ProfileRow {
     pub dir: std::path::PathBuf,
     /// The running controller's pid.
     pub controller_pid: Option<u32>,
+    /// A recorded controller whose process is gone.
+    pub dead_controller_pid: Option<u32>,
+    /// Engines it launched that still run.
+    pub engines_running: usize,
 }
 
 /// `cluster profile list`.
@@ -242,10 +246,20 @@ impl Report for ProfileList {
         self.0
             .iter()
             .map(|p| {
-                let state = p
-                    .controller_pid
-                    .map(|pid| format!("running (controller pid {pid})"))
-                    .unwrap_or_else(|| "stopped".into());
+                let state = match (p.controller_pid, p.dead_controller_pid) {
+                    (Some(pid), _) => format!("running (controller pid {pid})"),
+                    (None, Some(_)) => format!(
+                        "controller dead, {} running",
+                        count(p.engines_running, "engine")
+                    ),
+                    (None, None) if p.engines_running > 0 => {
+                        format!(
+                            "no controller, {} running",
+                            count(p.engines_running, "engine")
+                        )
+                    }
+                    (None, None) => "stopped".into(),
+                };
                 format!("{:<16} {:<28} {}\n", p.name, state, p.dir.display())
             })
             .collect()
@@ -258,7 +272,9 @@ impl Report for ProfileList {
             .iter()
             .map(|p| {
                 json!({"name": p.name, "dir": p.dir, "running": p.controller_pid.is_some(),
-                       "controller_pid": p.controller_pid})
+                       "controller_pid": p.controller_pid,
+                       "controller_dead": p.dead_controller_pid.is_some(),
+                       "engines_running": p.engines_running})
             })
             .collect()
     }
@@ -628,11 +644,15 @@ mod tests {
                 name: "a".into(),
                 dir: "/p/profile_a".into(),
                 controller_pid: Some(7),
+                dead_controller_pid: None,
+                engines_running: 2,
             },
             ProfileRow {
                 name: "b".into(),
                 dir: "/p/profile_b".into(),
                 controller_pid: None,
+                dead_controller_pid: Some(8),
+                engines_running: 1,
             },
         ]);
         let (o, out, _) = capture(Format::Json);
@@ -645,11 +665,14 @@ mod tests {
         assert_eq!(
             lines,
             [
-                json!({"name": "a", "dir": "/p/profile_a", "running": true, "controller_pid": 7}),
-                json!({"name": "b", "dir": "/p/profile_b", "running": false, "controller_pid": null}),
+                json!({"name": "a", "dir": "/p/profile_a", "running": true, "controller_pid": 7,
+                       "controller_dead": false, "engines_running": 2}),
+                json!({"name": "b", "dir": "/p/profile_b", "running": false, "controller_pid": null,
+                       "controller_dead": true, "engines_running": 1}),
             ]
         );
         assert!(list.text().contains("running (controller pid 7)"));
+        assert!(list.text().contains("controller dead, 1 engine running"));
     }
 
     #[test]

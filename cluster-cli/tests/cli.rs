@@ -412,3 +412,48 @@ fn messages_say_each_thing_once_and_wait_reports_each_task_once() {
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert_eq!(err.matches("lost").count(), 1, "{err}");
 }
+
+/// Issue 9 item 10: after `kill -9` of the controller, `profile list` said "stopped" while
+/// its engines ran, and `cluster status` waited out the whole connect timeout although the
+/// recorded pid was dead. Both say at once what is going on and how to restart.
+#[test]
+fn a_dead_controller_is_reported_at_once_with_its_surviving_engines() {
+    let folder = Folder::new();
+    let out = folder.run(&["start", "-n", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let controller = folder.profile().controller_record().unwrap().unwrap().pid;
+    // SAFETY: kill(2) on the controller this test started.
+    unsafe {
+        libc::kill(controller as i32, libc::SIGKILL);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while profiles::process_alive(controller) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let list = text(&folder.run(&["profile", "list"]).stdout);
+    assert!(
+        list.contains("controller dead, 2 engines running"),
+        "{list}"
+    );
+    let t = std::time::Instant::now();
+    let out = folder.run(&["status"]);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        t.elapsed()
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("is not running")
+            && err.contains("2 of its engines")
+            && err.contains("cluster start"),
+        "{err}"
+    );
+    // `cluster start` brings it back; the engines reattach.
+    let out = folder.run(&["start", "-n", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_slice(&folder.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(v["engines"].as_array().map(Vec::len), Some(2), "{v}");
+}

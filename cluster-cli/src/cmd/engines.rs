@@ -31,6 +31,9 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<EnginesAdded> {
     let profile = ctx.open_profile()?;
     let settings = profile.settings(&[])?;
     if launch::running_controller(&profile)?.is_none() {
+        if let Some(pid) = launch::dead_controller(&profile) {
+            bail!(crate::ctx::dead_controller_message(&profile, pid));
+        }
         bail!(
             "no controller is running for profile {:?}; start one with `cluster start`",
             profile.name()

@@ -53,6 +53,10 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Box<dyn Report>> {
                         .ok()
                         .flatten()
                         .map(|r| r.pid),
+                    dead_controller_pid: crate::launch::dead_controller(&p),
+                    engines_running: crate::launch::surviving_engines(&p)
+                        .map(|e| e.len())
+                        .unwrap_or(0),
                     name: p.name().to_owned(),
                     dir: p.dir().to_owned(),
                 })
