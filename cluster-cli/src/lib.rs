@@ -12,6 +12,7 @@
 //! * [`ssh`] starts and stops engines on other machines over ssh, and [`ssh_start`] starts a
 //!   whole cluster that way, stopping it again when no engine could start;
 //! * [`args`] turns command-line words into task arguments;
+//! * [`fmap`] streams the results of function maps;
 //! * [`template`] turns GNU-parallel style command templates into command lines, and
 //!   [`tasks`] runs them as command maps and turns outcomes into printable records;
 //!   [`progress`] draws the maps' progress bar;
@@ -33,6 +34,7 @@ pub mod controller_process;
 pub mod ctx;
 pub mod demo;
 pub mod exit;
+pub mod fmap;
 pub mod interrupt;
 pub mod launch;
 pub mod output;

@@ -41,6 +41,7 @@ type Sink = Box<dyn Write + Send>;
 /// Where a command prints: stdout (buffered) and stderr, in one format.
 pub struct Output {
     format: Format,
+    stdio: bool,
     out: Mutex<io::BufWriter<Sink>>,
     err: Mutex<Sink>,
 }
@@ -60,13 +61,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Output {
     /// Printing to this process's stdout and stderr.
     pub fn stdio(format: Format) -> Output {
-        Output::to(format, Box::new(io::stdout()), Box::new(io::stderr()))
+        Output {
+            stdio: true,
+            ..Output::to(format, Box::new(io::stdout()), Box::new(io::stderr()))
+        }
+    }
+
+    /// True when printing to this process's stdout and stderr.
+    pub fn is_stdio(&self) -> bool {
+        self.stdio
     }
 
     /// Printing to the writers given (tests capture output this way).
     pub fn to(format: Format, out: Sink, err: Sink) -> Output {
         Output {
             format,
+            stdio: false,
             out: Mutex::new(io::BufWriter::with_capacity(1 << 16, out)),
             err: Mutex::new(err),
         }

@@ -16,6 +16,19 @@ pub fn is_terminal(fd: i32) -> bool {
     unsafe { libc::isatty(fd) == 1 }
 }
 
+/// True when this process's stdout is a pipe whose reader has gone (`| head` exited), found
+/// without writing to it.
+pub fn stdout_gone() -> bool {
+    let mut fd = libc::pollfd {
+        fd: 1,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: poll(2) on one valid pollfd with a zero timeout.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n == 1 && fd.revents & libc::POLLERR != 0
+}
+
 #[derive(Debug)]
 struct Bar {
     /// Whether the bar is on the terminal now.

@@ -457,3 +457,110 @@ fn a_dead_controller_is_reported_at_once_with_its_surviving_engines() {
         serde_json::from_slice(&folder.run(&["status", "--json"]).stdout).unwrap();
     assert_eq!(v["engines"].as_array().map(Vec::len), Some(2), "{v}");
 }
+
+/// Issue 9 item 2: function maps printed nothing until the whole map was done
+/// (`map --function sleep 0.1 0.2 3` printed all three at +3 s; `… | head -2` printed nothing
+/// for minutes). Results stream in input order, or as they finish with `--unordered`, and a
+/// reader that goes away stops the map.
+#[test]
+fn function_maps_stream_their_results() {
+    use std::io::BufRead as _;
+    use std::time::{Duration, Instant};
+    let folder = Folder::new();
+    let out = folder.run(&["start", "-n", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let lines_with_times = |args: &[&str]| {
+        let t0 = Instant::now();
+        let mut child = folder
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines: Vec<(Duration, String)> = std::io::BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map(|l| (t0.elapsed(), l.unwrap()))
+            .collect();
+        assert!(child.wait().unwrap().success());
+        lines
+    };
+    let lines = lines_with_times(&[
+        "map",
+        "--chunksize",
+        "1",
+        "--function",
+        "sleep",
+        "0.1",
+        "0.2",
+        "2",
+    ]);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].0 < Duration::from_millis(1500), "{lines:?}");
+    assert!(lines[2].0 >= Duration::from_secs(2), "{lines:?}");
+
+    let lines = lines_with_times(&[
+        "map",
+        "--json",
+        "--unordered",
+        "--chunksize",
+        "1",
+        "--function",
+        "sleep",
+        "1.0",
+        "0.1",
+    ]);
+    let first: serde_json::Value = serde_json::from_str(&lines[0].1).unwrap();
+    assert_eq!(first["item"], 0.1, "{lines:?}");
+
+    // `| head -1`: the reader leaves after one line; the map ends soon, not after 30 × 0.5 s.
+    let t0 = Instant::now();
+    let mut child = folder
+        .command(&[
+            "map",
+            "--chunksize",
+            "1",
+            "--function",
+            "sleep",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}

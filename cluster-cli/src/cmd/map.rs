@@ -4,7 +4,7 @@
 use super::{CommandFlags, Conn, TaskFlags};
 use crate::ctx::Ctx;
 use crate::exit::{TasksFailed, Usage};
-use crate::output::{MapItem, Nothing};
+use crate::output::Nothing;
 use crate::tasks::{Order, Printing};
 use crate::template;
 use anyhow::{bail, Context as _, Result};
@@ -39,10 +39,10 @@ pub struct Args {
     /// Command maps: split each input line into columns {1} {2}… at SEP.
     #[arg(long, value_name = "SEP", default_value = "\t")]
     pub colsep: String,
-    /// Command maps: print each task's output as soon as it finishes, not in input order.
+    /// Print each result (or command task's output) as soon as it is in, not in input order.
     #[arg(long)]
     pub unordered: bool,
-    /// Command maps: no progress bar (it shows only when stderr is a terminal anyway).
+    /// No progress bar (it shows only when stderr is a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
     /// Print JSON lines: `{"item","result"}` for function maps; for command maps one
@@ -59,29 +59,37 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Nothing> {
     }
 }
 
-/// `--function NAME ITEMS…`: one result a line, in item order.
+/// `--function NAME ITEMS…`: one result a line, streamed in item order (or as they finish).
 fn function_map(function: &str, args: Args, ctx: &Ctx) -> Result<Nothing> {
     let items = crate::args::map_items(&args.items)?;
     let client = ctx.connect(&args.conn)?;
-    let timeout = args.task.timeout()?;
     let map = args
         .task
         .view(&client)
         .chunksize(args.chunksize)
         .map::<serde_json::Value, serde_json::Value>(function, items.iter().cloned())?;
-    let abort = || crate::interrupt::summary("cluster map", client.abort(&map.task_ids()));
-    let results = crate::interrupt::abort_on_interrupt(abort, || map.get(timeout))??;
-    for (item, result) in items.iter().zip(&results) {
-        let shown = MapItem { item, result };
-        let line = if ctx.out.json() {
-            crate::output::Report::json(&shown).to_string()
-        } else {
-            crate::output::value_text(result)
-        };
-        ctx.out.line(&line)?;
+    let how = crate::fmap::Streaming {
+        order: order(args.unordered),
+        progress: !args.no_progress,
+        timeout: args.task.timeout()?,
+    };
+    let ids = map.task_ids();
+    let abort = || crate::interrupt::summary("cluster map", client.abort(&ids));
+    let summary = crate::interrupt::abort_on_interrupt(abort, || {
+        crate::fmap::stream(&client, map, &items, how, &ctx.out)
+    })??;
+    if summary.failed > 0 {
+        return Err(TasksFailed(summary.failure_line("cluster map")).into());
     }
-    ctx.out.flush()?;
     Ok(Nothing)
+}
+
+fn order(unordered: bool) -> Order {
+    if unordered {
+        Order::Finish
+    } else {
+        Order::Input
+    }
 }
 
 /// `-- COMMAND ::: ARGS`: one task per argument set, each task's output as a block.
@@ -98,11 +106,7 @@ fn command_map(args: Args, ctx: &Ctx) -> Result<Nothing> {
     let options = args.cmd.options(&args.task)?;
     let client = ctx.connect(&args.conn)?;
     let printing = Printing {
-        order: if args.unordered {
-            Order::Finish
-        } else {
-            Order::Input
-        },
+        order: order(args.unordered),
         progress: !args.no_progress,
     };
     let summary = crate::tasks::run_map(&client, &template, sets, &options, printing, &ctx.out)?;
