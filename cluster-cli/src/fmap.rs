@@ -77,10 +77,7 @@ pub fn stream(
     };
     let deadline = how.timeout.map(|t| Instant::now() + t);
     let result = printer.drain(map, deadline);
-    if result
-        .as_ref()
-        .is_err_and(|e| crate::exit::is_broken_pipe(e))
-    {
+    if result.as_ref().is_err_and(crate::exit::is_broken_pipe) {
         // Nobody reads the rest: do not keep the engines busy with it.
         let _ = client.abort(&ids);
     }
