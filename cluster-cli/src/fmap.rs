@@ -53,11 +53,36 @@ pub struct Streaming {
     pub timeout: Option<Duration>,
 }
 
-/// Prints the results of `map` over `items` as they come; returns the counts.
+/// Items checked before sending: those sent (their positions), and those refused with why.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Positions of the items sent, in the order sent.
+    pub sent: Vec<usize>,
+    /// Items refused before sending: position and message.
+    pub refused: Vec<(usize, String)>,
+}
+
+impl Checked {
+    /// Checks every item as an argument of `function` ([`crate::signatures`]).
+    pub fn items(function: &str, items: &[Value]) -> Checked {
+        let mut checked = Checked::default();
+        for (i, item) in items.iter().enumerate() {
+            match crate::signatures::check(function, item) {
+                Ok(()) => checked.sent.push(i),
+                Err(why) => checked.refused.push((i, why)),
+            }
+        }
+        checked
+    }
+}
+
+/// Prints the results of `map` (over the items `checked.sent` names) with the refused items
+/// among them, as they come; returns the counts.
 pub fn stream(
     client: &Client,
     map: AsyncMapResult<Value>,
     items: &[Value],
+    checked: Checked,
     how: Streaming,
     out: &Output,
 ) -> Result<ItemSummary> {
@@ -75,8 +100,12 @@ pub fn stream(
         next: 0,
         order: how.order,
     };
+    for (i, why) in checked.refused {
+        printer.arrived(i, Err(why))?;
+    }
+    let positions = checked.sent;
     let deadline = how.timeout.map(|t| Instant::now() + t);
-    let result = printer.drain(map, deadline);
+    let result = printer.drain(map, &positions, deadline);
     if result.as_ref().is_err_and(crate::exit::is_broken_pipe) {
         // Nobody reads the rest: do not keep the engines busy with it.
         let _ = client.abort(&ids);
@@ -94,7 +123,7 @@ struct Printer<'a> {
     progress: &'a Progress,
     summary: ItemSummary,
     /// Results in before an earlier item's (input order).
-    waiting: BTreeMap<usize, Result<Value, client::Error>>,
+    waiting: BTreeMap<usize, Result<Value, String>>,
     /// The next item to print in input order.
     next: usize,
     order: Order,
@@ -102,7 +131,12 @@ struct Printer<'a> {
 
 impl Printer<'_> {
     /// Takes results as tasks finish until every item is printed.
-    fn drain(&mut self, map: AsyncMapResult<Value>, deadline: Option<Instant>) -> Result<()> {
+    fn drain(
+        &mut self,
+        map: AsyncMapResult<Value>,
+        positions: &[usize],
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         let counter = self.progress.counter();
         let mut finished = 0;
         for (index, result) in map.unordered().timeout(FLUSH_EVERY) {
@@ -127,21 +161,28 @@ impl Printer<'_> {
             }
             finished += 1;
             counter.set_done(finished);
-            match self.order {
-                Order::Finish => self.print(index, result)?,
-                Order::Input => {
-                    self.waiting.insert(index, result);
-                    while let Some(result) = self.waiting.remove(&self.next) {
-                        self.print(self.next, result)?;
-                        self.next += 1;
-                    }
-                }
-            }
+            let result = result.map_err(|e| crate::exit::message(&anyhow::Error::from(e)));
+            self.arrived(positions[index], result)?;
         }
         Ok(())
     }
 
-    fn print(&mut self, index: usize, result: Result<Value, client::Error>) -> Result<()> {
+    /// Item `index` is in: printed now, or once those before it are (input order).
+    fn arrived(&mut self, index: usize, result: Result<Value, String>) -> Result<()> {
+        match self.order {
+            Order::Finish => self.print(index, result),
+            Order::Input => {
+                self.waiting.insert(index, result);
+                while let Some(result) = self.waiting.remove(&self.next) {
+                    self.print(self.next, result)?;
+                    self.next += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn print(&mut self, index: usize, result: Result<Value, String>) -> Result<()> {
         let item = &self.items[index];
         let _terminal = self.progress.hold();
         match result {
@@ -158,12 +199,7 @@ impl Printer<'_> {
             }
             Err(e) => {
                 self.progress.failed();
-                let line = format!(
-                    "item {} ({}) failed: {}",
-                    index + 1,
-                    item,
-                    crate::exit::message(&anyhow::Error::from(e))
-                );
+                let line = format!("item {} ({item}) failed: {e}", index + 1);
                 if self.out.json() {
                     self.out
                         .line(&serde_json::json!({"item": item, "error": line}).to_string())?;

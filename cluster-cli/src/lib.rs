@@ -12,7 +12,8 @@
 //! * [`ssh`] starts and stops engines on other machines over ssh, and [`ssh_start`] starts a
 //!   whole cluster that way, stopping it again when no engine could start;
 //! * [`args`] turns command-line words into task arguments;
-//! * [`fmap`] streams the results of function maps;
+//! * [`fmap`] streams the results of function maps, whose items [`signatures`] checks
+//!   before sending (for the stock functions);
 //! * [`template`] turns GNU-parallel style command templates into command lines, and
 //!   [`tasks`] runs them as command maps and turns outcomes into printable records;
 //!   [`progress`] draws the maps' progress bar;
@@ -41,6 +42,7 @@ pub mod output;
 pub mod program;
 pub mod progress;
 pub mod render;
+pub mod signatures;
 pub mod ssh;
 pub mod ssh_start;
 pub mod tasks;

@@ -564,3 +564,43 @@ fn function_maps_stream_their_results() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
+
+/// Issue 9 item 3: bad input went to the engines and came back as a serialization error
+/// (`0..abc`, `0...5`, `call nth_prime` with no argument), and one bad item failed the whole
+/// map with none of the good results printed. Malformed ranges are usage errors before
+/// anything is sent; a wrong argument is named with its value and what was expected; the
+/// other items still print, then a summary and exit status 3.
+#[test]
+fn input_is_checked_before_it_is_sent() {
+    let folder = Folder::new();
+    // No cluster is needed to refuse these: nothing is sent.
+    for args in [
+        &["map", "--function", "nth_prime", "0..abc"][..],
+        &["map", "--function", "nth_prime", "0...5"],
+    ] {
+        let out = folder.run(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("is not a range"), "{err}");
+    }
+    let out = folder.run(&["call", "nth_prime"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("nth_prime takes a whole number"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = folder.run(&["start", "-n", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = folder.run(&["map", "--function", "nth_prime", "0..=3", "5", "\"x\""]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(text(&out.stdout), "2\n3\n5\n7\n13\n");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("item 6 (\"x\")") && err.contains("whole number"),
+        "{err}"
+    );
+    assert!(err.contains("1 of 6 items failed"), "{err}");
+    assert!(!err.contains("msgpack"), "{err}");
+}

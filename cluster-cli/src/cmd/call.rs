@@ -24,8 +24,9 @@ pub struct Args {
 
 /// Submits the task and waits for it (Ctrl-C aborts it if still queued).
 pub fn run(args: Args, ctx: &Ctx) -> Result<CallShown> {
-    let client = ctx.connect(&args.conn)?;
     let arg = crate::args::call_argument(&args.args);
+    crate::signatures::check(&args.function, &arg).map_err(crate::exit::Usage)?;
+    let client = ctx.connect(&args.conn)?;
     let ar = args
         .task
         .view(&client)

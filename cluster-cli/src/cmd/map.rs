@@ -62,12 +62,16 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Nothing> {
 /// `--function NAME ITEMS…`: one result a line, streamed in item order (or as they finish).
 fn function_map(function: &str, args: Args, ctx: &Ctx) -> Result<Nothing> {
     let items = crate::args::map_items(&args.items)?;
+    let checked = crate::fmap::Checked::items(function, &items);
     let client = ctx.connect(&args.conn)?;
     let map = args
         .task
         .view(&client)
         .chunksize(args.chunksize)
-        .map::<serde_json::Value, serde_json::Value>(function, items.iter().cloned())?;
+        .map::<serde_json::Value, serde_json::Value>(
+            function,
+            checked.sent.iter().map(|&i| items[i].clone()),
+        )?;
     let how = crate::fmap::Streaming {
         order: order(args.unordered),
         progress: !args.no_progress,
@@ -76,7 +80,7 @@ fn function_map(function: &str, args: Args, ctx: &Ctx) -> Result<Nothing> {
     let ids = map.task_ids();
     let abort = || crate::interrupt::summary("cluster map", client.abort(&ids));
     let summary = crate::interrupt::abort_on_interrupt(abort, || {
-        crate::fmap::stream(&client, map, &items, how, &ctx.out)
+        crate::fmap::stream(&client, map, &items, checked, how, &ctx.out)
     })??;
     if summary.failed > 0 {
         return Err(TasksFailed(summary.failure_line("cluster map")).into());
