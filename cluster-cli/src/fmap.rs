@@ -89,6 +89,7 @@ pub fn stream(
     let ids = map.task_ids();
     let progress = Progress::start(items.len(), how.progress && !out.json());
     let mut printer = Printer {
+        client,
         out,
         items,
         progress: &progress,
@@ -118,6 +119,7 @@ pub fn stream(
 }
 
 struct Printer<'a> {
+    client: &'a Client,
     out: &'a Output,
     items: &'a [Value],
     progress: &'a Progress,
@@ -139,6 +141,7 @@ impl Printer<'_> {
     ) -> Result<()> {
         let counter = self.progress.counter();
         let mut finished = 0;
+        let mut watch = crate::noengines::NoEngines::default();
         for (index, result) in map.unordered().timeout(FLUSH_EVERY) {
             if index == usize::MAX {
                 // Nothing new for a while: show what is printed, then wait on (unless
@@ -148,10 +151,12 @@ impl Printer<'_> {
                     return Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe).into());
                 }
                 if deadline.is_some_and(|d| Instant::now() >= d) {
-                    return Err(client::Error::Timeout {
-                        what: format!("the map ({finished} of {} items in)", self.items.len()),
-                    }
-                    .into());
+                    let what = format!("the map ({finished} of {} items in)", positions.len());
+                    return Err(watch.timeout(what).into());
+                }
+                if finished == 0 {
+                    let _terminal = self.progress.hold();
+                    watch.check(self.client, self.out)?;
                 }
                 continue;
             }

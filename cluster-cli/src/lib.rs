@@ -17,6 +17,7 @@
 //! * [`template`] turns GNU-parallel style command templates into command lines, and
 //!   [`tasks`] runs them as command maps and turns outcomes into printable records;
 //!   [`progress`] draws the maps' progress bar;
+//! * [`noengines`] says when a wait is on a cluster without engines;
 //! * [`interrupt`] aborts the queued tasks of an interrupted `call` or `map`;
 //! * [`render`] formats status for people;
 //! * [`demo`] runs the seed examples beside this machine's own ceiling, and [`bench`] the
@@ -38,6 +39,7 @@ pub mod exit;
 pub mod fmap;
 pub mod interrupt;
 pub mod launch;
+pub mod noengines;
 pub mod output;
 pub mod program;
 pub mod progress;

@@ -418,11 +418,15 @@ impl MapRun<'_> {
     ) -> Result<()> {
         match order {
             Order::Input => {
+                let mut watch = crate::noengines::NoEngines::default();
                 for (i, ar) in pending.iter().enumerate() {
                     if !ar.ready() {
                         // About to block: what is printed so far should be visible.
                         self.out.flush()?;
-                        ar.wait(None);
+                        while !ar.wait(Some(Duration::from_secs(1))) {
+                            let _terminal = self.progress.hold();
+                            watch.check(self.client, self.out)?;
+                        }
                     }
                     self.finish(i, ar)?;
                 }

@@ -604,3 +604,40 @@ fn input_is_checked_before_it_is_sent() {
     assert!(err.contains("1 of 6 items failed"), "{err}");
     assert!(!err.contains("msgpack"), "{err}");
 }
+
+/// Issue 9 item 6: `cluster start -n 0` then `cluster call nth_prime 3` hung without a word.
+/// After a second without engines, calls and maps say so on stderr and go on waiting (an
+/// engine that joins runs the task); with a timeout, the error says there were no engines.
+#[test]
+fn waiting_without_engines_is_said() {
+    let folder = Folder::new();
+    let out = folder.run(&["start", "-n", "0"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for args in [
+        &["call", "--timeout", "2", "nth_prime", "3"][..],
+        &["map", "--timeout", "2", "--function", "nth_prime", "0..3"],
+    ] {
+        let out = folder.run(args);
+        let err = text(&out.stderr);
+        assert!(err.contains("no engine is registered"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {err}");
+        assert!(err.contains("no engine was registered"), "{args:?}: {err}");
+    }
+    // Without a timeout it goes on waiting, and an engine that joins runs the task.
+    let call = folder
+        .command(&["call", "nth_prime", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let added = folder.run(&["engines", "-n", "1"]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let out = call.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "7\n", "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no engine is registered"),
+        "{}",
+        text(&out.stderr)
+    );
+}

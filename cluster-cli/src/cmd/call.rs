@@ -4,7 +4,7 @@ use super::{Conn, TaskFlags};
 use crate::ctx::Ctx;
 use crate::output::CallShown;
 use anyhow::Result;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Run one task and print its result.
 #[derive(clap::Args, Debug)]
@@ -34,11 +34,23 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<CallShown> {
     let timeout = args.task.timeout()?;
     let id = ar.id();
     let abort = || crate::interrupt::summary("cluster call", client.abort(&[id]));
-    if !crate::interrupt::abort_on_interrupt(abort, || ar.wait(timeout))? {
-        return Err(client::Error::Timeout {
-            what: format!("task {id}"),
+    let mut watch = crate::noengines::NoEngines::default();
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let done = crate::interrupt::abort_on_interrupt(abort, || -> std::io::Result<bool> {
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let step = left.map_or(Duration::from_secs(1), |l| l.min(Duration::from_secs(1)));
+            if ar.wait(Some(step)) {
+                return Ok(true);
+            }
+            if left.is_some_and(|l| l <= step) {
+                return Ok(false);
+            }
+            watch.check(&client, &ctx.out)?;
         }
-        .into());
+    })??;
+    if !done {
+        return Err(watch.timeout(format!("task {id}")).into());
     }
     Ok(CallShown {
         task: id,
