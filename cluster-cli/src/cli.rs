@@ -182,3 +182,118 @@ pub fn main_with(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Words of a shell line (single and double quotes; no expansions).
+    fn words(line: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut word = String::new();
+        let mut quote = None;
+        let mut any = false;
+        for c in line.chars() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), c) => word.push(c),
+                (None, '\'' | '"') => {
+                    quote = Some(c);
+                    any = true;
+                }
+                (None, c) if c.is_whitespace() => {
+                    if any || !word.is_empty() {
+                        out.push(std::mem::take(&mut word));
+                    }
+                    any = false;
+                }
+                (None, c) => word.push(c),
+            }
+        }
+        if any || !word.is_empty() {
+            out.push(word);
+        }
+        out
+    }
+
+    /// The `cluster …` command lines of README's shell blocks (and `cargo run -p cluster-cli
+    /// -- …`), with `[optional]` parts kept and placeholders given example values.
+    fn readme_commands() -> Vec<(String, Vec<String>)> {
+        let readme = include_str!("../../README.md");
+        let mut out = Vec::new();
+        let mut in_sh = false;
+        for line in readme.lines() {
+            if line.starts_with("```") {
+                in_sh = line == "```sh";
+                continue;
+            }
+            if !in_sh {
+                continue;
+            }
+            let code = line.split(" # ").next().unwrap_or_default().trim();
+            let code = code.split(" && ").next().unwrap_or_default();
+            let rest = if let Some(r) = code.strip_prefix("cargo run --release -p cluster-cli -- ")
+            {
+                r.to_owned()
+            } else if let Some(r) = code
+                .split_once("$(cluster ")
+                .map(|(_, r)| r.trim_end_matches(')'))
+            {
+                r.to_owned()
+            } else if let Some(r) = code.strip_prefix("cluster ") {
+                r.to_owned()
+            } else {
+                continue;
+            };
+            let rest = rest
+                .replace(['[', ']'], " ")
+                .replace("$(seq 100)", "1 2")
+                .replace("$id", "3:1");
+            let mut args = vec!["cluster".to_owned()];
+            for w in words(&rest) {
+                args.push(match w.as_str() {
+                    "ID" => "3:1".to_owned(),
+                    "NAME" => "demo".to_owned(),
+                    "PATH" => "/tmp/engine.json".to_owned(),
+                    _ => w,
+                });
+            }
+            out.push((line.to_owned(), args));
+        }
+        out
+    }
+
+    /// Issue 9 item 1: a README step failed as written. Every `cluster` command README shows
+    /// parses with the real command line (the steps that need a cluster are run by the
+    /// end-to-end tests).
+    #[test]
+    fn every_readme_command_parses() {
+        let commands = readme_commands();
+        assert!(
+            commands.len() >= 40,
+            "only {} commands found",
+            commands.len()
+        );
+        for (line, args) in commands {
+            if let Err(e) = Cli::try_parse_from(&args) {
+                if e.kind() != clap::error::ErrorKind::DisplayHelp {
+                    panic!("README line `{line}` does not parse ({args:?}):\n{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn old_bench_flags_still_parse() {
+        for line in [
+            "cluster bench --failover --runs 2",
+            "cluster bench --scale 100 --items 10 --idle 1",
+            "cluster bench --commands 10,20 -n 2",
+            "cluster bench -n 2 --calls 10 --json",
+            "cluster bench --json scale 10",
+        ] {
+            let args: Vec<&str> = line.split(' ').collect();
+            assert!(Cli::try_parse_from(&args).is_ok(), "{line}");
+        }
+    }
+}
