@@ -641,3 +641,28 @@ fn waiting_without_engines_is_said() {
         text(&out.stderr)
     );
 }
+
+/// Issue 9 item 9 (part): log files carried raw colour codes. The controller's and the stock
+/// engines' logs are plain text (colours only on a terminal).
+#[test]
+fn logs_have_no_colour_codes() {
+    let folder = Folder::new();
+    let out = folder
+        .command(&["start", "-n", "1"])
+        .env("CLUSTER_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _ = folder.run(&["call", "noop"]);
+    let _ = folder.run(&["stop"]);
+    let logs: Vec<_> = std::fs::read_dir(folder.profile().log_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(logs.len() >= 2, "{logs:?}");
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.is_empty(), "{}", log.display());
+        assert!(!text.contains('\x1b'), "{}:\n{text}", log.display());
+    }
+}
