@@ -75,7 +75,7 @@ impl Io {
                 // is gone; let the goodbye leave after the socket is closed.
                 let _ = self.sock.set_send_timeout(0);
                 let _ = self.sock.set_linger(500);
-                let _ = self.sock.send(None, &FromClient::Goodbye, &[]);
+                let _ = self.sock.send(None, &protocol::FromClient::Goodbye, &[]);
                 reason
             }
             Err(reason) => {

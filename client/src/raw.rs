@@ -11,8 +11,8 @@
 use crate::cell::{deadline, Cell, Layout};
 use crate::client::Client;
 use crate::error::Error;
-use crate::shared::Shared;
 use crate::result::cancel_cells;
+use crate::shared::Shared;
 use crate::submit::{submit, NewTask, MAX_PAYLOAD};
 use protocol::{EngineId, Status, TaskError, TaskId, TaskOptions, TaskRequest, Work};
 use std::sync::atomic::Ordering;

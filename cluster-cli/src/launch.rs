@@ -122,6 +122,17 @@ pub fn running_controller(profile: &Profile) -> Result<Option<ControllerRecord>>
         .filter(|r| process_alive(r.pid)))
 }
 
+/// A controller this profile recorded on this machine whose process is gone (killed, or
+/// crashed): its pid.
+pub fn dead_controller(profile: &Profile) -> Option<u32> {
+    profile
+        .controller_record()
+        .ok()
+        .flatten()
+        .filter(|r| r.host == hostname() && !process_alive(r.pid))
+        .map(|r| r.pid)
+}
+
 /// Starts a controller and engines for `profile`; `overrides` are settings from flags, passed
 /// on to the controller process.
 pub fn start(
@@ -170,7 +181,7 @@ pub fn start(
 }
 
 /// Pids of the local engines this profile launched that are still running.
-fn surviving_engines(profile: &Profile) -> Result<Vec<u32>> {
+pub fn surviving_engines(profile: &Profile) -> Result<Vec<u32>> {
     Ok(profile
         .engine_records()?
         .into_iter()

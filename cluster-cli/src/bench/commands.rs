@@ -5,7 +5,7 @@
 //! `xargs -P 2 -n 1 true < FILE` and `cluster map -a FILE -- true` (which connects, submits,
 //! waits and prints). The two alternate, so that a machine getting busier mid-run hurts both.
 
-use crate::demo::TempCluster;
+use super::TempCluster;
 use anyhow::{bail, Context as _, Result};
 use std::process::{Command, Stdio};
 use std::time::Instant;
