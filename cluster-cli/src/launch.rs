@@ -6,9 +6,16 @@
 //! registered. Every process is recorded in the profile's `run/` folder so that `cluster stop`
 //! can find it: first a polite shutdown request through the controller, then SIGTERM, then
 //! SIGKILL after a grace period.
+//!
+//! `run/launch.json` records the engine program `start` used, so that `cluster engines` adds
+//! engines of the same kind. Engines log to `log/engine-new-<time>-<i>.log` until they have
+//! registered, then their log is renamed `log/engine-<id>.log` after the id the controller
+//! gave them (a file of that name from an earlier run moves to `.1`); at most
+//! [`MAX_ENGINE_LOGS`] engine logs are kept, the oldest of the engines no longer running go
+//! first. `controller.log` keeps the previous start's as `controller.log.1`.
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use profiles::{process_alive, ControllerRecord, EngineRecord, Profile, Settings};
+use profiles::{process_alive, ControllerRecord, EngineRecord, LaunchRecord, Profile, Settings};
 use security::ConnectionInfo;
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -16,15 +23,72 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Engine log files kept in a profile's `log/` folder (besides those of running engines).
+pub const MAX_ENGINE_LOGS: usize = 64;
+
 /// How to launch engines.
 #[derive(Debug, Clone)]
 pub struct EngineLaunch {
     /// Engines to start.
     pub count: usize,
-    /// Program to run instead of `cluster engine` (given `--file PATH`).
-    pub program: Option<PathBuf>,
+    /// The program engines run.
+    pub program: EngineProgram,
     /// How long to wait for them to register.
     pub timeout: Duration,
+}
+
+/// Which program engines run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum EngineProgram {
+    /// The settings' `engine_program`, else the stock engine.
+    #[default]
+    Settings,
+    /// The stock engine, `cluster engine`, whatever the settings say.
+    Stock,
+    /// This program (called with `--file PATH`).
+    Custom(PathBuf),
+}
+
+impl EngineProgram {
+    /// `Custom` for a flag that was given, else `Settings`.
+    pub fn from_flag(flag: Option<PathBuf>) -> EngineProgram {
+        flag.map_or(EngineProgram::Settings, EngineProgram::Custom)
+    }
+
+    /// The program to run, `None` for the stock engine. A path with a folder in it is made
+    /// absolute (so that it still names the same file when recorded and used from another
+    /// folder) and must exist; a bare name is looked up in `PATH` when it is run.
+    pub fn resolve(&self, settings: &Settings) -> Result<Option<PathBuf>> {
+        let program = match self {
+            EngineProgram::Settings => settings.engine_program.as_ref().map(PathBuf::from),
+            EngineProgram::Stock => None,
+            EngineProgram::Custom(p) => Some(p.clone()),
+        };
+        let Some(p) = program else {
+            return Ok(None);
+        };
+        if p.is_absolute() || p.components().count() == 1 {
+            return Ok(Some(p));
+        }
+        if !p.exists() {
+            bail!("engine program {} does not exist", p.display());
+        }
+        Ok(Some(std::path::absolute(&p).unwrap_or(p)))
+    }
+
+    /// What `cluster start` recorded for this profile (the stock engine when it recorded
+    /// nothing, or when the record is unreadable: it is only a default).
+    pub fn recorded(profile: &Profile) -> EngineProgram {
+        match profile.launch_record() {
+            Ok(Some(LaunchRecord {
+                engine_program: Some(p),
+            })) => EngineProgram::Custom(p),
+            Ok(Some(LaunchRecord {
+                engine_program: None,
+            })) => EngineProgram::Stock,
+            _ => EngineProgram::Settings,
+        }
+    }
 }
 
 /// What `start` did.
@@ -154,6 +218,23 @@ pub fn start(
     // A controller that died may have left engines running: bring the controller back in
     // its place (same ports and key) and let them register again, rather than orphan them.
     let survivors = surviving_engines(profile)?;
+    // Engines added later (`cluster engines`, or this restart's top-up) are of the kind
+    // started first, unless told otherwise.
+    let mut engines = engines.clone();
+    if !survivors.is_empty() && engines.program == EngineProgram::Settings {
+        engines.program = EngineProgram::recorded(profile);
+    }
+    let program = engines.program.resolve(&settings)?;
+    let engines = EngineLaunch {
+        program: program
+            .clone()
+            .map_or(EngineProgram::Stock, EngineProgram::Custom),
+        ..engines
+    };
+    let engines = &engines;
+    let record = LaunchRecord {
+        engine_program: program,
+    };
     if !survivors.is_empty()
         && ConnectionInfo::load(
             &profile.engine_file(),
@@ -168,12 +249,14 @@ pub fn start(
         )
         .is_ok()
     {
+        profile.write_launch_record(&record)?;
         return restart(profile, overrides, engines, &settings, t0, &survivors).inspect_err(|_| {
             let _ = stop(profile, Duration::from_secs(2));
         });
     }
     // Anything left from a cluster that died is stale now.
     profile.clear_run_state()?;
+    profile.write_launch_record(&record)?;
     // From here on we own processes: a failed start stops whatever it launched.
     start_fresh(profile, overrides, engines, &settings, t0).inspect_err(|_| {
         let _ = stop(profile, Duration::from_secs(2));
@@ -275,6 +358,7 @@ fn spawn_controller(profile: &Profile, overrides: &[(&str, String)], reuse: bool
         profile.dir().parent().unwrap_or(Path::new(".")),
     );
     let log = profile.log_dir().join("controller.log");
+    keep_previous(&log);
     let mut child = spawn_detached(cmd, &log)?;
     let pid = child.id();
 
@@ -317,15 +401,7 @@ pub fn launch_engines(
     launch: &EngineLaunch,
     already: usize,
 ) -> Result<Vec<u32>> {
-    let program = launch
-        .program
-        .clone()
-        .or_else(|| settings.engine_program.as_ref().map(PathBuf::from));
-    if let Some(p) = &program {
-        if !p.exists() && !p.is_absolute() && p.components().count() > 1 {
-            bail!("engine program {} does not exist", p.display());
-        }
-    }
+    let program = launch.program.resolve(settings)?;
     let engine_file = profile.engine_file();
     if !engine_file.exists() {
         bail!(
@@ -348,8 +424,11 @@ pub fn launch_engines(
         if let Some(python) = &settings.python {
             cmd.env(engine::PYTHON_ENV, python);
         }
+        // Renamed after the engine's id once it has registered (see `name_logs`).
         let stamp = transport::now_us();
-        let log = profile.log_dir().join(format!("engine-{stamp}-{i}.log"));
+        let log = profile
+            .log_dir()
+            .join(format!("engine-new-{stamp}-{i}.log"));
         let child = spawn_detached(cmd, &log).with_context(|| {
             format!(
                 "cannot launch engine program {}",
@@ -371,7 +450,20 @@ pub fn launch_engines(
     let pids: Vec<u32> = children.iter().map(|(c, _)| c.id()).collect();
     let want = already + launch.count;
     let client = client::Client::connect_file(profile.client_file())?;
-    match client.wait_for_engines(want, launch.timeout) {
+    let registered = client.wait_for_engines(want, launch.timeout);
+    if registered.is_ok() {
+        // A log that cannot be renamed keeps its first name: the engine runs either way.
+        if let Ok(status) = client.status() {
+            let ids = status
+                .engines
+                .iter()
+                .filter(|e| e.host == host)
+                .map(|e| (e.pid, e.id));
+            name_logs(profile, &pids, ids.collect());
+        }
+    }
+    prune_logs(profile, MAX_ENGINE_LOGS);
+    match registered {
         Ok(_) => Ok(pids),
         Err(e) => {
             let mut msg = format!(
@@ -394,6 +486,76 @@ pub fn launch_engines(
             ));
             Err(anyhow!(msg))
         }
+    }
+}
+
+/// Moves `path` to `path.1` (replacing an older `.1`), so a new file of that name can start
+/// while the last one stays readable. Nothing to move is fine.
+fn keep_previous(path: &Path) {
+    let mut old = path.as_os_str().to_owned();
+    old.push(".1");
+    let _ = fs::rename(path, PathBuf::from(old));
+}
+
+/// Renames the logs of the engines just launched (`pids`) after the ids the controller gave
+/// them (`ids`: pid → engine id of this host's engines), and updates their run records.
+fn name_logs(
+    profile: &Profile,
+    pids: &[u32],
+    ids: std::collections::HashMap<u32, protocol::EngineId>,
+) {
+    let Ok(records) = profile.engine_records() else {
+        return;
+    };
+    let host = hostname();
+    for (_, mut record) in records {
+        if record.launcher != "local" || record.host != host || !pids.contains(&record.pid) {
+            continue;
+        }
+        let Some(id) = ids.get(&record.pid) else {
+            continue;
+        };
+        let named = profile.log_dir().join(format!("engine-{id}.log"));
+        if record.log == named {
+            continue;
+        }
+        keep_previous(&named);
+        if fs::rename(&record.log, &named).is_ok() {
+            record.log = named;
+            let _ = profile.write_engine_record(&record);
+        }
+    }
+}
+
+/// Deletes the oldest engine logs of `log/` beyond `keep`, never the log of an engine that
+/// still runs.
+fn prune_logs(profile: &Profile, keep: usize) {
+    let live: std::collections::HashSet<PathBuf> = profile
+        .engine_records()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, r)| r.launcher == "local" && r.host == hostname() && process_alive(r.pid))
+        .map(|(_, r)| r.log)
+        .collect();
+    let Ok(entries) = fs::read_dir(profile.log_dir()) else {
+        return;
+    };
+    let mut old: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("engine-"))
+        .map(|e| e.path())
+        .filter(|p| !live.contains(p))
+        .map(|p| {
+            let modified = fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .unwrap_or(std::time::UNIX_EPOCH);
+            (modified, p)
+        })
+        .collect();
+    let excess = (old.len() + live.len()).saturating_sub(keep);
+    old.sort();
+    for (_, path) in old.into_iter().take(excess) {
+        let _ = fs::remove_file(path);
     }
 }
 
@@ -469,4 +631,93 @@ pub fn stop(profile: &Profile, grace: Duration) -> Result<StopReport> {
     }
     profile.clear_run_state()?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    fn log_names(profile: &Profile) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(profile.log_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn engine_logs_are_capped_oldest_first_sparing_running_engines() {
+        let root = tempfile::tempdir().unwrap();
+        let profile = Profile::in_root(root.path(), "p").unwrap();
+        profile.ensure().unwrap();
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(1_000_000 + s);
+        for i in 0..10u64 {
+            let path = profile.log_dir().join(format!("engine-{i}.log"));
+            let file = fs::File::create(&path).unwrap();
+            file.set_modified(at(i)).unwrap();
+        }
+        fs::write(profile.log_dir().join("controller.log"), "").unwrap();
+        // The oldest log belongs to an engine that still runs (this test's process).
+        profile
+            .write_engine_record(&EngineRecord {
+                pid: std::process::id(),
+                host: hostname(),
+                launcher: "local".into(),
+                log: profile.log_dir().join("engine-0.log"),
+            })
+            .unwrap();
+        prune_logs(&profile, 4);
+        assert_eq!(
+            log_names(&profile),
+            [
+                "controller.log",
+                "engine-0.log",
+                "engine-7.log",
+                "engine-8.log",
+                "engine-9.log"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_previous_file_is_kept_as_dot_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("controller.log");
+        keep_previous(&log);
+        fs::write(&log, "first").unwrap();
+        keep_previous(&log);
+        fs::write(&log, "second").unwrap();
+        keep_previous(&log);
+        assert!(!log.exists());
+        assert_eq!(
+            fs::read_to_string(dir.path().join("controller.log.1")).unwrap(),
+            "second"
+        );
+    }
+
+    #[test]
+    fn engine_programs_given_as_relative_paths_are_made_absolute() {
+        let settings = Settings::default();
+        let missing = EngineProgram::Custom("no/such/engine".into());
+        let err = missing.resolve(&settings).unwrap_err().to_string();
+        assert_eq!(err, "engine program no/such/engine does not exist");
+        let here = EngineProgram::Custom("./Cargo.toml".into())
+            .resolve(&settings)
+            .unwrap()
+            .unwrap();
+        assert!(here.is_absolute() && here.exists(), "{}", here.display());
+        let bare = EngineProgram::Custom("my-engine".into());
+        assert_eq!(bare.resolve(&settings).unwrap(), Some("my-engine".into()));
+        assert_eq!(EngineProgram::Stock.resolve(&settings).unwrap(), None);
+        let custom = Settings {
+            engine_program: Some("/opt/e".into()),
+            ..Settings::default()
+        };
+        assert_eq!(
+            EngineProgram::Settings.resolve(&custom).unwrap(),
+            Some("/opt/e".into())
+        );
+    }
 }

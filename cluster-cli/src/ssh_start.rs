@@ -7,7 +7,7 @@
 //! error is returned. Hosts that failed while others worked are reported in the result (the
 //! caller turns them into an error after printing what started).
 
-use crate::launch::{self, EngineLaunch, StartReport};
+use crate::launch::{self, EngineLaunch, EngineProgram, StartReport};
 use crate::ssh::{self, HostSpec, LaunchReport, SshLaunch};
 use anyhow::{bail, Context as _, Result};
 use profiles::{Profile, Settings};
@@ -42,7 +42,7 @@ pub fn start(
     }
     let none = EngineLaunch {
         count: 0,
-        program: None,
+        program: EngineProgram::Settings,
         timeout: launch.timeout,
     };
     let t0 = Instant::now();

@@ -71,6 +71,7 @@ impl Folder {
         cmd.env("CLUSTER_DIR", self.dir.path())
             .env_remove("CLUSTER_PROGRAM")
             .env_remove("CLUSTER_PROFILE")
+            .env_remove("CLUSTER_ENGINE_PROGRAM")
             .args(args);
         cmd
     }
@@ -664,5 +665,106 @@ fn logs_have_no_colour_codes() {
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(!text.is_empty(), "{}", log.display());
         assert!(!text.contains('\x1b'), "{}:\n{text}", log.display());
+    }
+}
+
+/// The log of each engine this test's cluster recorded, by pid.
+fn engine_logs(folder: &Folder) -> Vec<std::path::PathBuf> {
+    folder
+        .profile()
+        .engine_records()
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r.log)
+        .collect()
+}
+
+/// Issue 9 item 9: `cluster engines -n 1` on a cluster started with `--engine-program` added
+/// a stock engine. It adds one of the program the cluster was started with (given as a
+/// relative path, from another folder), unless told otherwise.
+#[test]
+fn engines_are_added_with_the_program_the_cluster_started_with() {
+    use std::os::unix::fs::PermissionsExt;
+    let folder = Folder::new();
+    let script = folder.dir.path().join("my-engine.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho my-engine-program\nexec '{}' engine \"$@\"\n",
+            env!("CARGO_BIN_EXE_cluster")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = folder
+        .command(&["start", "-n", "1", "--engine-program", "./my-engine.sh"])
+        .current_dir(folder.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = folder.run(&["engines", "-n", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let logs = engine_logs(&folder);
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(
+            text.starts_with("my-engine-program"),
+            "{}: {text}",
+            log.display()
+        );
+    }
+    // Told otherwise: a stock engine.
+    let out = folder.run(&["engines", "-n", "1", "--stock-engine"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stock: Vec<String> = engine_logs(&folder)
+        .iter()
+        .map(|log| std::fs::read_to_string(log).unwrap())
+        .filter(|text| !text.starts_with("my-engine-program"))
+        .collect();
+    assert_eq!(stock.len(), 1, "{stock:?}");
+}
+
+/// Issue 9 item 9: every start left a new `engine-<timestamp>-N.log` per engine, piling up,
+/// and N was not the engine id. Logs are named by engine id, the previous start's kept as
+/// `.1`: starting again and again leaves the same files.
+#[test]
+fn engine_logs_are_named_by_engine_id_and_do_not_pile_up() {
+    let folder = Folder::new();
+    let names = |folder: &Folder| {
+        let mut names: Vec<String> = std::fs::read_dir(folder.profile().log_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    for round in 0..3 {
+        let out = folder.run(&["start", "-n", "2"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let status = folder.run(&["status", "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        let records = folder.profile().engine_records().unwrap();
+        for engine in v["engines"].as_array().unwrap() {
+            let pid = engine["pid"].as_u64().unwrap() as u32;
+            let (_, record) = records.iter().find(|(_, r)| r.pid == pid).unwrap();
+            let wanted = format!("engine-{}.log", engine["id"]);
+            assert!(record.log.ends_with(&wanted), "{}", record.log.display());
+        }
+        let out = folder.run(&["stop"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let wanted: &[&str] = if round == 0 {
+            &["controller.log", "engine-0.log", "engine-1.log"]
+        } else {
+            &[
+                "controller.log",
+                "controller.log.1",
+                "engine-0.log",
+                "engine-0.log.1",
+                "engine-1.log",
+                "engine-1.log.1",
+            ]
+        };
+        assert_eq!(names(&folder), wanted, "round {round}");
     }
 }

@@ -6,10 +6,13 @@
 //! ```text
 //! cluster.toml        settings, written with commented defaults by `cluster profile create`
 //! security/  (0700)   client.json and engine.json, the connection files (0600)
-//! log/                controller.log, engine-<n>.log
+//! log/                controller.log, engine-<id>.log (by engine id; the previous file of
+//!                     each name kept as .1, at most 64 engine logs in all; see the CLI's
+//!                     launch.rs)
 //! run/                controller.json, engine-<pid>.json (engine-<host>-<pid>.json for
 //!                     engines on other hosts) and ssh-<host>.json: what `cluster stop` must
-//!                     stop; submitted.jsonl: tasks `cluster submit` sent
+//!                     stop; launch.json: the engine program `cluster start` used;
+//!                     submitted.jsonl: tasks `cluster submit` sent
 //! ```
 //!
 //! [`Settings`] resolve as built-in defaults < `cluster.toml` < `CLUSTER_*` environment <
@@ -278,6 +281,16 @@ pub struct EngineRecord {
     pub log: PathBuf,
 }
 
+/// What `cluster start` records about how it launched engines (file `run/launch.json`), so
+/// that `cluster engines` adds engines of the same kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchRecord {
+    /// The engine program (an absolute path, or a name looked up in `PATH`); `None`: the stock
+    /// engine (`cluster engine`).
+    #[serde(default)]
+    pub engine_program: Option<PathBuf>,
+}
+
 /// How `cluster stop` reaches a host whose engines `cluster start --launcher ssh` started
 /// (file `run/ssh-<host>.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -509,6 +522,21 @@ impl Profile {
     /// The recorded controller, if any.
     pub fn controller_record(&self) -> Result<Option<ControllerRecord>, ProfileError> {
         read_json(&self.controller_record_file())
+    }
+
+    /// `run/launch.json`.
+    pub fn launch_record_file(&self) -> PathBuf {
+        self.run_dir().join("launch.json")
+    }
+
+    /// Records how `cluster start` launched engines.
+    pub fn write_launch_record(&self, record: &LaunchRecord) -> Result<(), ProfileError> {
+        write_json(&self.launch_record_file(), record)
+    }
+
+    /// How the running cluster's engines were launched, if `cluster start` recorded it.
+    pub fn launch_record(&self) -> Result<Option<LaunchRecord>, ProfileError> {
+        read_json(&self.launch_record_file())
     }
 
     /// Records a launched engine (file `run/engine-<pid>.json`).
@@ -781,8 +809,17 @@ mod tests {
         };
         p.write_engine_record(&rec).unwrap();
         assert_eq!(p.engine_records().unwrap()[0].1, rec);
+        assert_eq!(p.launch_record().unwrap(), None);
+        let launch = LaunchRecord {
+            engine_program: Some("/opt/my-engine".into()),
+        };
+        p.write_launch_record(&launch).unwrap();
+        assert_eq!(p.launch_record().unwrap(), Some(launch));
+        // The launch record is not an engine record.
+        assert_eq!(p.engine_records().unwrap().len(), 1);
         p.clear_run_state().unwrap();
         assert!(p.engine_records().unwrap().is_empty());
+        assert_eq!(p.launch_record().unwrap(), None);
         assert!(process_alive(std::process::id()));
         assert!(!process_alive(0));
     }

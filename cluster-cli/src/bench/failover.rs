@@ -5,7 +5,7 @@
 //! Times are taken by a subscriber of the controller's notification socket.
 
 use super::{ms, signal, Notices, Spread, TempCluster};
-use crate::launch::{self, EngineLaunch};
+use crate::launch::{self, EngineLaunch, EngineProgram};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -76,7 +76,7 @@ pub fn bench_failover(runs: usize, progress: bool) -> Result<FailoverReport> {
         reasons.push(reason);
         let launch = EngineLaunch {
             count: 1,
-            program: None,
+            program: EngineProgram::Settings,
             timeout: Duration::from_secs(30),
         };
         launch::launch_engines(
@@ -156,7 +156,7 @@ fn bench_controller_restart() -> Result<RestartReport> {
     }
     let launch = EngineLaunch {
         count: 2,
-        program: None,
+        program: EngineProgram::Settings,
         timeout: Duration::from_secs(30),
     };
     launch::start(&cluster.profile, &[], &launch)?;

@@ -15,7 +15,7 @@ pub mod failover;
 pub mod scale;
 pub mod tasks;
 
-use crate::launch::{self, EngineLaunch, StartReport};
+use crate::launch::{self, EngineLaunch, EngineProgram, StartReport};
 use anyhow::{bail, Context as _, Result};
 use client::Client;
 use profiles::Profile;
@@ -45,7 +45,7 @@ impl TempCluster {
         let profile = Profile::in_root(dir.path(), "demo")?;
         let launch = EngineLaunch {
             count: engines,
-            program: None,
+            program: EngineProgram::Settings,
             timeout: Duration::from_secs(30),
         };
         let report = launch::start(&profile, overrides, &launch)?;

@@ -2,7 +2,7 @@
 
 use super::{secs, LaunchFlags};
 use crate::ctx::Ctx;
-use crate::launch::{self, EngineLaunch};
+use crate::launch::{self, EngineLaunch, EngineProgram};
 use crate::output::EnginesAdded;
 use anyhow::{bail, Result};
 use std::path::PathBuf;
@@ -15,9 +15,14 @@ pub struct Args {
     pub n: Option<usize>,
     #[command(flatten)]
     pub hosts: LaunchFlags,
-    /// Program to launch instead of the stock engine (called with `--file PATH`).
+    /// Program to launch instead of the stock engine (called with `--file PATH`)
+    /// [default: the program `cluster start` launched].
     #[arg(long, env = "CLUSTER_ENGINE_PROGRAM")]
     pub engine_program: Option<PathBuf>,
+    /// Launch the stock engine (`cluster engine`), even on a cluster started with
+    /// `--engine-program`.
+    #[arg(long, conflicts_with = "engine_program")]
+    pub stock_engine: bool,
     /// Seconds to wait for them to register.
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
@@ -48,9 +53,15 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<EnginesAdded> {
         let report = crate::ssh::launch(&profile, &launch, &hosts, before)?;
         return Ok(EnginesAdded::Ssh(report));
     }
+    // Engines of the kind the cluster was started with, unless told otherwise.
+    let program = match (args.stock_engine, args.engine_program) {
+        (true, _) => EngineProgram::Stock,
+        (false, Some(p)) => EngineProgram::Custom(p),
+        (false, None) => EngineProgram::recorded(&profile),
+    };
     let engines = EngineLaunch {
         count: args.n.unwrap_or(1),
-        program: args.engine_program,
+        program,
         timeout: secs(args.timeout)?,
     };
     let pids = launch::launch_engines(&profile, &settings, &engines, before)?;

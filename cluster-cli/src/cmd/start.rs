@@ -2,7 +2,7 @@
 
 use super::{secs, LaunchFlags, PortFlags, SettingFlags};
 use crate::ctx::Ctx;
-use crate::launch::{self, EngineLaunch};
+use crate::launch::{self, EngineLaunch, EngineProgram};
 use crate::output::Report;
 use anyhow::{Context as _, Result};
 use std::path::PathBuf;
@@ -86,7 +86,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Started> {
     });
     let engines = EngineLaunch {
         count: n,
-        program: args.engine_program,
+        program: EngineProgram::from_flag(args.engine_program),
         timeout: secs(args.timeout)?,
     };
     let report = launch::start(&profile, &overrides, &engines).with_context(|| {
