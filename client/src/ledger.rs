@@ -39,14 +39,14 @@ pub enum LedgerError {
     Client(#[from] Error),
     /// The ledger file cannot be read or written; retrying helps only once the file's
     /// folder or permissions are fixed.
-    #[error("cannot {action} the task ledger {path}: {source}")]
+    #[error("cannot {action} the task ledger {path}: {error}")]
     Io {
         /// `read` or `record a task in`.
         action: &'static str,
         /// The ledger file.
         path: PathBuf,
-        /// The error.
-        source: std::io::Error,
+        /// The error (in the message, so not also a `source()`: a printed chain says it once).
+        error: std::io::Error,
     },
 }
 
@@ -154,10 +154,10 @@ impl Ledger {
     }
 
     fn append_line(&self, value: &impl serde::Serialize) -> Result<(), LedgerError> {
-        let io = |source| LedgerError::Io {
+        let io = |error| LedgerError::Io {
             action: "record a task in",
             path: self.path.clone(),
-            source,
+            error,
         };
         let line = serde_json::to_string(value).map_err(|e| io(e.into()))?;
         let mut file = std::fs::OpenOptions::new()
@@ -200,11 +200,11 @@ impl Ledger {
         let text = match std::fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
-            Err(source) => {
+            Err(error) => {
                 return Err(LedgerError::Io {
                     action: "read",
                     path: self.path.clone(),
-                    source,
+                    error,
                 })
             }
         };
@@ -378,5 +378,20 @@ mod tests {
         let ledger = Ledger::new("/nonexistent-folder/submitted.jsonl");
         let err = ledger.append(&entry(TaskId(1), 0)).unwrap_err().to_string();
         assert!(err.contains("/nonexistent-folder/submitted.jsonl"), "{err}");
+    }
+
+    /// Regression: the ledger's I/O error was in its message and again its `source()`.
+    #[test]
+    fn an_unreadable_ledger_says_why_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Ledger::new(dir.path()).entries().unwrap_err();
+        assert!(std::error::Error::source(&err).is_none());
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot read the task ledger {}: Is a directory (os error 21)",
+                dir.path().display()
+            )
+        );
     }
 }

@@ -263,6 +263,18 @@ pub fn start(
     })
 }
 
+/// The error of a failed `start`: says so, and where the logs are unless the error already
+/// names them (the folder, or a log in it).
+pub fn start_failed(err: anyhow::Error, profile: &Profile) -> anyhow::Error {
+    let dir = profile.log_dir();
+    let dir_text = dir.to_string_lossy();
+    if err.chain().any(|c| c.to_string().contains(&*dir_text)) {
+        err.context("cluster start failed")
+    } else {
+        err.context(format!("cluster start failed; logs are in {dir_text}"))
+    }
+}
+
 /// Pids of the local engines this profile launched that are still running.
 pub fn surviving_engines(profile: &Profile) -> Result<Vec<u32>> {
     Ok(profile
@@ -678,6 +690,29 @@ mod tests {
                 "engine-8.log",
                 "engine-9.log"
             ]
+        );
+    }
+
+    /// Regression: "cluster start failed; logs are in DIR" came before an error that named a
+    /// log in DIR already.
+    #[test]
+    fn a_failed_start_names_the_log_folder_once() {
+        let profile = Profile::in_root(Path::new("/p"), "x").unwrap();
+        let log = profile.log_dir().join("controller.log");
+        let named = anyhow!(
+            "the controller exited; its log {} ends with: …",
+            log.display()
+        );
+        let message = crate::exit::message(&start_failed(named, &profile));
+        assert_eq!(
+            message,
+            "cluster start failed: the controller exited; its log /p/profile_x/log/controller.log ends with: …"
+        );
+        let unnamed = anyhow!("cannot start cluster");
+        let message = crate::exit::message(&start_failed(unnamed, &profile));
+        assert_eq!(
+            message,
+            "cluster start failed; logs are in /p/profile_x/log: cannot start cluster"
         );
     }
 

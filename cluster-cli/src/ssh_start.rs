@@ -46,12 +46,8 @@ pub fn start(
         timeout: launch.timeout,
     };
     let t0 = Instant::now();
-    let controller = launch::start(profile, overrides, &none).with_context(|| {
-        format!(
-            "cluster start failed; logs are in {}",
-            profile.log_dir().display()
-        )
-    })?;
+    let controller =
+        launch::start(profile, overrides, &none).map_err(|e| launch::start_failed(e, profile))?;
     let report = match ssh::launch(profile, launch, hosts, 0) {
         Ok(r) if r.started.is_empty() => {
             let _ = launch::stop(profile, Duration::from_secs(2));

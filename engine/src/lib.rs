@@ -153,13 +153,13 @@ pub enum EngineError {
     #[error(transparent)]
     ConnectionFile(#[from] security::ConnectionFileError),
     /// A socket failed (bad address in the connection file, or a libzmq failure).
-    #[error("socket error talking to the controller at {address}: {source}")]
+    #[error("socket error talking to the controller at {address}: {error}")]
     Transport {
         /// The controller address involved.
         address: String,
-        /// What the transport reported.
-        #[source]
-        source: transport::TransportError,
+        /// What the transport reported (in the message, not also a `source()`: a printed
+        /// chain says it once).
+        error: transport::TransportError,
     },
     /// The controller did not answer the registration in time. Retrying helps only once the
     /// cause is fixed.
@@ -200,10 +200,10 @@ pub enum EngineError {
     },
     /// The SIGTERM/SIGINT handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
-    Signals(#[source] std::io::Error),
+    Signals(std::io::Error),
     /// The heartbeat thread could not be started (out of threads or memory).
     #[error("cannot start the heartbeat thread: {0}")]
-    Thread(#[source] std::io::Error),
+    Thread(std::io::Error),
     /// A bug in the engine.
     #[error("internal error: {0}")]
     Internal(String),
@@ -299,7 +299,7 @@ impl Engine {
              Command tasks are always available. Log filter: RUST_LOG (default info).\n",
             self.function_names()
                 .into_iter()
-                .filter(|n| !n.starts_with("__"))
+                .filter(|n| !protocol::builtin::is_builtin(n))
                 .collect::<Vec<_>>()
                 .join(", ")
         )

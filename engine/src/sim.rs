@@ -38,14 +38,21 @@ pub enum SimError {
     ConnectionFile(#[from] security::ConnectionFileError),
     /// A socket failed: the controller's address in the file is wrong, or libzmq ran out of
     /// something (file descriptors: raise `ulimit -n` for thousands of engines).
+    /// (The transport's error is in the message, not also a `source()`.)
     #[error("simulated engines: {0}")]
-    Transport(#[from] TransportError),
+    Transport(TransportError),
     /// A simulator thread could not be started or ended abnormally.
     #[error("simulated engines: {0}")]
     Thread(String),
     /// The engine asked to close is not among the simulated ones (or was closed already).
     #[error("simulated engine {0} is not connected")]
     NoSuchEngine(EngineId),
+}
+
+impl From<TransportError> for SimError {
+    fn from(e: TransportError) -> SimError {
+        SimError::Transport(e)
+    }
 }
 
 /// One simulated engine: its two connections and what it did.

@@ -37,12 +37,12 @@ pub enum ProfileError {
     #[error("invalid profile name {0:?}: use letters, digits, '-', '_' and '.'")]
     BadName(String),
     /// A file or folder could not be made or read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The path.
         path: PathBuf,
-        /// The error.
-        source: std::io::Error,
+        /// The error (in the message, so not also a `source()`: a printed chain says it once).
+        error: std::io::Error,
     },
     /// `cluster.toml` or the environment holds an invalid setting.
     #[error("invalid settings (from {file}, CLUSTER_* variables or flags): {message}")]
@@ -63,9 +63,9 @@ pub enum ProfileError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ProfileError + '_ {
-    move |source| ProfileError::Io {
+    move |error| ProfileError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
@@ -384,7 +384,7 @@ impl Profiles {
             Err(e) => {
                 return Err(ProfileError::Io {
                     path: self.root.clone(),
-                    source: e,
+                    error: e,
                 })
             }
         };
@@ -602,7 +602,7 @@ impl Profile {
             Err(e) => {
                 return Err(ProfileError::Io {
                     path: dir,
-                    source: e,
+                    error: e,
                 })
             }
         };
@@ -632,7 +632,7 @@ impl Profile {
             match fs::remove_file(&f) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(ProfileError::Io { path: f, source: e }),
+                Err(e) => return Err(ProfileError::Io { path: f, error: e }),
             }
         }
         Ok(())
@@ -670,7 +670,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, P
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(ProfileError::Io {
             path: path.to_owned(),
-            source: e,
+            error: e,
         }),
     }
 }
@@ -822,5 +822,22 @@ mod tests {
         assert_eq!(p.launch_record().unwrap(), None);
         assert!(process_alive(std::process::id()));
         assert!(!process_alive(0));
+    }
+
+    /// Regression: the I/O error was in the message and again its `source()`.
+    #[test]
+    fn io_errors_say_their_cause_once() {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("file");
+        fs::write(&file, "").unwrap();
+        let err = Profile::in_root(&file, "p").unwrap().ensure().unwrap_err();
+        assert!(std::error::Error::source(&err).is_none());
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: Not a directory (os error 20)",
+                file.join("profile_p").display()
+            )
+        );
     }
 }

@@ -36,12 +36,25 @@ pub struct Header {
 /// Why encoding or decoding a message failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    /// The bytes are not a valid msgpack encoding of the expected type.
+    /// The bytes are not a valid msgpack encoding of the expected type. (The decoder's error
+    /// is in the message, so not also a `source()`: a printed chain says it once.)
     #[error("malformed message: {0}")]
-    Decode(#[from] rmp_serde::decode::Error),
+    Decode(rmp_serde::decode::Error),
     /// A value could not be encoded (a bug in the sender, not retryable).
     #[error("cannot encode message: {0}")]
-    Encode(#[from] rmp_serde::encode::Error),
+    Encode(rmp_serde::encode::Error),
+}
+
+impl From<rmp_serde::decode::Error> for CodecError {
+    fn from(e: rmp_serde::decode::Error) -> CodecError {
+        CodecError::Decode(e)
+    }
+}
+
+impl From<rmp_serde::encode::Error> for CodecError {
+    fn from(e: rmp_serde::encode::Error) -> CodecError {
+        CodecError::Encode(e)
+    }
 }
 
 /// Encodes a value as msgpack with field names, the encoding used for every frame.

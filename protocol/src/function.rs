@@ -138,6 +138,13 @@ pub mod builtin {
     pub const KEYS: &str = "__keys";
     /// Every built-in store function.
     pub const ALL: [&str; 4] = [PUSH, PULL, CLEAR, KEYS];
+
+    /// True for a name of the `__` family reserved for engines' built-in functions (the
+    /// ones above, and any an engine adds for its clients' plumbing): no user calls them by
+    /// name, so lists shown to people (what engines offer) leave them out.
+    pub fn is_builtin(name: &str) -> bool {
+        name.starts_with("__")
+    }
 }
 
 #[cfg(test)]

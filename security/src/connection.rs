@@ -71,12 +71,13 @@ pub enum ConnectionFileError {
         path: PathBuf,
     },
     /// The file exists but cannot be read (permissions).
-    #[error("cannot read connection file {path}: {source}")]
+    #[error("cannot read connection file {path}: {error}")]
     Unreadable {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, so not also a `source()`: a printed chain says it
+        /// once).
+        error: std::io::Error,
     },
     /// The file is not a valid connection file.
     #[error("connection file {path} is corrupt: {reason}; restart the controller to rewrite it")]
@@ -97,12 +98,12 @@ pub enum ConnectionFileError {
         expected: u32,
     },
     /// The file could not be written.
-    #[error("cannot write connection file {path}: {source}")]
+    #[error("cannot write connection file {path}: {error}")]
     Write {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, not also a `source()`).
+        error: std::io::Error,
     },
 }
 
@@ -169,7 +170,7 @@ impl ConnectionInfo {
             } else {
                 ConnectionFileError::Unreadable {
                     path: path.to_owned(),
-                    source,
+                    error: source,
                 }
             }
         })?;
@@ -217,9 +218,9 @@ impl ConnectionInfo {
     /// Writes the file with mode 0600, atomically (temporary file, then rename), so that a
     /// reader never sees half a file.
     pub fn save(&self, path: &Path) -> Result<(), ConnectionFileError> {
-        let write_err = |source| ConnectionFileError::Write {
+        let write_err = |error| ConnectionFileError::Write {
             path: path.to_owned(),
-            source,
+            error,
         };
         let text = serde_json::to_string_pretty(self).expect("connection info serialises");
         let tmp = path.with_extension("json.tmp");
@@ -300,5 +301,25 @@ mod tests {
         assert!(matches!(err, ConnectionFileError::Corrupt { .. }), "{err}");
         let err = ConnectionInfo::load(&dir.path().join("nope.json"), 1, &[]).unwrap_err();
         assert!(matches!(err, ConnectionFileError::Missing { .. }), "{err}");
+    }
+
+    /// Regression: "cannot read connection file F: E" also returned E as its `source()`, so a
+    /// printed chain said E twice.
+    #[test]
+    fn an_unreadable_file_says_why_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ConnectionInfo::load(dir.path(), 1, &[]).unwrap_err();
+        assert!(
+            matches!(err, ConnectionFileError::Unreadable { .. }),
+            "{err}"
+        );
+        assert!(std::error::Error::source(&err).is_none());
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot read connection file {}: Is a directory (os error 21)",
+                dir.path().display()
+            )
+        );
     }
 }

@@ -31,20 +31,21 @@ use watch::{LinkWatch, PeerWatch};
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// Binding failed, usually because the port is in use or the address is not local.
-    #[error("cannot listen on {address}: {source} (is the port in use, or the address not one of this machine's?)")]
+    #[error("cannot listen on {address}: {error} (is the port in use, or the address not one of this machine's?)")]
     Bind {
         /// The address.
         address: String,
-        /// libzmq's error.
-        source: zmq::Error,
+        /// libzmq's error (in the message, so not also a `source()`: a printed chain says it
+        /// once).
+        error: zmq::Error,
     },
     /// The address cannot be connected to (malformed URL).
-    #[error("cannot connect to {address}: {source}")]
+    #[error("cannot connect to {address}: {error}")]
     Connect {
         /// The address.
         address: String,
-        /// libzmq's error.
-        source: zmq::Error,
+        /// libzmq's error (in the message, not also a `source()`).
+        error: zmq::Error,
     },
     /// A router was asked to send to a peer it does not know (the peer disconnected).
     #[error("peer is not connected")]
@@ -55,9 +56,15 @@ pub enum TransportError {
     /// The message could not be encoded (a bug, not retryable).
     #[error(transparent)]
     Encode(#[from] protocol::CodecError),
-    /// Any other libzmq error.
+    /// Any other libzmq error (in the message, not also a `source()`).
     #[error("zmq: {0}")]
-    Zmq(#[from] zmq::Error),
+    Zmq(zmq::Error),
+}
+
+impl From<zmq::Error> for TransportError {
+    fn from(e: zmq::Error) -> TransportError {
+        TransportError::Zmq(e)
+    }
 }
 
 /// Which kind of socket.
@@ -298,16 +305,16 @@ impl Socket {
         };
         self.sock
             .bind(&address)
-            .map_err(|source| TransportError::Bind {
+            .map_err(|error| TransportError::Bind {
                 address: address.clone(),
-                source,
+                error,
             })?;
         let bound = self
             .sock
             .get_last_endpoint()?
             .map_err(|_| TransportError::Bind {
                 address: address.clone(),
-                source: zmq::Error::EINVAL,
+                error: zmq::Error::EINVAL,
             })?;
         Ok(bound)
     }
@@ -316,9 +323,9 @@ impl Socket {
     pub fn connect(&self, address: &str) -> Result<(), TransportError> {
         self.sock
             .connect(address)
-            .map_err(|source| TransportError::Connect {
+            .map_err(|error| TransportError::Connect {
                 address: address.to_owned(),
-                source,
+                error,
             })
     }
 
@@ -939,5 +946,23 @@ mod tests {
         let b = Socket::new(&ctx, Kind::Router, &key, None).unwrap();
         let err = b.bind(&addr).unwrap_err().to_string();
         assert!(err.contains(&addr) && err.contains("in use"), "{err}");
+    }
+
+    /// Regression: the bind error said libzmq's error in its message and again as its
+    /// `source()`, so a printed chain said "Address already in use" twice.
+    #[test]
+    fn a_bind_error_says_its_cause_once_in_a_chain() {
+        let key = Key::generate();
+        let ctx = Context::new();
+        let a = Socket::new(&ctx, Kind::Router, &key, None).unwrap();
+        let addr = a.bind("tcp://127.0.0.1:0").unwrap();
+        let b = Socket::new(&ctx, Kind::Router, &key, None).unwrap();
+        let err = b.bind(&addr).unwrap_err();
+        assert!(std::error::Error::source(&err).is_none());
+        assert_eq!(
+            err.to_string().matches("Address already in use").count(),
+            1,
+            "{err}"
+        );
     }
 }

@@ -99,8 +99,8 @@ pub fn bench_scale(
     client.wait_for_engines(n, Duration::from_secs(60))?;
     let status_lists_all_s = t0.elapsed().as_secs_f64();
     say(format!(
-        "scale: {n} engines registered in {register_s:.3} s; idle for {:.0} s with heartbeats…",
-        idle.as_secs_f64()
+        "scale: {n} engines registered in {register_s:.3} s; idle for {} with heartbeats…",
+        seconds(idle.as_secs_f64())
     ));
 
     let ticks = cpu_ticks(ctl_pid)?;
@@ -186,6 +186,18 @@ fn disconnects(
     Ok(Spread::of(notices_ms))
 }
 
+/// A duration in seconds as a person reads it: whole seconds when it is some, else as many
+/// decimals as it takes (`--idle 0.5` is "0.5 s", not "0 s").
+fn seconds(s: f64) -> String {
+    let text = if s >= 10.0 {
+        format!("{s:.0}")
+    } else {
+        let t = format!("{s:.3}");
+        t.trim_end_matches('0').trim_end_matches('.').to_owned()
+    };
+    format!("{text} s")
+}
+
 /// The scale figures for a person.
 pub fn render_scale(r: &ScaleReport) -> String {
     let mut out = String::new();
@@ -201,8 +213,12 @@ pub fn render_scale(r: &ScaleReport) -> String {
     );
     let _ = writeln!(
         out,
-        "  controller CPU idle:            {:.2} % of a core over {:.0} s (heartbeat every {} ms; {} of {} engines still registered)",
-        r.idle_cpu_percent, r.idle_s, r.heartbeat_period_ms, r.engines_after_idle, r.engines
+        "  controller CPU idle:            {:.2} % of a core over {} (heartbeat every {} ms; {} of {} engines still registered)",
+        r.idle_cpu_percent,
+        seconds(r.idle_s),
+        r.heartbeat_period_ms,
+        r.engines_after_idle,
+        r.engines
     );
     let _ = writeln!(
         out,
@@ -225,4 +241,38 @@ pub fn render_scale(r: &ScaleReport) -> String {
         r.disconnect_notice_ms
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `bench scale --idle 0.5` said "idle for 0 s".
+    #[test]
+    fn idle_periods_under_a_second_are_not_zero() {
+        assert_eq!(seconds(0.5), "0.5 s");
+        assert_eq!(seconds(0.25), "0.25 s");
+        assert_eq!(seconds(2.0), "2 s");
+        assert_eq!(seconds(30.0), "30 s");
+        assert_eq!(seconds(0.0), "0 s");
+        let report = ScaleReport {
+            engines: 10,
+            register_s: 0.1,
+            status_lists_all_s: 0.1,
+            heartbeat_period_ms: 1000,
+            idle_s: 0.5,
+            idle_cpu_percent: 1.0,
+            engines_after_idle: 10,
+            tasks: 1,
+            tasks_per_s: 1.0,
+            engines_used: 1,
+            tasks_per_engine: (0, 1),
+            items: 1,
+            items_per_s: 1.0,
+            busy_cpu_percent: 1.0,
+            disconnect_notice_ms: Spread::of(vec![1.0]),
+        };
+        let text = render_scale(&report);
+        assert!(text.contains("% of a core over 0.5 s"), "{text}");
+    }
 }

@@ -4,7 +4,7 @@ use super::{secs, LaunchFlags, PortFlags, SettingFlags};
 use crate::ctx::Ctx;
 use crate::launch::{self, EngineLaunch, EngineProgram};
 use crate::output::Report;
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 
 /// Start a controller and engines in the background; returns when the engines are ready.
@@ -89,11 +89,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Started> {
         program: EngineProgram::from_flag(args.engine_program),
         timeout: secs(args.timeout)?,
     };
-    let report = launch::start(&profile, &overrides, &engines).with_context(|| {
-        format!(
-            "cluster start failed; logs are in {}",
-            profile.log_dir().display()
-        )
-    })?;
+    let report = launch::start(&profile, &overrides, &engines)
+        .map_err(|e| launch::start_failed(e, &profile))?;
     Ok(Started::Local(report))
 }

@@ -328,6 +328,8 @@ fn not_offered(f: &str, key: &ClassKey, pool: &[&Engine]) -> String {
     let offered: BTreeSet<&str> = pool
         .iter()
         .flat_map(|e| e.function_list.iter().map(String::as_str))
+        // Engines' built-in `__*` functions are plumbing, not what a user meant to call.
+        .filter(|f| !protocol::builtin::is_builtin(f))
         .collect();
     let offered = if offered.is_empty() {
         "none (only commands)".to_owned()
@@ -503,6 +505,14 @@ impl Core {
                 format!(
                     "engine {id} on {host} was lost ({reason}) while running task {tid}, and no other registered engine can run it (already tried on: {})",
                     id_list(task.excluded.iter().copied().chain([id]))
+                )
+            } else if !task.excluded.is_empty() {
+                // Each retry blacklisted the engine it left, so these are the retries used.
+                let used = task.excluded.len();
+                format!(
+                    "engine {id} on {host} was lost ({reason}) while running task {tid}, after its {used} {} had been used up (it had failed or been lost on engine(s) {}); submit it with more retries to have it re-run elsewhere",
+                    if used == 1 { "retry" } else { "retries" },
+                    id_list(task.excluded.iter().copied())
                 )
             } else {
                 format!(

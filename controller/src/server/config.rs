@@ -125,31 +125,32 @@ fn split_tcp(address: &str) -> Option<(String, u16)> {
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
     /// A socket could not be bound. Retrying helps once the port is free (or with port 0).
-    #[error("cannot open the controller's {role} socket on {address}: {source}")]
+    #[error("cannot open the controller's {role} socket: {error}")]
     Bind {
         /// Which socket (`engine`, `heartbeat`, `client`, `notify`).
         role: &'static str,
-        /// The address asked for.
+        /// The address asked for (the transport's error names it).
         address: String,
-        /// The transport's error.
-        source: TransportError,
+        /// The transport's error (in the message, not also a `source()`: a printed chain
+        /// says it once).
+        error: TransportError,
     },
     /// A socket failed outside binding (libzmq trouble, e.g. out of file descriptors);
     /// restarting the controller may help.
-    #[error("the controller's {role} socket failed: {source}")]
+    #[error("the controller's {role} socket failed: {error}")]
     Socket {
         /// Which socket.
         role: &'static str,
-        /// The transport's error.
-        source: TransportError,
+        /// The transport's error (in the message, not also a `source()`).
+        error: TransportError,
     },
     /// The security directory could not be created; fix its parent's permissions.
-    #[error("cannot create the security directory {path}: {source}")]
+    #[error("cannot create the security directory {path}: {error}")]
     SecurityDir {
         /// The directory.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, not also a `source()`).
+        error: std::io::Error,
     },
     /// A connection file could not be written (engines and clients could not find us), or
     /// read back for `--reuse`.
@@ -164,4 +165,36 @@ pub enum ControllerError {
         /// What is wrong.
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a port in use read "cannot open the controller's engine socket on A:
+    /// cannot listen on A: E (hint)", and a printed chain then said it all again.
+    #[test]
+    fn a_bind_error_names_the_address_and_cause_once() {
+        let key = Key::generate();
+        let ctx = transport::Context::new();
+        let kind = transport::Kind::Router;
+        let a = transport::Socket::new(&ctx, kind, &key, None).unwrap();
+        let address = a.bind("tcp://127.0.0.1:0").unwrap();
+        let b = transport::Socket::new(&ctx, kind, &key, None).unwrap();
+        let err = ControllerError::Bind {
+            role: "engine",
+            address: address.clone(),
+            error: b.bind(&address).unwrap_err(),
+        };
+        assert!(std::error::Error::source(&err).is_none());
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot open the controller's engine socket: cannot listen on {address}: "
+            )),
+            "{text}"
+        );
+        assert_eq!(text.matches(&address).count(), 1, "{text}");
+        assert_eq!(text.matches("Address already in use").count(), 1, "{text}");
+    }
 }

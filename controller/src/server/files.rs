@@ -20,9 +20,9 @@ pub(super) fn write_connection_files(
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|source| ControllerError::SecurityDir {
+            .map_err(|error| ControllerError::SecurityDir {
                 path: dir.clone(),
-                source,
+                error,
             })?;
     }
     let info = |addresses: Addresses| ConnectionInfo {

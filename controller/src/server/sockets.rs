@@ -35,7 +35,7 @@ impl Sockets {
     ) -> Result<(Sockets, Addresses), ControllerError> {
         let make = |role: &'static str, kind| {
             let mut sock = Socket::new(ctx, kind, &config.key, None)
-                .map_err(|source| ControllerError::Socket { role, source })?;
+                .map_err(|error| ControllerError::Socket { role, error })?;
             sock.set_replay_window(config.replay_window);
             if config.encrypt {
                 sock.set_encryption(Encryption::Relay);
@@ -44,10 +44,10 @@ impl Sockets {
         };
         let bind = |sock: &Socket, role: &'static str, port: u16| {
             let address = format!("tcp://{}:{port}", config.ip);
-            sock.bind(&address).map_err(|source| ControllerError::Bind {
+            sock.bind(&address).map_err(|error| ControllerError::Bind {
                 role,
                 address,
-                source,
+                error,
             })
         };
         let mut socks = Sockets {
@@ -61,7 +61,7 @@ impl Sockets {
             (&mut socks.client, "client monitor"),
         ] {
             sock.watch_peers(ctx)
-                .map_err(|source| ControllerError::Socket { role, source })?;
+                .map_err(|error| ControllerError::Socket { role, error })?;
         }
         let addresses = Addresses {
             engine: Some(bind(&socks.engine, "engine", config.engine_port)?),
@@ -85,9 +85,9 @@ impl Sockets {
             // Round up so that a sub-millisecond wait does not spin.
             wait.as_micros().div_ceil(1000) as i64,
         )
-        .map_err(|source| ControllerError::Socket {
+        .map_err(|error| ControllerError::Socket {
             role: "poll",
-            source,
+            error,
         })
     }
 
@@ -181,7 +181,7 @@ impl Sockets {
         now: Duration,
     ) -> Result<bool, ControllerError> {
         let mut stop = false;
-        let fail = |role| move |source| ControllerError::Socket { role, source };
+        let fail = |role| move |error| ControllerError::Socket { role, error };
         let flagged = |i: usize| ready.get(i).copied().unwrap_or(true);
         for _ in 0..if flagged(0) { MAX_BURST } else { 0 } {
             match self

@@ -30,9 +30,9 @@ impl HeartbeatThread {
         uuid: &str,
         address: &str,
     ) -> Result<HeartbeatThread, EngineError> {
-        let on_err = |source| EngineError::Transport {
+        let on_err = |error| EngineError::Transport {
             address: address.to_owned(),
-            source,
+            error,
         };
         let mut sock =
             Socket::new(ctx, Kind::Dealer, key, Some(uuid.as_bytes())).map_err(on_err)?;

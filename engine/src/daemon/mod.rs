@@ -55,9 +55,9 @@ pub(crate) fn run(engine: Engine, options: EngineOptions) -> Result<(), EngineEr
 
     let signals = Signals::install()?;
     let ctx = Context::new();
-    let on_engine = |source| EngineError::Transport {
+    let on_engine = |error| EngineError::Transport {
         address: engine_addr.clone(),
-        source,
+        error,
     };
     let window = Duration::from_secs(info.replay_window_s);
     let encryption = Encryption::endpoint(info.encrypted());
@@ -144,9 +144,9 @@ fn wait_registered(
     file: &Path,
 ) -> Result<Option<(EngineId, u64)>, EngineError> {
     let deadline = Instant::now() + options.register_timeout;
-    let on_err = |source| EngineError::Transport {
+    let on_err = |error| EngineError::Transport {
         address: address.to_owned(),
-        source,
+        error,
     };
     loop {
         if let Some(sig) = signals.received() {
@@ -216,10 +216,10 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    fn transport_err(&self, source: TransportError) -> EngineError {
+    fn transport_err(&self, error: TransportError) -> EngineError {
         EngineError::Transport {
             address: self.engine_addr.to_owned(),
-            source,
+            error,
         }
     }
 

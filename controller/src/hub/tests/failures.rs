@@ -79,6 +79,32 @@ fn retries_never_reuse_an_engine_and_fail_when_none_is_left() {
     assert!(err.message.contains("0, 1"), "{}", err.message);
 }
 
+/// Regression: a task that had used up its retries and then lost its engine was told to
+/// "submit it with retries > 0".
+#[test]
+fn a_task_lost_after_its_last_retry_says_its_retries_were_used_up() {
+    let mut h = Harness::new(Hwm::Limit(0));
+    h.register("a", &["f"]);
+    h.register("b", &["f"]);
+    h.register("c", &["f"]);
+    let actions = h.submit(vec![with(call(1, "f"), &[], 1)]);
+    assert_eq!(sent_to(&actions), [(EngineId(0), tid(1))]);
+    let actions = h.unregister("a");
+    let (retried_on, _) = sent_to(&actions)[0];
+    let actions = h.unregister(if retried_on == EngineId(1) { "b" } else { "c" });
+    let msgs = delivered(&actions);
+    let err = error_of(&msgs[0].1[0]);
+    assert_eq!(err.kind, ErrorKind::EngineLost);
+    assert_eq!(
+        err.message,
+        format!(
+            "engine {retried_on} on host-{} was lost (unregistered) while running task {}, after its 1 retry had been used up (it had failed or been lost on engine(s) 0); submit it with more retries to have it re-run elsewhere",
+            if retried_on == EngineId(1) { "b" } else { "c" },
+            tid(1)
+        )
+    );
+}
+
 #[test]
 fn retried_task_waits_while_no_engine_is_registered() {
     let mut h = Harness::new(Hwm::Limit(0));
