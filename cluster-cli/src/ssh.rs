@@ -928,20 +928,16 @@ mod tests {
     fn engine_file_is_rewritten_for_hosts() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("engine.json");
-        let info = |ip: &str| ConnectionInfo {
-            protocol_version: protocol::PROTOCOL_VERSION,
-            signature_scheme: security::SIGNATURE_SCHEME.into(),
-            key: security::Key::generate().to_hex(),
-            addresses: security::Addresses {
+        let info = |ip: &str| {
+            let addresses = security::Addresses {
                 engine: Some(format!("tcp://{ip}:5000")),
                 heartbeat: Some(format!("tcp://{ip}:5001")),
-                client: None,
-                notify: None,
-            },
-            location: "h".into(),
-            controller_pid: 1,
-            replay_window_s: 300,
-            encryption: "none".into(),
+                ..Default::default()
+            };
+            let key = security::Key::generate();
+            ConnectionInfo::new(protocol::PROTOCOL_VERSION, &key, addresses)
+                .with_location("h", 1)
+                .with_encryption(false)
         };
         info("127.0.0.1").save(&path).unwrap();
         let err = engine_file_for_hosts(&path, None).unwrap_err().to_string();
