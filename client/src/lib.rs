@@ -75,6 +75,9 @@
 //! | `cell`, `result` | where outcomes land, and the [`AsyncResult`]/[`AsyncMapResult`] handles |
 //! | `imap`, `wait`, `executor` | streaming maps, `concurrent.futures` helpers |
 //! | `fetch`, `requests` | results by id, queue status and abort on connections of their own |
+//! | [`ledger`] | the submitted-task ledger file behind `cluster submit` / `cluster wait` |
+//! | `raw` | raw tasks: payloads in and out as bytes, for clients in other languages (the Python extension) |
+//! | `error` | [`Error`], and which of its kinds are worth retrying |
 //!
 //! [`Future`]: std::future::Future
 

@@ -1,4 +1,4 @@
-//! Cluster keys, message signing, the replay window and connection files.
+//! Cluster keys, message signing and sealing, the replay window and connection files.
 //!
 //! A cluster has one secret [`Key`], made fresh when its controller starts and written into the
 //! profile's connection files (mode 0600). Every frame after the MAC frame is signed with
