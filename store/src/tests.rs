@@ -221,6 +221,12 @@ fn a_burst_is_one_commit_and_a_quiet_store_commits_nothing() {
     writer.record(submitted(5001, "echo"));
     wait_until("the third batch", || writer.counters().commits == 3);
     assert_eq!(writer.counters().backlog_records, 0);
+    writer.flush().unwrap();
+    assert_eq!(
+        writer.counters().commits,
+        3,
+        "a flush with nothing to write writes nothing"
+    );
 }
 
 #[test]
@@ -337,6 +343,7 @@ fn figures_count_states_and_percentiles_and_follow_purges_and_restarts() {
         (0, 1, 451, 50)
     );
     writer.purge(Purge::All).recv().unwrap().unwrap();
+    assert_figures_match_rows(&reader, &config.path);
     let stats = reader.stats().unwrap();
     let work = stats.iter().find(|s| s.function == "work").unwrap();
     assert_eq!(
@@ -423,6 +430,112 @@ fn a_resubmitted_id_replaces_its_record() {
         .find(|s| s.function == "(unknown)")
         .unwrap();
     assert_eq!((unknown.ok, unknown.failed), (0, 1));
+}
+
+/// The writer's figures agree with a count of the rows.
+fn assert_figures_match_rows(reader: &Reader, db: &Path) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare(
+            "SELECT function, sum(state = 0), sum(state = 1), sum(state = 2), sum(state = 3)
+             FROM tasks GROUP BY function ORDER BY function",
+        )
+        .unwrap();
+    let rows: Vec<(String, u64, u64, u64, u64)> = stmt
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let figures: Vec<(String, u64, u64, u64, u64)> = reader
+        .stats()
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.function, s.queued, s.running, s.ok, s.failed))
+        .collect();
+    assert_eq!(figures, rows);
+}
+
+#[test]
+fn every_mix_of_records_in_one_batch_keeps_rows_and_figures_in_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let Store { writer, reader } = open(&config);
+    writer.send((1..=6).map(|n| submitted(n, "f")).collect());
+    writer.flush().unwrap();
+    let ack = |n| Record::Acknowledged {
+        id: id(n),
+        time_us: T0 + 1000 + n,
+    };
+    writer.send(vec![
+        // 1: acknowledged before its outcome arrives, then started late: ignored.
+        ack(1),
+        finished(1, true, 10),
+        started(1, 5),
+        // 2: started, requeued, started elsewhere, finished twice (the second wins).
+        started(2, 1),
+        Record::Requeued { id: id(2) },
+        started(2, 2),
+        finished(2, true, 20),
+        finished(2, false, 30),
+        // 3: finished then submitted again: queued anew under another function.
+        finished(3, true, 40),
+        submitted(3, "g"),
+        // 4: started only.
+        started(4, 3),
+        // 7: new, finished, submitted again, started.
+        submitted(7, "f"),
+        finished(7, true, 1),
+        submitted(7, "f"),
+        started(7, 0),
+    ]);
+    writer.flush().unwrap();
+    let get = |n| reader.result(id(n)).unwrap().unwrap().record;
+    let r1 = get(1);
+    assert_eq!(
+        (r1.state, r1.acknowledged_us),
+        (TaskState::Ok, Some(T0 + 1001))
+    );
+    let r2 = get(2);
+    assert_eq!((r2.state, r2.elapsed_us), (TaskState::Failed, Some(30)));
+    let r3 = get(3);
+    assert_eq!((r3.state, r3.function.as_str()), (TaskState::Queued, "g"));
+    assert_eq!(r3.completed_us, None);
+    let r4 = get(4);
+    assert_eq!(
+        (r4.state, r4.engine),
+        (TaskState::Running, Some(EngineId(3)))
+    );
+    let r7 = get(7);
+    assert_eq!(
+        (r7.state, r7.engine),
+        (TaskState::Running, Some(EngineId(0)))
+    );
+    assert_figures_match_rows(&reader, &config.path);
+    let f = reader
+        .stats()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.function == "f")
+        .unwrap();
+    assert_eq!(f.mean_us, Some(20), "run times of 1 (10) and 2 (30)");
+    // And after a restart the writer rebuilds the same.
+    drop((writer, reader));
+    let Store { writer, reader } = open(&config);
+    writer.send(vec![finished(4, true, 1), finished(5, false, 1), ack(4)]);
+    writer.flush().unwrap();
+    assert_figures_match_rows(&reader, &config.path);
+    assert_eq!(get_ack(&reader, 4), Some(T0 + 1004));
+}
+
+fn get_ack(reader: &Reader, n: u64) -> Option<u64> {
+    reader
+        .result(id(n))
+        .unwrap()
+        .unwrap()
+        .record
+        .acknowledged_us
 }
 
 #[test]

@@ -453,17 +453,38 @@ impl State {
     }
 }
 
-/// A row to insert, built from a submission and whatever else the same batch says about the
-/// task (for short tasks: started and finished too, so one insert does it all).
+/// What one batch does to one task's row, gathered from all its records in the batch: a new
+/// row when the batch has its submission (for short tasks the start and the outcome too, so
+/// one insert does it all), else the changes to a row of an earlier batch.
 struct Row<'a> {
-    sub: &'a Submitted,
+    id: TaskId,
+    sub: Option<&'a Submitted>,
     function: u32,
     state: TaskState,
+    /// Started or requeued in this batch.
+    moved: bool,
     engine: Option<u32>,
     started_us: Option<u64>,
     finished: Option<&'a Finished>,
     acked_us: Option<u64>,
     stripped: bool,
+}
+
+impl Row<'_> {
+    fn update(id: TaskId, function: u32) -> Self {
+        Row {
+            id,
+            sub: None,
+            function,
+            state: TaskState::Queued,
+            moved: false,
+            engine: None,
+            started_us: None,
+            finished: None,
+            acked_us: None,
+            stripped: false,
+        }
+    }
 }
 
 struct WriterThread {
@@ -561,15 +582,16 @@ const REPLACE_ROW: &str = "UPDATE tasks SET client = ?2, kind = ?3, function = ?
 /// outcome says).
 const FINISH_ROW: &str = "INSERT INTO tasks (id, client, kind, function, state, submitted_us,
         started_us, completed_us, elapsed_us, engine, error_kind, error_message, error_engine,
-        argument_size, argument_state, result_size, result, result_state)
-    VALUES (?1, ?2, -1, ?3, ?4, ?5, ?6, ?5, ?7, ?8, ?9, ?10, ?11, 0, 3, ?12, ?13, ?14)
+        argument_size, argument_state, result_size, result, result_state, acked_us)
+    VALUES (?1, ?2, -1, ?3, ?4, ?5, ?6, ?5, ?7, ?8, ?9, ?10, ?11, 0, 3, ?12, ?13, ?14, ?15)
     ON CONFLICT (id) DO UPDATE SET state = excluded.state,
         started_us = coalesce(excluded.started_us, started_us),
         completed_us = excluded.completed_us, elapsed_us = excluded.elapsed_us,
         engine = coalesce(excluded.engine, engine), error_kind = excluded.error_kind,
         error_message = excluded.error_message, error_engine = excluded.error_engine,
         argument = NULL, argument_state = 3, result_size = excluded.result_size,
-        result = excluded.result, result_state = excluded.result_state";
+        result = excluded.result, result_state = excluded.result_state,
+        acked_us = coalesce(excluded.acked_us, acked_us)";
 
 const DELETED: &str = "RETURNING function, state, elapsed_us";
 
@@ -662,8 +684,10 @@ impl WriterThread {
         self.batch_started = None;
         let result = self.commit(&msgs);
         match result {
-            Ok(purged) => {
-                self.shared.commits.fetch_add(1, Ordering::Relaxed);
+            Ok((purged, wrote)) => {
+                if wrote {
+                    self.shared.commits.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Some(since) = self.failing_since.take() {
                     tracing::info!(
                         path = %self.path.display(),
@@ -776,8 +800,9 @@ impl WriterThread {
         }
     }
 
-    /// One transaction for `msgs`; the number of rows each purge deleted.
-    fn commit(&mut self, msgs: &[Msg]) -> Result<Vec<u64>, rusqlite::Error> {
+    /// One transaction for `msgs`: the number of rows each purge deleted, and whether there
+    /// was anything to write.
+    fn commit(&mut self, msgs: &[Msg]) -> Result<(Vec<u64>, bool), rusqlite::Error> {
         let conn = self.conn.clone();
         let conn = lock(&conn);
         if self.state.stale {
@@ -787,12 +812,12 @@ impl WriterThread {
             .iter()
             .any(|m| matches!(m, Msg::Records { .. } | Msg::Purge(..)))
         {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         conn.execute_batch("BEGIN IMMEDIATE")?;
         let result = self
             .apply(&conn, msgs)
-            .and_then(|purged| conn.execute_batch("COMMIT").map(|_| purged));
+            .and_then(|purged| conn.execute_batch("COMMIT").map(|_| (purged, true)));
         if result.is_err() {
             // SQLite may have rolled back by itself (disk full); then this fails harmlessly.
             let _ = conn.execute_batch("ROLLBACK");
@@ -814,13 +839,13 @@ impl WriterThread {
                     }
                 }
                 Msg::Purge(purge, _) => {
-                    self.insert_rows(conn, &mut rows, &mut index)?;
+                    self.write_rows(conn, &mut rows, &mut index)?;
                     purged.push(self.purge(conn, purge)?);
                 }
                 _ => {}
             }
         }
-        self.insert_rows(conn, &mut rows, &mut index)?;
+        self.write_rows(conn, &mut rows, &mut index)?;
         self.write_stats(conn)?;
         Ok(purged)
     }
@@ -833,6 +858,19 @@ impl WriterThread {
         rows: &mut Vec<Row<'a>>,
         index: &mut HashMap<TaskId, usize>,
     ) -> Result<(), rusqlite::Error> {
+        // The row of this batch for `id`, made on first use.
+        fn row<'a, 'b>(
+            rows: &'b mut Vec<Row<'a>>,
+            index: &mut HashMap<TaskId, usize>,
+            id: TaskId,
+            function: u32,
+        ) -> &'b mut Row<'a> {
+            let i = *index.entry(id).or_insert_with(|| {
+                rows.push(Row::update(id, function));
+                rows.len() - 1
+            });
+            &mut rows[i]
+        }
         let st = &mut self.state;
         match record {
             Record::Submitted(sub) => {
@@ -846,25 +884,21 @@ impl WriterThread {
                     },
                 ) {
                     st.stats(old.function).count(old.state, -1);
+                } else if let Some(prev) = index.get(&id).and_then(|&i| rows[i].finished) {
+                    // Finished earlier in this batch, submitted again.
+                    let name = st.names[rows[index[&id]].function as usize].clone();
+                    let code = if matches!(prev.outcome.status, Status::Ok) {
+                        2
+                    } else {
+                        3
+                    };
+                    st.forget(&name, code, Some(prev.outcome.elapsed_us as i64));
                 }
                 st.stats(function).count(TaskState::Queued, 1);
-                let row = Row {
-                    sub,
-                    function,
-                    state: TaskState::Queued,
-                    engine: None,
-                    started_us: None,
-                    finished: None,
-                    acked_us: None,
-                    stripped,
-                };
-                match index.get(&id) {
-                    Some(&i) => rows[i] = row,
-                    None => {
-                        index.insert(id, rows.len());
-                        rows.push(row);
-                    }
-                }
+                let r = row(rows, index, id, function);
+                *r = Row::update(id, function);
+                r.sub = Some(sub);
+                r.stripped = stripped;
             }
             Record::Started {
                 id,
@@ -878,22 +912,12 @@ impl WriterThread {
                 live.state = TaskState::Running;
                 st.stats(function).count(was, -1);
                 st.stats(function).count(TaskState::Running, 1);
-                if let Some(&i) = index.get(id) {
-                    let row = &mut rows[i];
-                    row.state = TaskState::Running;
-                    row.engine = Some(engine.0);
-                    row.started_us = Some(*time_us);
-                } else {
-                    conn.prepare_cached(
-                        "UPDATE tasks SET state = 1, engine = ?2, started_us = ?3
-                         WHERE id = ?1 AND state < 2",
-                    )?
-                    .execute(params![
-                        id.0 as i64,
-                        engine.0,
-                        *time_us as i64
-                    ])?;
-                }
+                let r = row(rows, index, *id, function);
+                r.function = function;
+                r.state = TaskState::Running;
+                r.moved = true;
+                r.engine = Some(engine.0);
+                r.started_us = Some(*time_us);
             }
             Record::Requeued { id } => {
                 let Some(live) = st.live.get_mut(id) else {
@@ -903,97 +927,77 @@ impl WriterThread {
                 live.state = TaskState::Queued;
                 st.stats(function).count(was, -1);
                 st.stats(function).count(TaskState::Queued, 1);
-                if let Some(&i) = index.get(id) {
-                    rows[i].state = TaskState::Queued;
-                    rows[i].engine = None;
-                } else {
-                    conn.prepare_cached(
-                        "UPDATE tasks SET state = 0, engine = NULL WHERE id = ?1 AND state < 2",
-                    )?
-                    .execute(params![id.0 as i64])?;
-                }
+                let r = row(rows, index, *id, function);
+                r.function = function;
+                r.state = TaskState::Queued;
+                r.moved = true;
+                r.engine = None;
             }
             Record::Finished(fin) => {
                 let id = fin.outcome.id;
                 let ok = matches!(fin.outcome.status, Status::Ok);
                 let state = if ok { TaskState::Ok } else { TaskState::Failed };
-                let function = match st.live.remove(&id) {
-                    Some(live) => {
-                        st.stats(live.function).count(live.state, -1);
-                        live.function
-                    }
-                    None => {
-                        // Not live: finished before (a duplicate outcome) or never recorded.
-                        let old: Option<(String, i64, Option<i64>)> = conn
-                            .prepare_cached(
-                                "SELECT function, state, elapsed_us FROM tasks WHERE id = ?1",
-                            )?
-                            .query_row(params![id.0 as i64], |r| {
-                                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                            })
-                            .optional()?;
-                        match old {
-                            Some((name, code, elapsed)) => {
-                                if TaskState::from_code(code).finished() {
-                                    st.forget(&name, code, elapsed);
-                                }
-                                st.intern(&name)
+                let pending = index
+                    .get(&id)
+                    .map(|&i| (rows[i].function, rows[i].finished));
+                let function = if let Some(live) = st.live.remove(&id) {
+                    st.stats(live.function).count(live.state, -1);
+                    live.function
+                } else if let Some((function, Some(prev))) = pending {
+                    // A second outcome in this batch: it replaces the first.
+                    let name = st.names[function as usize].clone();
+                    let code = if matches!(prev.outcome.status, Status::Ok) {
+                        2
+                    } else {
+                        3
+                    };
+                    st.forget(&name, code, Some(prev.outcome.elapsed_us as i64));
+                    function
+                } else {
+                    // Not live: finished in an earlier batch (a duplicate outcome), or never
+                    // recorded.
+                    let old: Option<(String, i64, Option<i64>)> = conn
+                        .prepare_cached(
+                            "SELECT function, state, elapsed_us FROM tasks WHERE id = ?1",
+                        )?
+                        .query_row(params![id.0 as i64], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })
+                        .optional()?;
+                    match old {
+                        Some((name, code, elapsed)) => {
+                            if TaskState::from_code(code).finished() {
+                                st.forget(&name, code, elapsed);
                             }
-                            None => st.intern(UNKNOWN_FUNCTION),
+                            st.intern(&name)
                         }
+                        None => st.intern(UNKNOWN_FUNCTION),
                     }
                 };
                 let s = st.stats(function);
                 s.count(state, 1);
                 s.hist.add(fin.outcome.elapsed_us);
-                if let Some(&i) = index.get(&id) {
-                    rows[i].state = state;
-                    rows[i].finished = Some(fin);
-                } else {
-                    let (result, result_state) = keep(
-                        fin.result.as_ref(),
-                        fin.result_size,
-                        self.config.payload_max_bytes,
-                        stripped,
-                    );
-                    let (kind, message, err_engine) = error_columns(&fin.outcome.status);
-                    let started = (fin.outcome.started_us > 0).then_some(fin.outcome.started_us);
-                    conn.prepare_cached(FINISH_ROW)?.execute(params![
-                        id.0 as i64,
-                        id.client().0,
-                        st.names[function as usize],
-                        state.code(),
-                        fin.completed_us as i64,
-                        started.map(|t| t as i64),
-                        fin.outcome.elapsed_us as i64,
-                        fin.outcome.engine.map(|e| e.0),
-                        kind,
-                        message,
-                        err_engine,
-                        fin.result_size as i64,
-                        result,
-                        result_state.code(),
-                    ])?;
-                }
+                let r = row(rows, index, id, function);
+                r.function = function;
+                r.state = state;
+                r.finished = Some(fin);
+                r.stripped |= stripped;
             }
             Record::Acknowledged { id, time_us } => {
-                if let Some(&i) = index.get(id) {
-                    rows[i].acked_us = Some(*time_us);
-                } else {
-                    conn.prepare_cached("UPDATE tasks SET acked_us = ?2 WHERE id = ?1")?
-                        .execute(params![id.0 as i64, *time_us as i64])?;
-                }
+                let function = st.live.get(id).map_or(0, |l| l.function);
+                row(rows, index, *id, function).acked_us = Some(*time_us);
             }
             Record::Purged(purge) => {
-                self.insert_rows(conn, rows, index)?;
+                self.write_rows(conn, rows, index)?;
                 self.purge(conn, purge)?;
             }
         }
         Ok(())
     }
 
-    /// Writes the rows of this batch's submissions (replacing a row of the same id).
-    fn insert_rows(
+    /// Writes this batch's rows: new ones (a submission, with whatever followed it) in one
+    /// insert each, changes to rows of earlier batches in one statement each.
+    fn write_rows(
         &mut self,
         conn: &Connection,
         rows: &mut Vec<Row<'_>>,
@@ -1006,7 +1010,11 @@ impl WriterThread {
         let mut insert = conn.prepare_cached(INSERT_ROW)?;
         let mut replaced = Vec::new();
         for row in rows.iter() {
-            let req = &row.sub.request;
+            let Some(sub) = row.sub else {
+                self.update_row(conn, row)?;
+                continue;
+            };
+            let req = &sub.request;
             let command = match &req.work {
                 Work::Command(spec) => protocol::encode(spec).ok(),
                 _ => None,
@@ -1018,12 +1026,7 @@ impl WriterThread {
             let (argument, argument_state) = if row.finished.is_some() {
                 (None, PayloadState::Absent)
             } else {
-                keep(
-                    row.sub.argument.as_ref(),
-                    row.sub.argument_size,
-                    max,
-                    row.stripped,
-                )
+                keep(sub.argument.as_ref(), sub.argument_size, max, row.stripped)
             };
             let fin = row.finished;
             let (result, result_state) = match fin {
@@ -1043,13 +1046,13 @@ impl WriterThread {
                 .or(row.engine);
             let values = params![
                 req.id.0 as i64,
-                row.sub.client.0,
+                sub.client.0,
                 kind_code(&req.work),
                 self.state.names[row.function as usize],
                 command,
                 options,
                 row.state.code(),
-                row.sub.submitted_us as i64,
+                sub.submitted_us as i64,
                 started.map(|t| t as i64),
                 fin.map(|f| f.completed_us as i64),
                 fin.map(|f| f.outcome.elapsed_us as i64),
@@ -1057,7 +1060,7 @@ impl WriterThread {
                 ekind,
                 emessage,
                 eengine,
-                row.sub.argument_size as i64,
+                sub.argument_size as i64,
                 argument,
                 argument_state.code(),
                 fin.map(|f| f.result_size as i64),
@@ -1084,6 +1087,57 @@ impl WriterThread {
         }
         rows.clear();
         index.clear();
+        Ok(())
+    }
+
+    /// Changes to a row written by an earlier batch.
+    fn update_row(&self, conn: &Connection, row: &Row<'_>) -> Result<(), rusqlite::Error> {
+        let acked = row.acked_us.map(|t| t as i64);
+        if let Some(fin) = row.finished {
+            let (result, result_state) = keep(
+                fin.result.as_ref(),
+                fin.result_size,
+                self.config.payload_max_bytes,
+                row.stripped,
+            );
+            let (kind, message, err_engine) = error_columns(&fin.outcome.status);
+            let started = (fin.outcome.started_us > 0)
+                .then_some(fin.outcome.started_us)
+                .or(row.started_us);
+            conn.prepare_cached(FINISH_ROW)?.execute(params![
+                row.id.0 as i64,
+                row.id.client().0,
+                self.state.names[row.function as usize],
+                row.state.code(),
+                fin.completed_us as i64,
+                started.map(|t| t as i64),
+                fin.outcome.elapsed_us as i64,
+                fin.outcome.engine.map(|e| e.0).or(row.engine),
+                kind,
+                message,
+                err_engine,
+                fin.result_size as i64,
+                result,
+                result_state.code(),
+                acked,
+            ])?;
+        } else if row.moved {
+            conn.prepare_cached(
+                "UPDATE tasks SET state = ?2, engine = ?3, started_us = coalesce(?4, started_us),
+                    acked_us = coalesce(?5, acked_us)
+                 WHERE id = ?1 AND state < 2",
+            )?
+            .execute(params![
+                row.id.0 as i64,
+                row.state.code(),
+                row.engine,
+                row.started_us.map(|t| t as i64),
+                acked,
+            ])?;
+        } else if acked.is_some() {
+            conn.prepare_cached("UPDATE tasks SET acked_us = ?2 WHERE id = ?1")?
+                .execute(params![row.id.0 as i64, acked])?;
+        }
         Ok(())
     }
 
