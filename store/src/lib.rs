@@ -43,6 +43,23 @@
 //! `--db-reset`) moves it aside. A second controller on the same database is refused by the
 //! lock file `<db>.lock`.
 //!
+//! # Integration (what the hub and the socket loop do)
+//!
+//! * Before the hub starts: [`Store::open`] (after [`Store::reset`] for `--db-reset`), then
+//!   [`Reader::recover`]: queue [`Recovery::unfinished`] again (no new `Submitted` record is
+//!   needed for them: the writer still counts them as queued or running), and hand out
+//!   client ids above [`Recovery::max_client`].
+//! * The hub emits, and the loop sends (one [`Writer::send`] per handled message):
+//!   [`Record::submitted`] for every accepted task (also those waiting for dependencies),
+//!   [`Record::Started`] when it gives a task to an engine, [`Record::Requeued`] when a task
+//!   goes back to the queue, [`Record::finished`] for every outcome (failures that never ran
+//!   too: aborted, timed out, unschedulable), [`Record::Acknowledged`] once its client has the
+//!   result, [`Record::Purged`] for a client's purge.
+//! * A fetch or resubmission of an id the hub no longer holds becomes a [`Query::Lookup`] on
+//!   a [`QueryService`]; its [`Lookup`] answers come back as events.
+//! * `cluster status`: [`Writer::health`] (`store: ok` / `store: degraded (…)`),
+//!   [`Writer::counters`], [`Reader::stats`] (per-function counts, p50, p99).
+//!
 //! # Schema (version 1)
 //!
 //! * `tasks`: one row a task, keyed by its id: client, kind (call, map, command), function

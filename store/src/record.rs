@@ -319,6 +319,19 @@ pub struct StoredTask {
     pub payload: Option<Payload>,
 }
 
+impl StoredTask {
+    /// The output of a command task (exit status, stdout, stderr), decoded from its payload.
+    /// `None` for other work, when the payload is not kept, or when it does not decode: a
+    /// cluster that encrypts keeps payloads sealed end to end, so only a client can open them
+    /// (the store holds them as the controller relays them, encrypted on disk too).
+    pub fn command_output(&self) -> Option<protocol::CommandOutput> {
+        match (&self.record.work, &self.payload) {
+            (Some(Work::Command(_)), Some(p)) => protocol::decode(p).ok(),
+            _ => None,
+        }
+    }
+}
+
 /// What the store knows of one id ([`crate::Reader::lookup`]), the answer to a hub's lookup.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Lookup {

@@ -845,6 +845,15 @@ fn the_query_service_answers_tagged_queries_and_notifies() {
 }
 
 #[test]
+fn handles_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Writer>();
+    send_sync::<Reader>();
+    send::<QueryService>();
+}
+
+#[test]
 fn utc_stamps() {
     assert_eq!(utc_stamp(0), "19700101T000000Z");
     assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");

@@ -220,6 +220,7 @@ impl Writer {
             retry_at: None,
             next_retention: Instant::now(),
             _lock: lock,
+            stopped_cleanly: false,
         };
         thread
             .reload()
@@ -503,6 +504,21 @@ struct WriterThread {
     retry_at: Option<Instant>,
     next_retention: Instant,
     _lock: Option<Arc<LockFile>>,
+    /// False until the thread ends as asked; a panic leaves it false (see `Drop`).
+    stopped_cleanly: bool,
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        if !self.stopped_cleanly {
+            tracing::error!(path = %self.path.display(), "task store: the writer thread stopped unexpectedly");
+            self.shared.set_failing(Some(
+                "the writer thread stopped unexpectedly; records are not written until the \
+                 controller restarts"
+                    .into(),
+            ));
+        }
+    }
 }
 
 fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -637,6 +653,7 @@ impl WriterThread {
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     self.pending.push(Msg::Shutdown);
                     let _ = self.commit_pending();
+                    self.stopped_cleanly = true;
                     return;
                 }
             }
@@ -645,6 +662,7 @@ impl WriterThread {
             if (urgent || full || self.due().is_some_and(|d| now >= d))
                 && self.commit_pending() == Flow::Stop
             {
+                self.stopped_cleanly = true;
                 return;
             }
             if Instant::now() >= self.next_retention && self.retry_at.is_none() {
