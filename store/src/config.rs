@@ -64,11 +64,12 @@ pub struct StoreConfig {
     pub max_db_bytes: Option<u64>,
     /// How often the writer enforces `retention` and `max_db_bytes` (default 60 s).
     pub retention_check: Duration,
-    /// Records sent but not yet committed, at most (default 500,000). Past it, records are
-    /// dropped and counted ([`crate::Counters::dropped_records`]) and health says so: this
-    /// bounds the writer's memory when the disk fails or cannot keep up.
+    /// Records sent but not yet committed, at most (default 200,000: about 2 s of one-item
+    /// tasks at 50k tasks/s, some 300 bytes each, so ~60 MB). Past it, records are dropped
+    /// and counted ([`crate::Counters::dropped_records`]) and health says so: this bounds the
+    /// writer's memory when the disk fails or cannot keep up.
     pub backlog_max_records: usize,
-    /// Payload bytes sent but not yet committed, at most (default 256 MiB). Past it, records
+    /// Payload bytes sent but not yet committed, at most (default 64 MiB). Past it, records
     /// keep their metadata only ([`crate::PayloadState::Backlog`]).
     pub backlog_max_bytes: u64,
     /// How long opening waits for another program's lock on the database before refusing
@@ -92,8 +93,8 @@ impl StoreConfig {
             retention: None,
             max_db_bytes: None,
             retention_check: Duration::from_secs(60),
-            backlog_max_records: 500_000,
-            backlog_max_bytes: 256 << 20,
+            backlog_max_records: 200_000,
+            backlog_max_bytes: 64 << 20,
             busy_timeout: Duration::from_secs(2),
         }
     }

@@ -788,6 +788,32 @@ fn write_errors_degrade_keep_the_records_and_resume() {
 }
 
 #[test]
+fn past_the_backlog_bytes_payloads_are_dropped_and_the_record_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_in(dir.path());
+    config.backlog_max_bytes = 10_000;
+    let Store { writer, reader } = open(&config);
+    writer.send(vec![submitted(1, "f"), submitted(2, "f")]);
+    writer.flush().unwrap();
+    let other = rusqlite::Connection::open(&config.path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let big = Arc::new(vec![9u8; 8000]);
+    writer.record(Record::finished(outcome(1, true, 1), T0, big.clone()));
+    writer.record(Record::finished(outcome(2, true, 1), T0, big));
+    assert_eq!(writer.counters().dropped_payloads, 1);
+    assert_eq!(writer.counters().backlog_bytes, 8000);
+    other.execute_batch("ROLLBACK").unwrap();
+    wait_until("written", || writer.counters().backlog_records == 0);
+    let one = reader.result(id(1)).unwrap().unwrap();
+    assert_eq!(one.payload.map(|p| p.len()), Some(8000));
+    let two = reader.result(id(2)).unwrap().unwrap();
+    assert_eq!(two.payload, None);
+    assert_eq!(two.record.result, PayloadState::Backlog);
+    assert_eq!(two.record.result_size, Some(8000));
+    assert_eq!(writer.counters().backlog_bytes, 0);
+}
+
+#[test]
 fn a_store_that_is_off_discards_and_answers_disabled() {
     let Store { writer, reader } = open(&StoreConfig::none());
     writer.record(submitted(1, "f"));

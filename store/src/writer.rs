@@ -717,22 +717,41 @@ impl WriterThread {
                 self.retry_at = None;
                 self.retry_delay = RETRY_FIRST;
                 self.refresh_size();
+                // Counters first, so that whoever a reply wakes sees them up to date.
+                let (mut records, mut counted, mut bytes) = (0u64, 0usize, 0u64);
+                for msg in &msgs {
+                    if let Msg::Records {
+                        records: r,
+                        counted: c,
+                        bytes: b,
+                        ..
+                    } = msg
+                    {
+                        records += r.len() as u64;
+                        counted += c;
+                        bytes += b;
+                    }
+                }
+                self.shared
+                    .committed_records
+                    .fetch_add(records, Ordering::Relaxed);
+                let left = self
+                    .shared
+                    .backlog_records
+                    .fetch_sub(counted, Ordering::Relaxed);
+                self.shared
+                    .backlog_bytes
+                    .fetch_sub(bytes, Ordering::Relaxed);
+                if left.saturating_sub(counted) <= self.config.backlog_max_records / 2
+                    && self.shared.backlog_full.swap(false, Ordering::Relaxed)
+                {
+                    tracing::info!("task store: the writer caught up; records are kept again");
+                }
                 let mut purged = purged.into_iter();
                 let mut flow = Flow::Go;
-                let mut records = 0u64;
-                let (mut counted, mut bytes) = (0usize, 0u64);
                 for msg in msgs {
                     match msg {
-                        Msg::Records {
-                            records: r,
-                            counted: c,
-                            bytes: b,
-                            ..
-                        } => {
-                            records += r.len() as u64;
-                            counted += c;
-                            bytes += b;
-                        }
+                        Msg::Records { .. } => {}
                         Msg::Purge(_, reply) => {
                             let n = purged.next().unwrap_or(0);
                             if let Some(reply) = reply {
@@ -750,21 +769,6 @@ impl WriterThread {
                         }
                         Msg::Shutdown => flow = Flow::Stop,
                     }
-                }
-                self.shared
-                    .committed_records
-                    .fetch_add(records, Ordering::Relaxed);
-                let left = self
-                    .shared
-                    .backlog_records
-                    .fetch_sub(counted, Ordering::Relaxed);
-                self.shared
-                    .backlog_bytes
-                    .fetch_sub(bytes, Ordering::Relaxed);
-                if left.saturating_sub(counted) <= self.config.backlog_max_records / 2
-                    && self.shared.backlog_full.swap(false, Ordering::Relaxed)
-                {
-                    tracing::info!("task store: the writer caught up; records are kept again");
                 }
                 flow
             }
