@@ -8,7 +8,7 @@
 //! * reopening with a million records: `Store::open`, `recover()`, and a few queries.
 //!
 //! ```text
-//! cargo run --release -p cluster-store --example store_bench -- [--tasks N] [--work-ns NS] [--dir DIR]
+//! cargo run --release -p cluster-store --example store_bench -- [--tasks N] [--work-ns NS] [--dir DIR] [--alone]
 //! ```
 
 use cluster_store::{
@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 const BATCH: u64 = 256;
 
 struct Args {
+    /// Only the writer-alone figure (for comparing changes to the writer).
+    alone: bool,
     tasks: u64,
     work_ns: u64,
     dir: Option<PathBuf>,
@@ -30,6 +32,7 @@ struct Args {
 
 fn args() -> Args {
     let mut a = Args {
+        alone: false,
         tasks: 1_000_000,
         work_ns: 1000,
         dir: None,
@@ -41,6 +44,7 @@ fn args() -> Args {
             "--tasks" => a.tasks = value().parse().expect("--tasks N"),
             "--work-ns" => a.work_ns = value().parse().expect("--work-ns NS"),
             "--dir" => a.dir = Some(PathBuf::from(value())),
+            "--alone" => a.alone = true,
             other => panic!("unknown flag {other}; use --tasks N, --work-ns NS, --dir DIR"),
         }
     }
@@ -101,6 +105,15 @@ fn records(first: u64, n: u64, fail_every: u64) -> Vec<Record> {
         ));
     }
     out
+}
+
+/// CPU time of the whole process (user + system), in seconds.
+fn cpu_s() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
 }
 
 fn rss_mb() -> f64 {
@@ -172,7 +185,12 @@ fn main() {
 
     // 1. The producer's rate with each kind, and the writer's.
     let mut rates = Vec::new();
-    for kind in [StoreKind::None, StoreKind::Memory, StoreKind::Sqlite] {
+    let kinds = if a.alone {
+        vec![]
+    } else {
+        vec![StoreKind::None, StoreKind::Memory, StoreKind::Sqlite]
+    };
+    for kind in kinds {
         let mut config = match kind {
             StoreKind::None => StoreConfig::none(),
             StoreKind::Memory => StoreConfig::memory(),
@@ -181,22 +199,65 @@ fn main() {
         config.backlog_max_records = usize::MAX;
         config.backlog_max_bytes = u64::MAX;
         let rss = rss_mb();
+        let cpu = cpu_s();
         let (producer, committed) = produce(&config, a.tasks, a.work_ns, 10_000);
+        let cpu = cpu_s() - cpu;
         println!(
-            "  {kind:>6}: producer {:>9.0} tasks/s; committed {:>9.0} tasks/s = {:>9.0} records/s (rss {:.0} -> {:.0} MB)",
+            "  {kind:>6}: producer {:>7.0} tasks/s; committed {:>7.0} tasks/s = {:>7.0} records/s; CPU {:.2} us a task (rss {:.0} -> {:.0} MB)",
             producer,
             committed,
             2.0 * committed,
+            cpu * 1e6 / a.tasks as f64,
             rss,
             rss_mb()
         );
         rates.push(producer);
     }
-    println!(
-        "  store's cost to the producer: memory {:.1}%, sqlite {:.1}%",
-        100.0 * (1.0 - rates[1] / rates[0]),
-        100.0 * (1.0 - rates[2] / rates[0])
-    );
+    if let [none, memory, sqlite] = rates[..] {
+        println!(
+            "  store's cost to the producer: memory {:.1}%, sqlite {:.1}%",
+            100.0 * (1.0 - memory / none),
+            100.0 * (1.0 - sqlite / none)
+        );
+    }
+
+    // 1b. The writer alone: everything sent at once, then the time to commit it.
+    {
+        let alone = dir.join("bench-alone.db");
+        let mut config = StoreConfig::new(&alone);
+        config.backlog_max_records = usize::MAX;
+        config.backlog_max_bytes = u64::MAX;
+        let Store { writer, reader } = Store::open(&config).expect("open the store");
+        let batches: Vec<Vec<Record>> = (0..a.tasks.div_ceil(BATCH))
+            .map(|b| records(b * BATCH, BATCH.min(a.tasks - b * BATCH), 1000))
+            .collect();
+        let t = Instant::now();
+        let cpu = cpu_s();
+        for batch in batches {
+            writer.send(batch);
+        }
+        writer.flush().expect("flush");
+        let took = t.elapsed();
+        let cpu = cpu_s() - cpu;
+        println!(
+            "  writer alone: {:.0} tasks/s = {:.0} records/s; {:.2} us of CPU a task ({} commits)",
+            a.tasks as f64 / took.as_secs_f64(),
+            2.0 * a.tasks as f64 / took.as_secs_f64(),
+            cpu * 1e6 / a.tasks as f64,
+            writer.counters().commits
+        );
+        drop(reader);
+        writer.close().expect("close");
+        for suffix in ["", "-wal", "-shm", ".lock"] {
+            let mut p = alone.as_os_str().to_owned();
+            p.push(suffix);
+            let _ = std::fs::remove_file(PathBuf::from(p));
+        }
+    }
+
+    if a.alone {
+        return;
+    }
 
     // 2. Size on disk.
     {
