@@ -18,5 +18,6 @@ mod client_examples;
 mod controller_failover;
 mod controller_heartbeat;
 mod controller_options;
+mod crate_arrows;
 mod local_cluster;
 mod ssh_engines;
