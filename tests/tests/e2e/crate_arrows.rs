@@ -254,7 +254,7 @@ fn the_crate_arrow_check_names_each_broken_arrow() {
         ("protocol", &[("security", "build")]),
         ("profiles", &[("protocol", "normal")]),
         ("engine", &[("testkit", "normal")]),
-        ("store", &[]),
+        ("scheduler", &[]),
     ]);
     let broken = broken_arrows(&bad);
     let expect = [
@@ -264,7 +264,7 @@ fn the_crate_arrow_check_names_each_broken_arrow() {
         "protocol/ (cluster-protocol) depends on security/ (cluster-security, build)",
         "profiles/ (cluster-profiles) depends on protocol/",
         "engine/ (cluster-engine) depends on testkit/ as a normal dependency",
-        "store/ (cluster-store) has no row in the crate-arrow table",
+        "scheduler/ (cluster-scheduler) has no row in the crate-arrow table",
     ];
     assert_eq!(broken.len(), expect.len(), "{broken:#?}");
     for (line, start) in broken.iter().zip(expect) {
