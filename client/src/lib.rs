@@ -34,6 +34,9 @@
 //! * **`concurrent.futures`.** [`wait`] with [`ReturnWhen`], [`as_completed`], and
 //!   [`Executor`] (`submit`, `map`, `shutdown`).
 //! * **Commands.** [`Command`], built like [`std::process::Command`].
+//! * **Submit now, wait later.** [`Ledger`] records submitted tasks in a file, so that
+//!   another process can wait for them and a restarted controller gets them again (what
+//!   `cluster submit` and `cluster wait` do).
 //! * **Errors.** One [`Error`] enum; [`Error::is_retryable`] says whether trying again can help.
 //!
 //! How data flows:
@@ -85,6 +88,7 @@ mod fetch;
 mod function;
 mod imap;
 mod io;
+pub mod ledger;
 mod requests;
 mod result;
 mod shared;
@@ -102,6 +106,7 @@ pub use executor::Executor;
 pub use fetch::{Lookup, ResultStore};
 pub use function::{Argument, IntoFunction};
 pub use imap::{Imap, ImapUnordered, TARGET_CHUNK};
+pub use ledger::{Ledger, LedgerEntry, LedgerError};
 pub use requests::{AbortReport, QueueStatus};
 pub use result::{AsyncMapResult, AsyncResult, MapIter, Metadata, TaskState, UnorderedIter};
 pub use view::{DirectView, LoadBalancedView};

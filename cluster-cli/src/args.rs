@@ -4,7 +4,8 @@
 //! plain string. A word `A..B` (or `A..=B`) of integers is a range and expands to its items in
 //! `cluster map`.
 
-use anyhow::{bail, Result};
+use crate::exit::Usage;
+use anyhow::Result;
 use serde_json::Value;
 
 /// One word as a JSON value: JSON if it parses, else a string.
@@ -35,6 +36,14 @@ pub fn parse_range(word: &str) -> Result<Option<std::ops::Range<i64>>> {
         return Ok(None);
     };
     let (Ok(start), Ok(end)) = (a.trim().parse::<i64>(), b.trim().parse::<i64>()) else {
+        // `a..b` is a word; `0..abc`, `0...5` or `1.5..3` are ranges written wrong.
+        let numeric = |s: &str| s.trim().parse::<f64>().is_ok();
+        if numeric(a) || numeric(b) {
+            return Err(Usage(format!(
+                "{word:?} is not a range: write START..END or START..=END with whole numbers, like 0..1000"
+            ))
+            .into());
+        }
         return Ok(None);
     };
     let end = if inclusive {
@@ -43,10 +52,10 @@ pub fn parse_range(word: &str) -> Result<Option<std::ops::Range<i64>>> {
         end
     };
     if end < start {
-        bail!("range {word} is empty or reversed");
+        return Err(Usage(format!("range {word} is empty or reversed")).into());
     }
     if (end - start) as u64 > MAX_RANGE {
-        bail!("range {word} has more than {MAX_RANGE} items");
+        return Err(Usage(format!("range {word} has more than {MAX_RANGE} items")).into());
     }
     Ok(Some(start..end))
 }
@@ -90,6 +99,11 @@ mod tests {
         );
         assert_eq!(map_items(&["a..b".into()]).unwrap(), vec![json!("a..b")]);
         assert!(map_items(&["5..1".into()]).is_err());
+        for bad in ["0..abc", "0...5", "1.5..3", "..7"] {
+            let err = map_items(&[bad.into()]).unwrap_err();
+            assert_eq!(crate::exit::code(&err), crate::exit::USAGE, "{bad}");
+            assert!(err.to_string().contains("not a range"), "{bad}: {err}");
+        }
         assert!(map_items(&["0..1000000000000".into()]).is_err());
     }
 }

@@ -1,68 +1,94 @@
-//! `cluster demo` and `cluster bench`: throw-away clusters doing real work.
+//! `cluster demo`: the seed examples on a throw-away cluster, with the truth about the
+//! machine beside them.
+//!
+//! Each example runs three ways in the same run: on the cluster's engines, in one local
+//! thread (the baseline), and in as many local threads as there are engines (the machine's
+//! own ceiling: on a VM whose vCPUs cannot run two copies of the loop at full speed, no
+//! cluster on it can do better). The cluster's speed-up is printed beside that ceiling, so
+//! "0.7x" on such a machine reads as what it is: "cluster 0.69x of a possible 0.70x".
 
-use crate::launch::{self, EngineLaunch, StartReport};
-use anyhow::{bail, Context as _, Result};
-use client::Client;
-use profiles::Profile;
-use serde::Serialize;
+use crate::bench::TempCluster;
+use crate::output::Output;
+use anyhow::{bail, Result};
 use std::time::{Duration, Instant};
 
-/// A cluster in a temporary profile folder, stopped when dropped.
-#[derive(Debug)]
-pub struct TempCluster {
-    _dir: tempfile::TempDir,
-    /// Its profile.
-    pub profile: Profile,
-    /// What `start` reported.
-    pub report: StartReport,
+/// Times of one example: on the cluster, one local thread, and `engines` local threads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timings {
+    /// Seconds on the cluster.
+    pub cluster: f64,
+    /// Seconds in one local thread.
+    pub one_thread: f64,
+    /// Seconds in as many local threads as engines.
+    pub threads: f64,
 }
 
-impl TempCluster {
-    /// Starts a controller and `engines` engines with these setting overrides.
-    pub fn start(engines: usize, overrides: &[(&str, String)]) -> Result<TempCluster> {
-        let dir = tempfile::Builder::new()
-            .prefix("cluster-demo-")
-            .tempdir()
-            .context("cannot make a temporary folder")?;
-        let profile = Profile::in_root(dir.path(), "demo")?;
-        let launch = EngineLaunch {
-            count: engines,
-            program: None,
-            timeout: Duration::from_secs(30),
-        };
-        let report = launch::start(&profile, overrides, &launch)?;
-        Ok(TempCluster {
-            _dir: dir,
-            profile,
-            report,
-        })
+impl Timings {
+    /// The cluster's speed-up over one thread.
+    pub fn speed_up(&self) -> f64 {
+        self.one_thread / self.cluster.max(1e-9)
     }
 
-    /// A client of this cluster.
-    pub fn client(&self) -> Result<Client> {
-        Ok(Client::connect_file(self.profile.client_file())?)
+    /// The best speed-up this machine allows with that many threads.
+    pub fn ceiling(&self) -> f64 {
+        self.one_thread / self.threads.max(1e-9)
+    }
+
+    /// The line comparing them.
+    pub fn line(&self, engines: usize) -> String {
+        format!(
+            "  cluster ({engines} engines) {:.3} s, one local thread {:.3} s, {engines} local threads {:.3} s\n  cluster {:.2}x of a possible {:.2}x on this machine",
+            self.cluster,
+            self.one_thread,
+            self.threads,
+            self.speed_up(),
+            self.ceiling()
+        )
     }
 }
 
-impl Drop for TempCluster {
-    fn drop(&mut self) {
-        if let Err(e) = launch::stop(&self.profile, Duration::from_secs(3)) {
-            eprintln!("warning: stopping the temporary cluster: {e:#}");
-        }
-    }
+/// Runs `work(i)` for `0..n` on `threads` local threads (item `i` on thread `i % threads`)
+/// and returns the results in order with the seconds taken.
+pub fn on_threads<T: Send>(
+    n: usize,
+    threads: usize,
+    work: impl Fn(usize) -> T + Sync,
+) -> (Vec<T>, f64) {
+    let threads = threads.clamp(1, n.max(1));
+    let t = Instant::now();
+    let mut parts: Vec<Vec<(usize, T)>> = std::thread::scope(|s| {
+        let work = &work;
+        let handles: Vec<_> = (0..threads)
+            .map(|k| s.spawn(move || (k..n).step_by(threads).map(|i| (i, work(i))).collect()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let seconds = t.elapsed().as_secs_f64();
+    let mut all: Vec<(usize, T)> = parts.iter_mut().flat_map(std::mem::take).collect();
+    all.sort_by_key(|(i, _)| *i);
+    (all.into_iter().map(|(_, v)| v).collect(), seconds)
 }
 
 /// Runs the seeds' examples on a fresh local cluster and prints results and timings.
-pub fn demo(engines: usize) -> Result<()> {
-    println!("starting a throw-away cluster with {engines} engines…");
+pub fn demo(engines: usize, out: &Output) -> Result<()> {
+    let say = |s: &str| -> Result<()> {
+        out.line(s)?;
+        Ok(out.flush()?)
+    };
+    say(&format!(
+        "starting a throw-away cluster with {engines} engines…"
+    ))?;
     let cluster = TempCluster::start(engines, &[])?;
-    println!(
-        "controller pid {}, {} engines ready in {:.3} s (profile folder {})",
+    say(&format!(
+        "controller pid {}, {} ready in {:.3} s (profile folder {})",
         cluster.report.controller_pid,
-        engines,
+        crate::output::count(engines, "engine"),
         cluster.report.seconds,
         cluster.profile.dir().display()
-    );
+    ))?;
     let client = cluster.client()?;
     let view = client.load_balanced_view();
 
@@ -71,24 +97,24 @@ pub fn demo(engines: usize) -> Result<()> {
     let primes: Vec<u64> = view
         .map("nth_prime", 0..1000u64)?
         .get(Some(Duration::from_secs(120)))?;
-    let remote = t.elapsed();
-    let t = Instant::now();
-    let local: Vec<u64> = (0..1000).map(engine::stock::nth_prime).collect();
-    let local_time = t.elapsed();
+    let cluster_s = t.elapsed().as_secs_f64();
+    let (local, one_thread) = on_threads(1000, 1, |i| engine::stock::nth_prime(i as u64));
+    let (_, threads) = on_threads(1000, engines, |i| engine::stock::nth_prime(i as u64));
     if primes != local {
         bail!("the cluster's primes differ from the ones computed here");
     }
-    println!(
-        "\nfirst 1000 primes via map(nth_prime, 0..1000): {:?} … {:?}",
+    let times = Timings {
+        cluster: cluster_s,
+        one_thread,
+        threads,
+    };
+    say(&format!(
+        "\nfirst 1000 primes via map(nth_prime, 0..1000): {:?} … {:?}\n  {} results, all equal to a local computation\n{}",
         &primes[..10],
-        &primes[990..]
-    );
-    println!(
-        "  {} results, all equal to a local computation; cluster {:.3} s, one local process {:.3} s",
+        &primes[990..],
         primes.len(),
-        remote.as_secs_f64(),
-        local_time.as_secs_f64()
-    );
+        times.line(engines)
+    ))?;
 
     // Seed 2: sum(range(10_000_000)) a hundred times, spread over the engines vs. here.
     let n = 10_000_000u64;
@@ -97,193 +123,52 @@ pub fn demo(engines: usize) -> Result<()> {
         .chunksize(1)
         .map("sum_range", std::iter::repeat_n(n, 100))?
         .get(Some(Duration::from_secs(300)))?;
-    let remote = t.elapsed();
-    let t = Instant::now();
-    let local: Vec<u64> = (0..100).map(|_| engine::stock::sum_range(n)).collect();
-    let local_time = t.elapsed();
+    let cluster_s = t.elapsed().as_secs_f64();
+    let (local, one_thread) = on_threads(100, 1, |_| engine::stock::sum_range(n));
+    let (_, threads) = on_threads(100, engines, |_| engine::stock::sum_range(n));
     if sums != local {
         bail!("the cluster's sums differ from the ones computed here");
     }
-    println!("\nsum_range(10_000_000) x 100 = {} each", sums[0]);
-    println!(
-        "  {engines} engines: {:.3} s   one local process: {:.3} s   speed-up {:.2}x",
-        remote.as_secs_f64(),
-        local_time.as_secs_f64(),
-        local_time.as_secs_f64() / remote.as_secs_f64()
-    );
+    let times = Timings {
+        cluster: cluster_s,
+        one_thread,
+        threads,
+    };
+    say(&format!(
+        "\nsum_range(10_000_000) x 100 = {} each\n{}",
+        sums[0],
+        times.line(engines)
+    ))?;
     drop(client);
     drop(cluster);
-    println!("\ncluster stopped");
-    Ok(())
+    say("\ncluster stopped")
 }
 
-/// Figures printed by `cluster bench`.
-#[derive(Debug, Default, Serialize)]
-pub struct BenchReport {
-    /// Engines used for the task figures.
-    pub engines: usize,
-    /// Seconds from `start -n 4` to 4 engines ready (median of the runs).
-    pub start_4_engines_s: f64,
-    /// Each run's start time.
-    pub start_runs_s: Vec<f64>,
-    /// Figures at the default hwm.
-    pub default_hwm: TaskFigures,
-    /// Figures at hwm 1.
-    pub hwm_1: TaskFigures,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Task figures at one hwm setting.
-#[derive(Debug, Default, Serialize)]
-pub struct TaskFigures {
-    /// hwm setting.
-    pub hwm: String,
-    /// Load-balanced apply round trip, median, microseconds.
-    pub apply_rtt_median_us: f64,
-    /// Load-balanced apply round trip, 99th percentile, microseconds.
-    pub apply_rtt_p99_us: f64,
-    /// map(noop) with one item per task, tasks per second.
-    pub map_chunk1_tasks_per_s: f64,
-    /// map(noop) with automatic chunking, items per second.
-    pub map_auto_items_per_s: f64,
-    /// Separate apply submissions then wait, tasks per second.
-    pub apply_many_tasks_per_s: f64,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+    #[test]
+    fn threads_keep_the_order_and_share_the_items() {
+        let (v, _) = on_threads(10, 3, |i| i * i);
+        assert_eq!(v, (0..10).map(|i| i * i).collect::<Vec<_>>());
+        let (v, _) = on_threads(2, 8, |i| i);
+        assert_eq!(v, [0, 1]);
+        let (v, _): (Vec<usize>, _) = on_threads(0, 4, |i| i);
+        assert!(v.is_empty());
     }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
-fn task_figures(engines: usize, hwm: &str, calls: usize, items: usize) -> Result<TaskFigures> {
-    let cluster = TempCluster::start(engines, &[("hwm", hwm.to_owned())])?;
-    let client = cluster.client()?;
-    let view = client.load_balanced_view();
-    let limit = Some(Duration::from_secs(120));
-    let mut figures = TaskFigures {
-        hwm: hwm.to_owned(),
-        ..Default::default()
-    };
-
-    // Warm up connections and the adaptive hwm.
-    for _ in 0..100 {
-        view.apply::<(), ()>("noop", &())?.get(limit)?;
+    #[test]
+    fn the_line_puts_the_speed_up_beside_the_ceiling() {
+        let t = Timings {
+            cluster: 1.0,
+            one_thread: 0.69,
+            threads: 0.7,
+        };
+        let line = t.line(2);
+        assert!(
+            line.contains("cluster 0.69x of a possible 0.99x on this machine"),
+            "{line}"
+        );
     }
-    let mut rtts = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let t = Instant::now();
-        view.apply::<(), ()>("noop", &())?.get(limit)?;
-        rtts.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    rtts.sort_by(f64::total_cmp);
-    figures.apply_rtt_median_us = percentile(&rtts, 0.5);
-    figures.apply_rtt_p99_us = percentile(&rtts, 0.99);
-
-    let t = Instant::now();
-    let out: Vec<()> = view
-        .clone()
-        .chunksize(1)
-        .map("noop", std::iter::repeat_n((), items))?
-        .get(limit)?;
-    figures.map_chunk1_tasks_per_s = out.len() as f64 / t.elapsed().as_secs_f64();
-
-    let t = Instant::now();
-    let out: Vec<()> = view
-        .map("noop", std::iter::repeat_n((), items))?
-        .get(limit)?;
-    figures.map_auto_items_per_s = out.len() as f64 / t.elapsed().as_secs_f64();
-
-    let t = Instant::now();
-    let pending: Vec<_> = (0..items)
-        .map(|_| view.apply::<(), ()>("noop", &()))
-        .collect::<Result<_, _>>()?;
-    for ar in pending {
-        ar.get(limit)?;
-    }
-    figures.apply_many_tasks_per_s = items as f64 / t.elapsed().as_secs_f64();
-    Ok(figures)
-}
-
-/// Measures start-up, round trip and task rates on throw-away local clusters.
-pub fn bench(
-    engines: usize,
-    calls: usize,
-    items: usize,
-    start_runs: usize,
-    progress: bool,
-) -> Result<BenchReport> {
-    let mut report = BenchReport {
-        engines,
-        ..Default::default()
-    };
-    for i in 0..start_runs {
-        let cluster = TempCluster::start(4, &[])?;
-        report.start_runs_s.push(cluster.report.seconds);
-        if progress {
-            eprintln!("start -n 4, run {}: {:.3} s", i + 1, cluster.report.seconds);
-        }
-    }
-    let mut runs = report.start_runs_s.clone();
-    runs.sort_by(f64::total_cmp);
-    report.start_4_engines_s = percentile(&runs, 0.5);
-    if progress {
-        eprintln!("measuring tasks at the default hwm with {engines} engines…");
-    }
-    report.default_hwm = task_figures(engines, "auto", calls, items)?;
-    if progress {
-        eprintln!("measuring tasks at hwm 1…");
-    }
-    report.hwm_1 = task_figures(engines, "1", calls, items)?;
-    Ok(report)
-}
-
-/// The bench report as a table.
-pub fn render_bench(r: &BenchReport, calls: usize, items: usize) -> String {
-    let mut s = format!(
-        "cluster start -n 4 → 4 engines ready: {:.3} s median ({} runs: {})\n\n",
-        r.start_4_engines_s,
-        r.start_runs_s.len(),
-        r.start_runs_s
-            .iter()
-            .map(|x| format!("{x:.3}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    s.push_str(&format!(
-        "{} engines                                  {:>14} {:>14}\n",
-        r.engines, "hwm auto", "hwm 1"
-    ));
-    let rows: [(&str, f64, f64); 5] = [
-        (
-            &format!("apply round trip median (µs, {calls} calls)"),
-            r.default_hwm.apply_rtt_median_us,
-            r.hwm_1.apply_rtt_median_us,
-        ),
-        (
-            "apply round trip p99 (µs)",
-            r.default_hwm.apply_rtt_p99_us,
-            r.hwm_1.apply_rtt_p99_us,
-        ),
-        (
-            &format!("map(noop) x{items}, chunk 1 (tasks/s)"),
-            r.default_hwm.map_chunk1_tasks_per_s,
-            r.hwm_1.map_chunk1_tasks_per_s,
-        ),
-        (
-            &format!("map(noop) x{items}, auto chunks (items/s)"),
-            r.default_hwm.map_auto_items_per_s,
-            r.hwm_1.map_auto_items_per_s,
-        ),
-        (
-            &format!("apply x{items} then wait (tasks/s)"),
-            r.default_hwm.apply_many_tasks_per_s,
-            r.hwm_1.apply_many_tasks_per_s,
-        ),
-    ];
-    for (name, a, b) in rows {
-        s.push_str(&format!("{name:<42} {a:>14.0} {b:>14.0}\n"));
-    }
-    s
 }

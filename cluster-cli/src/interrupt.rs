@@ -31,7 +31,7 @@ pub fn abort_on_interrupt<T>(
                 aborting.store(true, std::sync::atomic::Ordering::SeqCst);
                 let line = abort();
                 // A progress bar may be on the line: clear it first.
-                let clear = if crate::tasks::is_terminal(2) {
+                let clear = if crate::progress::is_terminal(2) {
                     "\r\x1b[2K"
                 } else {
                     ""

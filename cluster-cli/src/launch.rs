@@ -79,10 +79,6 @@ pub fn physical_cores() -> usize {
     }
 }
 
-fn this_program() -> Result<PathBuf> {
-    std::env::current_exe().context("cannot find the path of the running `cluster` program")
-}
-
 /// Spawns `cmd` in its own session with output appended to `log`.
 fn spawn_detached(mut cmd: Command, log: &Path) -> Result<Child> {
     let out = fs::File::create(log)
@@ -124,6 +120,17 @@ pub fn running_controller(profile: &Profile) -> Result<Option<ControllerRecord>>
     Ok(profile
         .controller_record()?
         .filter(|r| process_alive(r.pid)))
+}
+
+/// A controller this profile recorded on this machine whose process is gone (killed, or
+/// crashed): its pid.
+pub fn dead_controller(profile: &Profile) -> Option<u32> {
+    profile
+        .controller_record()
+        .ok()
+        .flatten()
+        .filter(|r| r.host == hostname() && !process_alive(r.pid))
+        .map(|r| r.pid)
 }
 
 /// Starts a controller and engines for `profile`; `overrides` are settings from flags, passed
@@ -174,7 +181,7 @@ pub fn start(
 }
 
 /// Pids of the local engines this profile launched that are still running.
-fn surviving_engines(profile: &Profile) -> Result<Vec<u32>> {
+pub fn surviving_engines(profile: &Profile) -> Result<Vec<u32>> {
     Ok(profile
         .engine_records()?
         .into_iter()
@@ -255,7 +262,7 @@ fn start_fresh(
 /// Launches `cluster controller` detached (with `--reuse` to take over the connection files
 /// of one that died) and waits until it has written its connection files; returns its pid.
 fn spawn_controller(profile: &Profile, overrides: &[(&str, String)], reuse: bool) -> Result<u32> {
-    let mut cmd = Command::new(this_program()?);
+    let mut cmd = crate::program::command()?;
     cmd.arg("--profile").arg(profile.name()).arg("controller");
     if reuse {
         cmd.arg("--reuse");
@@ -332,7 +339,7 @@ pub fn launch_engines(
         let mut cmd = match &program {
             Some(p) => Command::new(p),
             None => {
-                let mut c = Command::new(this_program()?);
+                let mut c = crate::program::command()?;
                 c.arg("engine");
                 c
             }

@@ -75,9 +75,3 @@ pub fn queue(q: &protocol::QueueStatus) -> String {
     }
     out
 }
-
-/// Prints a JSON value on one line of stdout.
-pub fn json_line(value: &impl serde::Serialize) -> String {
-    serde_json::to_string(value)
-        .unwrap_or_else(|e| format!("{{\"error\": \"cannot encode: {e}\"}}"))
-}

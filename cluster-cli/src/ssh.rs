@@ -432,8 +432,7 @@ echo "CLUSTER-HOST $H"
 /// Uploads this machine's `cluster` binary to `DIR/cluster` after checking the system and
 /// architecture match.
 fn copy_binary(launch: &SshLaunch, args: &[String], destination: &str) -> Result<String, String> {
-    let exe = std::env::current_exe()
-        .map_err(|e| format!("cannot find this machine's cluster binary: {e}"))?;
+    let exe = crate::program::binary().map_err(|e| format!("{e:#}"))?;
     let data = std::fs::read(&exe)
         .map_err(|e| format!("cannot read {} to copy it: {e}", exe.display()))?;
     let dir = launch.remote_dir();

@@ -52,3 +52,617 @@ fn bad_settings_are_reported_with_their_source() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("hwm") && err.contains("lots"), "{err}");
 }
+
+/// A throw-away cluster folder; whatever was started in it is stopped on drop, and every
+/// process its run records name is killed by pid if it survived.
+struct Folder {
+    dir: tempfile::TempDir,
+}
+
+impl Folder {
+    fn new() -> Folder {
+        Folder {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cluster"));
+        cmd.env("CLUSTER_DIR", self.dir.path())
+            .env_remove("CLUSTER_PROGRAM")
+            .env_remove("CLUSTER_PROFILE")
+            .args(args);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn profile(&self) -> profiles::Profile {
+        profiles::Profile::in_root(self.dir.path(), "default").unwrap()
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        let profile = self.profile();
+        let mut pids: Vec<u32> = profile
+            .engine_records()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, r)| r.pid)
+            .collect();
+        pids.extend(profile.controller_record().ok().flatten().map(|r| r.pid));
+        let _ = self.run(&["stop", "--grace", "1"]);
+        for pid in pids.into_iter().filter(|p| profiles::process_alive(*p)) {
+            // SAFETY: kill(2) on a pid this test's cluster recorded.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn cluster_program_is_what_start_launches() {
+    let folder = Folder::new();
+    let exe = env!("CARGO_BIN_EXE_cluster");
+    // A wrapper that announces itself in the log, then runs the real binary.
+    let program = serde_json::json!(["/bin/sh", "-c", "echo via-wrapper; exec \"$0\" \"$@\"", exe]);
+    let out = folder
+        .command(&["start", "-n", "1", "--timeout", "20"])
+        .env("CLUSTER_PROGRAM", program.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let log = std::fs::read_to_string(folder.profile().log_dir().join("controller.log")).unwrap();
+    assert!(log.starts_with("via-wrapper"), "{log}");
+    let engine_log = &folder.profile().engine_records().unwrap()[0].1.log;
+    let log = std::fs::read_to_string(engine_log).unwrap();
+    assert!(log.starts_with("via-wrapper"), "{log}");
+}
+
+#[test]
+fn a_bad_cluster_program_is_named() {
+    let folder = Folder::new();
+    let out = folder
+        .command(&["start", "-n", "1"])
+        .env("CLUSTER_PROGRAM", "[\"\"]")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("CLUSTER_PROGRAM"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Runs `cluster ARGS` with its stdout a pipe nobody reads (the read end closed before it
+/// starts, as after `| head -1` has exited).
+fn run_with_closed_stdout(folder: &Folder, args: &[&str]) -> std::process::Output {
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two descriptors; the read end is closed at once and the write
+    // end handed to the child (and closed here when the Stdio drops).
+    let stdout = unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        libc::close(fds[0]);
+        <std::process::Stdio as std::os::fd::FromRawFd>::from_raw_fd(fds[1])
+    };
+    folder
+        .command(args)
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// Issue 9 item 5: `cluster status | head -1` sometimes panicked with "failed printing to
+/// stdout: Broken pipe". A closed stdout ends every command quietly with success.
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    let folder = Folder::new();
+    let start = run_with_closed_stdout(&folder, &["start", "-n", "1"]);
+    assert_eq!(start.status.code(), Some(0), "{}", text(&start.stderr));
+    let submitted = folder.run(&["submit", "--", "echo", "hi"]);
+    let id = text(&submitted.stdout).trim().to_owned();
+    for args in [
+        &["--help"][..],
+        &["status"],
+        &["status", "--json"],
+        &["profile", "list"],
+        &["profile", "list", "--json"],
+        &["profile", "locate"],
+        &["call", "nth_prime", "5"],
+        &["call", "--json", "nth_prime", "5"],
+        &["map", "--function", "nth_prime", "0..50"],
+        &["map", "--json", "--function", "nth_prime", "0..50"],
+        &["map", "--", "echo", "{}", ":::", "a", "b", "c"],
+        &["map", "--json", "--", "echo", "{}", ":::", "a", "b"],
+        &["result", "--wait", &id],
+        &["wait"],
+        &["wait", "--json"],
+        &["submit", "--", "true"],
+        &["engines", "-n", "1"],
+        &["stop"],
+    ] {
+        let out = run_with_closed_stdout(&folder, args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+fn run_with_stdin(folder: &Folder, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = folder
+        .command(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+/// Issue 9 item 7: `cluster map 0..5 </dev/null` (forgetting `--function` outside a
+/// terminal) printed nothing and exited 0. A command map without a command is a usage error
+/// that says what was probably meant; nothing is read, sent or started.
+#[test]
+fn a_command_map_without_a_command_is_a_usage_error() {
+    let folder = Folder::new();
+    for args in [
+        &["map", "0..5"][..],
+        &["map", "42", "7"],
+        &["map", "[1,2]"],
+        &["map", ":::", "a", "b"],
+    ] {
+        let out = run_with_stdin(&folder, args, "");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("--function") || err.contains("no command"),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    let err = text(&run_with_stdin(&folder, &["map", "0..5"], "").stderr);
+    assert!(
+        err.contains("cluster map --function nth_prime 0..5"),
+        "{err}"
+    );
+    // A real command with empty input runs nothing, says so, and succeeds.
+    let out = run_with_stdin(&folder, &["map", "--", "echo", "{}"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("nothing to run"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Issue 9 item 11: `engine --file /tmp/nope.json` exited 1 and `status --file` 4; `{}` was
+/// "not valid JSON"; engine.json given to `status` was "corrupt … restart the controller";
+/// an explicit `--file` still asked "is this the right profile?". Every command uses one
+/// table of exit statuses, and messages match what was given.
+#[test]
+fn connection_file_problems_exit_4_with_messages_that_fit() {
+    let folder = Folder::new();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.json");
+    let empty = dir.path().join("empty.json");
+    std::fs::write(&empty, "{}").unwrap();
+    let engine_file = dir.path().join("engine.json");
+    let key = "00".repeat(32);
+    std::fs::write(
+        &engine_file,
+        format!(
+            r#"{{"protocol_version": {}, "key": "{key}", "signature_scheme": "hmac-sha256",
+                "addresses": {{"engine": "tcp://127.0.0.1:1", "heartbeat": "tcp://127.0.0.1:2"}}}}"#,
+            protocol::PROTOCOL_VERSION
+        ),
+    )
+    .unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    for (args, wanted, unwanted) in [
+        (
+            vec!["engine", "--file", &path(&missing)],
+            "does not exist",
+            "profile",
+        ),
+        (
+            vec!["status", "--file", &path(&missing)],
+            "does not exist",
+            "profile",
+        ),
+        (
+            vec!["call", "--file", &path(&missing), "noop"],
+            "does not exist",
+            "profile",
+        ),
+        (
+            vec!["status", "--file", &path(&empty)],
+            "not a cluster connection file",
+            "not valid JSON",
+        ),
+        (
+            vec!["engine", "--file", &path(&empty)],
+            "not a cluster connection file",
+            "not valid JSON",
+        ),
+        (
+            vec!["status", "--file", &path(&engine_file)],
+            "needs the client.json one",
+            "corrupt",
+        ),
+        (
+            vec!["status"],
+            "no controller is running for profile",
+            "right profile",
+        ),
+    ] {
+        let out = folder.run(&args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {err}");
+        assert!(err.contains(wanted), "{args:?}: {err}");
+        assert!(!err.contains(unwanted), "{args:?}: {err}");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn engine_pids(folder: &Folder) -> Vec<u32> {
+    folder
+        .profile()
+        .engine_records()
+        .unwrap()
+        .into_iter()
+        .map(|(_, r)| r.pid)
+        .collect()
+}
+
+/// Issue 9 item 8, flags: `start --engine-port` was refused with a tip pointing at
+/// `--engine-program`; a port in use was explained three times over.
+#[test]
+fn start_takes_the_controller_ports_and_a_busy_port_is_said_once() {
+    let folder = Folder::new();
+    let port = free_port();
+    let out = folder.run(&["start", "-n", "1", "--engine-port", &port.to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("1 engine ready"),
+        "{}",
+        text(&out.stdout)
+    );
+    let status = folder.run(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let address = v["controller"]["engine_address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(address.ends_with(&format!(":{port}")), "{address}");
+    let _ = folder.run(&["stop"]);
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let out = folder.run(&["start", "-n", "1", "--engine-port", &port]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("Address already in use").count(), 1, "{err}");
+}
+
+/// Issue 9 item 8, messages: the lost-engine error said everything twice, "they offer"
+/// listed internal `__push`-style functions, `wait --json` gave `"pending": ""`, every
+/// `cluster wait` reported the same old failures again, and with `CLUSTER_DIR` set usage
+/// lines showed `--cluster-dir <DIR>` as if it were required.
+#[test]
+fn messages_say_each_thing_once_and_wait_reports_each_task_once() {
+    let folder = Folder::new();
+    let usage = text(&folder.run(&["map"]).stderr);
+    assert!(!usage.contains("--cluster-dir"), "{usage}");
+
+    let out = folder.run(&["start", "-n", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&folder.run(&["call", "no_such_function"]).stderr);
+    assert!(!err.contains("__"), "{err}");
+    assert_eq!(err.matches("no_such_function").count(), 1, "{err}");
+
+    let _ = folder.run(&["submit", "--", "false"]);
+    let first = folder.run(&["wait", "--json"]);
+    assert_eq!(first.status.code(), Some(3));
+    let last = text(&first.stdout).lines().last().unwrap().to_owned();
+    let summary: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(summary["pending"], serde_json::json!([]), "{last}");
+    assert_eq!(summary["unknown"], serde_json::json!([]), "{last}");
+    let again = folder.run(&["wait"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    assert!(
+        text(&again.stdout).starts_with("0 submitted task(s)"),
+        "{}",
+        text(&again.stdout)
+    );
+
+    // An engine killed in the middle of a task: said once.
+    let call = folder
+        .command(&["call", "sleep", "20"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    for pid in engine_pids(&folder) {
+        // SAFETY: kill(2) on the engine this test's cluster started.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+    let out = call.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(err.matches("lost").count(), 1, "{err}");
+}
+
+/// Issue 9 item 10: after `kill -9` of the controller, `profile list` said "stopped" while
+/// its engines ran, and `cluster status` waited out the whole connect timeout although the
+/// recorded pid was dead. Both say at once what is going on and how to restart.
+#[test]
+fn a_dead_controller_is_reported_at_once_with_its_surviving_engines() {
+    let folder = Folder::new();
+    let out = folder.run(&["start", "-n", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let controller = folder.profile().controller_record().unwrap().unwrap().pid;
+    // SAFETY: kill(2) on the controller this test started.
+    unsafe {
+        libc::kill(controller as i32, libc::SIGKILL);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while profiles::process_alive(controller) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let list = text(&folder.run(&["profile", "list"]).stdout);
+    assert!(
+        list.contains("controller dead, 2 engines running"),
+        "{list}"
+    );
+    let t = std::time::Instant::now();
+    let out = folder.run(&["status"]);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(3),
+        "{:?}",
+        t.elapsed()
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains("is not running")
+            && err.contains("2 of its engines")
+            && err.contains("cluster start"),
+        "{err}"
+    );
+    // `cluster start` brings it back; the engines reattach.
+    let out = folder.run(&["start", "-n", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_slice(&folder.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(v["engines"].as_array().map(Vec::len), Some(2), "{v}");
+}
+
+/// Issue 9 item 2: function maps printed nothing until the whole map was done
+/// (`map --function sleep 0.1 0.2 3` printed all three at +3 s; `… | head -2` printed nothing
+/// for minutes). Results stream in input order, or as they finish with `--unordered`, and a
+/// reader that goes away stops the map.
+#[test]
+fn function_maps_stream_their_results() {
+    use std::io::BufRead as _;
+    use std::time::{Duration, Instant};
+    let folder = Folder::new();
+    let out = folder.run(&["start", "-n", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let lines_with_times = |args: &[&str]| {
+        let t0 = Instant::now();
+        let mut child = folder
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines: Vec<(Duration, String)> = std::io::BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map(|l| (t0.elapsed(), l.unwrap()))
+            .collect();
+        assert!(child.wait().unwrap().success());
+        lines
+    };
+    let lines = lines_with_times(&[
+        "map",
+        "--chunksize",
+        "1",
+        "--function",
+        "sleep",
+        "0.1",
+        "0.2",
+        "2",
+    ]);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines[0].0 < Duration::from_millis(1500), "{lines:?}");
+    assert!(lines[2].0 >= Duration::from_secs(2), "{lines:?}");
+
+    let lines = lines_with_times(&[
+        "map",
+        "--json",
+        "--unordered",
+        "--chunksize",
+        "1",
+        "--function",
+        "sleep",
+        "1.0",
+        "0.1",
+    ]);
+    let first: serde_json::Value = serde_json::from_str(&lines[0].1).unwrap();
+    assert_eq!(first["item"], 0.1, "{lines:?}");
+
+    // `| head -1`: the reader leaves after one line; the map ends soon, not after 30 × 0.5 s.
+    let t0 = Instant::now();
+    let mut child = folder
+        .command(&[
+            "map",
+            "--chunksize",
+            "1",
+            "--function",
+            "sleep",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+            "0.5",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
+
+/// Issue 9 item 3: bad input went to the engines and came back as a serialization error
+/// (`0..abc`, `0...5`, `call nth_prime` with no argument), and one bad item failed the whole
+/// map with none of the good results printed. Malformed ranges are usage errors before
+/// anything is sent; a wrong argument is named with its value and what was expected; the
+/// other items still print, then a summary and exit status 3.
+#[test]
+fn input_is_checked_before_it_is_sent() {
+    let folder = Folder::new();
+    // No cluster is needed to refuse these: nothing is sent.
+    for args in [
+        &["map", "--function", "nth_prime", "0..abc"][..],
+        &["map", "--function", "nth_prime", "0...5"],
+    ] {
+        let out = folder.run(args);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("is not a range"), "{err}");
+    }
+    let out = folder.run(&["call", "nth_prime"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("nth_prime takes a whole number"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = folder.run(&["start", "-n", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = folder.run(&["map", "--function", "nth_prime", "0..=3", "5", "\"x\""]);
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(text(&out.stdout), "2\n3\n5\n7\n13\n");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("item 6 (\"x\")") && err.contains("whole number"),
+        "{err}"
+    );
+    assert!(err.contains("1 of 6 items failed"), "{err}");
+    assert!(!err.contains("msgpack"), "{err}");
+}
+
+/// Issue 9 item 6: `cluster start -n 0` then `cluster call nth_prime 3` hung without a word.
+/// After a second without engines, calls and maps say so on stderr and go on waiting (an
+/// engine that joins runs the task); with a timeout, the error says there were no engines.
+#[test]
+fn waiting_without_engines_is_said() {
+    let folder = Folder::new();
+    let out = folder.run(&["start", "-n", "0"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for args in [
+        &["call", "--timeout", "2", "nth_prime", "3"][..],
+        &["map", "--timeout", "2", "--function", "nth_prime", "0..3"],
+    ] {
+        let out = folder.run(args);
+        let err = text(&out.stderr);
+        assert!(err.contains("no engine is registered"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {err}");
+        assert!(err.contains("no engine was registered"), "{args:?}: {err}");
+    }
+    // Without a timeout it goes on waiting, and an engine that joins runs the task.
+    let call = folder
+        .command(&["call", "nth_prime", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let added = folder.run(&["engines", "-n", "1"]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let out = call.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "7\n", "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no engine is registered"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Issue 9 item 9 (part): log files carried raw colour codes. The controller's and the stock
+/// engines' logs are plain text (colours only on a terminal).
+#[test]
+fn logs_have_no_colour_codes() {
+    let folder = Folder::new();
+    let out = folder
+        .command(&["start", "-n", "1"])
+        .env("CLUSTER_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _ = folder.run(&["call", "noop"]);
+    let _ = folder.run(&["stop"]);
+    let logs: Vec<_> = std::fs::read_dir(folder.profile().log_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(logs.len() >= 2, "{logs:?}");
+    for log in logs {
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(!text.is_empty(), "{}", log.display());
+        assert!(!text.contains('\x1b'), "{}:\n{text}", log.display());
+    }
+}

@@ -58,6 +58,7 @@
 //! | `command` | command tasks: pipes served by poll(2), capped output, kills |
 //! | `registry`, `context`, `msgpack` | named functions, the engine's store, cutting msgpack arrays |
 //! | [`stock`] | the stock functions |
+//! | [`sim`] | simulated engines (many wire peers in one process that answer pings and return `nil` at once), for benchmarks of a controller with thousands of engines |
 //!
 //! The loop is a thin shell around the core, which never reads the clock: the loop passes
 //! `now` in, and the unit tests drive it with a fake clock. Panics in user functions are
@@ -70,6 +71,7 @@ mod daemon;
 mod exec;
 mod msgpack;
 mod registry;
+pub mod sim;
 pub mod stock;
 
 use serde::{de::DeserializeOwned, Serialize};

@@ -308,10 +308,87 @@ fn check_name(name: &str) -> Result<(), ProfileError> {
     }
 }
 
+/// The folder holding all profiles (`~/.cluster`, `$CLUSTER_DIR`, or any folder given), and
+/// the profiles in it. A program that takes the folder from a flag uses [`Profiles::at`]
+/// rather than setting `CLUSTER_DIR` for itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profiles {
+    root: PathBuf,
+}
+
+impl Profiles {
+    /// The profiles under `root`.
+    pub fn at(root: impl Into<PathBuf>) -> Profiles {
+        Profiles { root: root.into() }
+    }
+
+    /// The profiles under [`root`]: `$CLUSTER_DIR`, else `~/.cluster`.
+    pub fn from_env() -> Profiles {
+        Profiles::at(root())
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The profile `name`, whether or not it exists.
+    pub fn profile(&self, name: &str) -> Result<Profile, ProfileError> {
+        Profile::in_root(&self.root, name)
+    }
+
+    /// Opens an existing profile.
+    pub fn open(&self, name: &str) -> Result<Profile, ProfileError> {
+        let profile = self.profile(name)?;
+        if !profile.dir.is_dir() {
+            return Err(ProfileError::NotFound {
+                name: name.to_owned(),
+                dir: profile.dir,
+            });
+        }
+        Ok(profile)
+    }
+
+    /// Creates the profile's folders and `cluster.toml` (kept if present); safe to repeat.
+    pub fn create(&self, name: &str) -> Result<Profile, ProfileError> {
+        let profile = self.profile(name)?;
+        profile.ensure()?;
+        Ok(profile)
+    }
+
+    /// All profiles, by name.
+    pub fn list(&self) -> Result<Vec<Profile>, ProfileError> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(ProfileError::Io {
+                    path: self.root.clone(),
+                    source: e,
+                })
+            }
+        };
+        let mut out: Vec<Profile> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| {
+                let name = e
+                    .file_name()
+                    .to_string_lossy()
+                    .strip_prefix("profile_")?
+                    .to_owned();
+                Profile::in_root(&self.root, &name).ok()
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+}
+
 impl Profile {
     /// The profile `name` under [`root`], whether or not it exists.
     pub fn at(name: &str) -> Result<Profile, ProfileError> {
-        Profile::in_root(&root(), name)
+        Profiles::from_env().profile(name)
     }
 
     /// The profile `name` under `root`, whether or not it exists.
@@ -323,23 +400,15 @@ impl Profile {
         })
     }
 
-    /// Opens an existing profile.
+    /// Opens an existing profile under [`root`] (see [`Profiles::open`] for another folder).
     pub fn open(name: &str) -> Result<Profile, ProfileError> {
-        let profile = Profile::at(name)?;
-        if !profile.dir.is_dir() {
-            return Err(ProfileError::NotFound {
-                name: name.to_owned(),
-                dir: profile.dir,
-            });
-        }
-        Ok(profile)
+        Profiles::from_env().open(name)
     }
 
-    /// Creates the profile's folders and `cluster.toml` (kept if present); safe to repeat.
+    /// Creates the profile's folders and `cluster.toml` under [`root`] (kept if present);
+    /// safe to repeat.
     pub fn create(name: &str) -> Result<Profile, ProfileError> {
-        let profile = Profile::at(name)?;
-        profile.ensure()?;
-        Ok(profile)
+        Profiles::from_env().create(name)
     }
 
     /// Makes any missing folder or file of this profile, and sets `security/` to 0700.
@@ -364,31 +433,7 @@ impl Profile {
 
     /// All profiles under [`root`], by name.
     pub fn list() -> Result<Vec<Profile>, ProfileError> {
-        let root = root();
-        let entries = match fs::read_dir(&root) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => {
-                return Err(ProfileError::Io {
-                    path: root,
-                    source: e,
-                })
-            }
-        };
-        let mut out: Vec<Profile> = entries
-            .filter_map(Result::ok)
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| {
-                let name = e
-                    .file_name()
-                    .to_string_lossy()
-                    .strip_prefix("profile_")?
-                    .to_owned();
-                Profile::in_root(&root, &name).ok()
-            })
-            .collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        Profiles::from_env().list()
     }
 
     /// The profile's name.
@@ -685,6 +730,27 @@ mod tests {
         fs::write(p.config_file(), "engine_port = \"many\"\n").unwrap();
         let err = p.settings(&[]).unwrap_err().to_string();
         assert!(err.contains("cluster.toml"), "{err}");
+    }
+
+    #[test]
+    fn profiles_live_in_the_folder_given() {
+        let root = tempfile::tempdir().unwrap();
+        let profiles = Profiles::at(root.path());
+        assert!(matches!(
+            profiles.open("a"),
+            Err(ProfileError::NotFound { .. })
+        ));
+        let a = profiles.create("a").unwrap();
+        assert_eq!(a.dir(), root.path().join("profile_a"));
+        profiles.create("b").unwrap();
+        let names: Vec<String> = profiles
+            .list()
+            .unwrap()
+            .iter()
+            .map(|p| p.name().to_owned())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(profiles.open("a").unwrap(), a);
     }
 
     #[test]

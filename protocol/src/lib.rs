@@ -99,6 +99,32 @@ impl fmt::Display for TaskId {
     }
 }
 
+/// Parses a task id as [`TaskId`]'s `Display` writes it (`CLIENT:SEQ`, like `3:17`) or as the
+/// raw 64-bit number.
+impl std::str::FromStr for TaskId {
+    type Err = ParseTaskIdError;
+
+    fn from_str(text: &str) -> Result<TaskId, ParseTaskIdError> {
+        let bad = || ParseTaskIdError(text.to_owned());
+        match text.split_once(':') {
+            Some((client, seq)) => {
+                let client: u32 = client.trim().parse().map_err(|_| bad())?;
+                let seq: u64 = seq.trim().parse().map_err(|_| bad())?;
+                if u64::from(client) >= 1 << (64 - Self::SEQ_BITS) || seq >= 1 << Self::SEQ_BITS {
+                    return Err(bad());
+                }
+                Ok(TaskId::new(ClientId(client), seq))
+            }
+            None => text.trim().parse().map(TaskId).map_err(|_| bad()),
+        }
+    }
+}
+
+/// A text that is not a task id (see [`TaskId`]'s `FromStr`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a task id: give it as `cluster submit` prints it, like 3:1")]
+pub struct ParseTaskIdError(pub String);
+
 /// The header frame of every message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
@@ -821,6 +847,19 @@ mod tests {
         let id = TaskId::new(ClientId(7), 12345);
         assert_eq!(id.client(), ClientId(7));
         assert_eq!(id.to_string(), "7:12345");
+    }
+
+    #[test]
+    fn task_ids_parse_as_printed() {
+        let id = TaskId::new(ClientId(3), 17);
+        assert_eq!(id.to_string().parse::<TaskId>(), Ok(id));
+        assert_eq!(id.0.to_string().parse::<TaskId>(), Ok(id));
+        let top = TaskId::new(ClientId((1 << 24) - 1), (1 << 40) - 1);
+        assert_eq!(top.to_string().parse::<TaskId>(), Ok(top));
+        for bad in ["x", "1:", ":1", "16777216:1", "1:1099511627776", "-1:2"] {
+            let err = bad.parse::<TaskId>().unwrap_err();
+            assert!(err.to_string().contains("like 3:1"), "{bad}: {err}");
+        }
     }
 
     #[test]

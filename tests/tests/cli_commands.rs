@@ -154,9 +154,9 @@ fn json_failures_exit_status_and_summary() {
         run.stderr
     );
     assert!(run.stderr.contains("1 of 3 tasks failed"), "{}", run.stderr);
-    // Template errors submit nothing.
+    // Template errors submit nothing (a usage error: exit status 2).
     let run = c.cluster(&["map", "--", "echo", "{3}", ":::", "a"]);
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2);
     assert!(run.stderr.contains("--colsep"), "{}", run.stderr);
 }
 

@@ -5,7 +5,7 @@
 //! `xargs -P 2 -n 1 true < FILE` and `cluster map -a FILE -- true` (which connects, submits,
 //! waits and prints). The two alternate, so that a machine getting busier mid-run hurts both.
 
-use crate::demo::TempCluster;
+use super::TempCluster;
 use anyhow::{bail, Context as _, Result};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -69,7 +69,6 @@ pub fn bench_commands(
         .parent()
         .context("the temporary profile has no parent folder")?
         .to_owned();
-    let exe = std::env::current_exe().context("cannot find the cluster program")?;
     let mut figures = Vec::new();
     for &n in counts {
         let file = root.join(format!("args-{n}"));
@@ -89,7 +88,7 @@ pub fn bench_commands(
                 .args(["-P", &engines.to_string(), "-n", "1", "true"])
                 .stdin(std::fs::File::open(&file)?);
             let x = timed(xargs, "xargs")?;
-            let mut map = Command::new(&exe);
+            let mut map = crate::program::command()?;
             map.env("CLUSTER_DIR", &root)
                 .args([
                     "--profile",

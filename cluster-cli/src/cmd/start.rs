@@ -1,0 +1,99 @@
+//! `cluster start`: a controller and engines in the background, locally or over ssh.
+
+use super::{secs, LaunchFlags, PortFlags, SettingFlags};
+use crate::ctx::Ctx;
+use crate::launch::{self, EngineLaunch};
+use crate::output::Report;
+use anyhow::{Context as _, Result};
+use std::path::PathBuf;
+
+/// Start a controller and engines in the background; returns when the engines are ready.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Engines to start [default: engines setting, else the number of physical cores].
+    #[arg(short = 'n', long = "engines", env = "CLUSTER_ENGINES")]
+    pub n: Option<usize>,
+    #[command(flatten)]
+    pub settings: SettingFlags,
+    #[command(flatten)]
+    pub ports: PortFlags,
+    /// Program to launch instead of the stock engine (called with `--file PATH`).
+    #[arg(long, env = "CLUSTER_ENGINE_PROGRAM")]
+    pub engine_program: Option<PathBuf>,
+    /// Seconds to wait for the engines to register.
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Print what was started as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub hosts: LaunchFlags,
+}
+
+/// What `start` did, and hosts that failed (an error once the report is printed).
+#[derive(Debug)]
+pub enum Started {
+    /// A local cluster.
+    Local(launch::StartReport),
+    /// A controller here and engines over ssh.
+    Ssh(crate::ssh_start::SshStartReport),
+}
+
+impl Report for Started {
+    fn text(&self) -> String {
+        match self {
+            Started::Local(r) => r.text(),
+            Started::Ssh(r) => r.text(),
+        }
+    }
+    fn json(&self) -> serde_json::Value {
+        match self {
+            Started::Local(r) => r.json(),
+            Started::Ssh(r) => r.json(),
+        }
+    }
+}
+
+impl Started {
+    /// After printing: hosts that failed while others worked make the command fail.
+    pub fn outcome(&self) -> Result<()> {
+        match self {
+            Started::Ssh(r) => match r.hosts.failure_message() {
+                Some(msg) => Err(anyhow::anyhow!(msg)),
+                None => Ok(()),
+            },
+            Started::Local(_) => Ok(()),
+        }
+    }
+}
+
+/// Starts the cluster.
+pub fn run(args: Args, ctx: &Ctx) -> Result<Started> {
+    let profile = ctx.create_profile()?;
+    let mut overrides = args.settings.overrides();
+    overrides.extend(args.ports.overrides());
+    let settings = profile.settings(&overrides)?;
+    if args.hosts.ssh() {
+        let hosts = args.hosts.hosts(&settings, args.n)?;
+        let launch = args.hosts.ssh_launch(&profile, &settings, args.timeout)?;
+        let report = crate::ssh_start::start(&profile, &overrides, &launch, &hosts)?;
+        return Ok(Started::Ssh(report));
+    }
+    let n = args.n.unwrap_or(if settings.engines > 0 {
+        settings.engines
+    } else {
+        launch::physical_cores()
+    });
+    let engines = EngineLaunch {
+        count: n,
+        program: args.engine_program,
+        timeout: secs(args.timeout)?,
+    };
+    let report = launch::start(&profile, &overrides, &engines).with_context(|| {
+        format!(
+            "cluster start failed; logs are in {}",
+            profile.log_dir().display()
+        )
+    })?;
+    Ok(Started::Local(report))
+}

@@ -1,0 +1,34 @@
+//! `cluster status`: the controller, its engines, task counts, dropped messages.
+
+use super::Conn;
+use crate::ctx::Ctx;
+use crate::output::StatusShown;
+use anyhow::Result;
+
+/// Show the controller, its engines, task counts and dropped messages.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// One JSON object, for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Asks the controller.
+pub fn run(args: Args, ctx: &Ctx) -> Result<StatusShown> {
+    let client = ctx.connect(&args.conn)?;
+    let status = client.status()?;
+    // Older controllers do not answer it; the status alone is still worth showing.
+    let queue = client.queue_status().ok();
+    let hosts = ctx
+        .open_profile()
+        .ok()
+        .and_then(|p| p.ssh_host_records().ok())
+        .unwrap_or_default();
+    Ok(StatusShown {
+        status,
+        queue,
+        hosts,
+    })
+}

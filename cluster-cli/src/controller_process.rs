@@ -1,0 +1,86 @@
+//! The controller process of a profile (`cluster controller`, which `cluster start` launches):
+//! settings resolved, the connection files written or reused, the run record kept, signals
+//! turned into a clean stop, and stale files removed at the end.
+
+use anyhow::{bail, Context as _, Result};
+use profiles::{Profile, Settings};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs the controller of `profile` in this process until SIGTERM or SIGINT (or a shutdown
+/// request). `overrides` are settings from flags; with `reuse` it takes the address, ports
+/// and key of the connection files a controller that died left, so its engines and clients
+/// come back without a restart.
+pub fn run(profile: &Profile, overrides: &[(&str, String)], reuse: bool) -> Result<()> {
+    let settings = profile.settings(overrides)?;
+    let me = std::process::id();
+    if let Some(rec) = crate::launch::running_controller(profile)?.filter(|r| r.pid != me) {
+        bail!(
+            "a controller is already running for profile {:?} (pid {}); stop it with `cluster stop`",
+            profile.name(),
+            rec.pid
+        );
+    }
+    let config = config(profile, &settings, reuse)?;
+    profile.write_controller_record(&profiles::ControllerRecord {
+        pid: me,
+        host: gethostname::gethostname().to_string_lossy().into_owned(),
+        started_us: transport::now_us(),
+    })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("cannot install signal handlers")?;
+    }
+    let result = controller::run(config, stop);
+    // Leave no stale files behind a clean exit.
+    if profile.controller_record()?.is_some_and(|r| r.pid == me) {
+        let _ = std::fs::remove_file(profile.controller_record_file());
+        let _ = std::fs::remove_file(profile.client_file());
+        let _ = std::fs::remove_file(profile.engine_file());
+    }
+    Ok(result?)
+}
+
+/// The controller's configuration from the settings (and, with `reuse`, the old connection
+/// files).
+fn config(
+    profile: &Profile,
+    settings: &Settings,
+    reuse: bool,
+) -> Result<controller::ControllerConfig> {
+    let scheduler = settings
+        .scheduler
+        .parse()
+        .map_err(|e| anyhow::anyhow!("scheduler {:?}: {e}", settings.scheduler))?;
+    let hwm = settings
+        .hwm
+        .parse()
+        .map_err(|e| anyhow::anyhow!("hwm {:?}: {e}", settings.hwm))?;
+    let mut config = if reuse {
+        controller::ControllerConfig::reusing(profile.security_dir()).with_context(|| {
+            format!(
+                "--reuse takes the address, ports and key from the connection files in {}",
+                profile.security_dir().display()
+            )
+        })?
+    } else {
+        let mut config =
+            controller::ControllerConfig::new(security::Key::generate(), profile.security_dir());
+        config.ip = settings.ip.clone();
+        config.engine_port = settings.engine_port;
+        config.client_port = settings.client_port;
+        config.heartbeat_port = settings.heartbeat_port;
+        config.notify_port = settings.notify_port;
+        // A controller taking over keeps the window its engines and clients already use.
+        config.replay_window = Duration::from_secs(settings.replay_window_s);
+        config.encrypt = settings.encrypt;
+        config
+    };
+    config.scheduler = scheduler;
+    config.hwm = hwm;
+    config.heartbeat_period = Duration::from_millis(settings.heartbeat_period_ms.max(1));
+    config.heartbeat_misses = settings.heartbeat_misses.max(1);
+    Ok(config)
+}
