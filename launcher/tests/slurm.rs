@@ -309,3 +309,106 @@ fn a_wall_time_drain_hands_tasks_to_other_engines() {
     }
     assert_eq!(rig.ctl.engines(&client), 2);
 }
+
+/// The CLI wiring: `cluster start --launcher slurm -n 6 --jobs 2`, `cluster status` listing
+/// the jobs, `cluster engines --launcher slurm` saying a job is pending and why, and `cluster
+/// stop` cancelling the jobs.
+#[test]
+fn the_cli_starts_lists_and_stops_slurm_engines() {
+    let Some(slurm) = common::or_skip("Slurm on fake hosts", common::Slurm::start(3, 2)) else {
+        return;
+    };
+    let bin = common::cluster_bin();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = |args: &[&str]| {
+        let out = std::process::Command::new(&bin)
+            .env("CLUSTER_DIR", dir.path())
+            .env_remove("CLUSTER_PROFILE")
+            .args(["--profile", "s"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(cluster(&["profile", "create", "s"]).0, 0);
+    let profile = profiles::Profile::in_root(dir.path(), "s").unwrap();
+    let mut toml = std::fs::read_to_string(profile.config_file()).unwrap();
+    toml.push_str(&format!(
+        "\n[slurm]\nconf = \"{}\"\npoll_interval_ms = 200\n",
+        slurm.conf.display()
+    ));
+    std::fs::write(profile.config_file(), toml).unwrap();
+
+    let t0 = Instant::now();
+    let (code, out, err) = cluster(&[
+        "start",
+        "--launcher",
+        "slurm",
+        "-n",
+        "6",
+        "--jobs",
+        "2",
+        "--ip",
+        &slurm.net.gateway,
+        "--json",
+    ]);
+    let took = t0.elapsed();
+    // Stop whatever happens next.
+    struct Stop<'a>(&'a dyn Fn(&[&str]) -> (i32, String, String));
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            (self.0)(&["stop", "--grace", "1"]);
+        }
+    }
+    let _stop = Stop(&cluster);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(report["engines_ready"], 6, "{report}");
+    assert_eq!(report["launched"]["jobs"].as_array().unwrap().len(), 2);
+    eprintln!(
+        "MEASURE cli: `cluster start --launcher slurm -n 6 --jobs 2` (controller + 2 jobs on 3 fake nodes, all registered) took {:.2} s",
+        took.as_secs_f64()
+    );
+    let (code, out, _) = cluster(&["status"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("Slurm job").count(), 2, "{out}");
+    assert!(out.contains("RUNNING"), "{out}");
+    let (_, json, _) = cluster(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["slurm_jobs"][0]["state"], "RUNNING", "{v}");
+
+    // More engines than CPUs left: pending, with Slurm's reason, exit status 5.
+    let (code, out, err) = cluster(&[
+        "engines",
+        "--launcher",
+        "slurm",
+        "-n",
+        "2",
+        "--timeout",
+        "2",
+    ]);
+    assert_eq!(code, 5, "{out}{err}");
+    assert!(
+        err.contains("PENDING (Resources)") || err.contains("PENDING ("),
+        "{err}"
+    );
+    assert!(err.contains("cluster stop"), "{err}");
+
+    let records = slurm::records(&profile.run_dir());
+    assert_eq!(records.len(), 3);
+    let (code, out, err) = cluster(&["stop", "--grace", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("cancelled Slurm job(s)"), "{out}");
+    let ids: Vec<_> = records.iter().map(|r| r.job_id.clone()).collect();
+    let cmds = slurm::Slurm::system(slurm.settings());
+    assert!(common::eventually(Duration::from_secs(20), || {
+        cmds.poll(&ids)
+            .unwrap()
+            .values()
+            .all(|s| s.state.is_final())
+    }));
+}
