@@ -358,7 +358,8 @@ fn the_cli_starts_lists_and_stops_slurm_engines() {
     ]);
     let took = t0.elapsed();
     // Stop whatever happens next.
-    struct Stop<'a>(&'a dyn Fn(&[&str]) -> (i32, String, String));
+    type Run<'a> = &'a dyn Fn(&[&str]) -> (i32, String, String);
+    struct Stop<'a>(Run<'a>);
     impl Drop for Stop<'_> {
         fn drop(&mut self) {
             (self.0)(&["stop", "--grace", "1"]);
