@@ -596,7 +596,14 @@ impl<R: CommandRunner> Slurm<R> {
             let timed_out = Instant::now() >= deadline;
             match start_verdict(&states, count, want, timed_out) {
                 None => {}
-                Some(StartVerdict::Ready) => return Ok(StartOutcome::Ready { jobs: states }),
+                Some(StartVerdict::Ready) => {
+                    // The last poll may predate the registrations: look once more, so the
+                    // report shows the jobs running (or what went wrong since).
+                    if let Ok(fresh) = self.poll(&ids) {
+                        states = fresh.into_values().collect();
+                    }
+                    return Ok(StartOutcome::Ready { jobs: states });
+                }
                 Some(StartVerdict::Failed(ended)) => {
                     let failed = states
                         .iter()
