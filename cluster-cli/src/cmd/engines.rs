@@ -42,6 +42,19 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<EnginesAdded> {
     let before = client::Client::connect_file(profile.client_file())?
         .ids()?
         .len();
+    if let Some(kind) = args.hosts.batch() {
+        let launched = crate::batch::add_engines(
+            &profile,
+            &settings,
+            kind,
+            args.n.unwrap_or(1),
+            args.hosts.jobs,
+            args.engine_program,
+            secs(args.timeout)?,
+            before,
+        )?;
+        return Ok(EnginesAdded::Batch(launched));
+    }
     if args.hosts.ssh() {
         let hosts = args.hosts.hosts(&settings, args.n)?;
         let launch = args.hosts.ssh_launch(&profile, &settings, args.timeout)?;
@@ -68,7 +81,7 @@ impl EnginesAdded {
                 Some(msg) => Err(anyhow::anyhow!(msg)),
                 None => Ok(()),
             },
-            EnginesAdded::Local { .. } => Ok(()),
+            EnginesAdded::Local { .. } | EnginesAdded::Batch(_) => Ok(()),
         }
     }
 }

@@ -37,6 +37,8 @@ pub enum Started {
     Local(launch::StartReport),
     /// A controller here and engines over ssh.
     Ssh(crate::ssh_start::SshStartReport),
+    /// A controller here and engines in Slurm jobs or through mpiexec.
+    Batch(launch::StartReport, crate::batch::Launched),
 }
 
 impl Report for Started {
@@ -44,12 +46,20 @@ impl Report for Started {
         match self {
             Started::Local(r) => r.text(),
             Started::Ssh(r) => r.text(),
+            Started::Batch(r, b) => format!("{}{}", r.text(), b.text()),
         }
     }
     fn json(&self) -> serde_json::Value {
         match self {
             Started::Local(r) => r.json(),
             Started::Ssh(r) => r.json(),
+            Started::Batch(r, b) => {
+                let mut v = r.json();
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("launched".into(), b.json());
+                }
+                v
+            }
         }
     }
 }
@@ -62,7 +72,7 @@ impl Started {
                 Some(msg) => Err(anyhow::anyhow!(msg)),
                 None => Ok(()),
             },
-            Started::Local(_) => Ok(()),
+            Started::Local(_) | Started::Batch(..) => Ok(()),
         }
     }
 }
@@ -78,6 +88,9 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Started> {
         let launch = args.hosts.ssh_launch(&profile, &settings, args.timeout)?;
         let report = crate::ssh_start::start(&profile, &overrides, &launch, &hosts)?;
         return Ok(Started::Ssh(report));
+    }
+    if let Some(kind) = args.hosts.batch() {
+        return start_batch(args, &profile, &overrides, &settings, kind);
     }
     let n = args.n.unwrap_or(if settings.engines > 0 {
         settings.engines
@@ -96,4 +109,51 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Started> {
         )
     })?;
     Ok(Started::Local(report))
+}
+
+/// `--launcher slurm|mpi`: the controller here first, then the engines through the launcher.
+/// Jobs still pending are left queued (exit status 5, and the reason); any other failure
+/// stops what was started.
+fn start_batch(
+    args: Args,
+    profile: &profiles::Profile,
+    overrides: &[(&str, String)],
+    settings: &profiles::Settings,
+    kind: crate::batch::Kind,
+) -> Result<Started> {
+    let n = args.n.unwrap_or(if settings.engines > 0 {
+        settings.engines
+    } else {
+        1
+    });
+    let timeout = secs(args.timeout)?;
+    let controller = EngineLaunch {
+        count: 0,
+        program: None,
+        timeout,
+    };
+    let mut report = launch::start(profile, overrides, &controller)?;
+    let launched = crate::batch::add_engines(
+        profile,
+        settings,
+        kind,
+        n,
+        args.hosts.jobs,
+        args.engine_program,
+        timeout,
+        0,
+    );
+    match launched {
+        Ok(b) => {
+            report.engines_ready = b.registered;
+            report.seconds += b.seconds;
+            Ok(Started::Batch(report, b))
+        }
+        Err(e) if e.downcast_ref::<crate::exit::NotFinished>().is_some() => Err(e),
+        Err(e) => {
+            crate::batch::stop(profile);
+            let _ = launch::stop(profile, std::time::Duration::from_secs(2));
+            Err(e)
+        }
+    }
 }
