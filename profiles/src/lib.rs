@@ -266,7 +266,8 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 # after restarts, nothing lost when the controller dies); "memory" the same in memory;
 # "none" keeps results in the controller's memory until purged.
 # db = "sqlite"
-# db_path = "<profile>/db/tasks.db"
+# The database file (default: db/tasks.db in this profile's folder).
+# db_path = "/path/to/tasks.db"
 # Longest time between commits (a kill -9 loses at most this much).
 # db_commit_interval = "100ms"
 # Results and arguments larger than this keep their size only.
@@ -748,6 +749,7 @@ mod tests {
         let expected = Settings {
             engine_program: Some("/path/to/my-engine".into()),
             python: Some("python3".into()),
+            db_path: Some("/path/to/tasks.db".into()),
             ssh: SshSettings {
                 hosts: vec!["node1:4".into(), "node2:4".into()],
                 user: Some("me".into()),
