@@ -72,8 +72,12 @@ fn config(
             )
         })?
     } else {
-        let mut config =
-            controller::ControllerConfig::new(security::Key::generate(), profile.security_dir());
+        let key = if settings.db == "sqlite" {
+            store_key(profile)?
+        } else {
+            security::Key::generate()
+        };
+        let mut config = controller::ControllerConfig::new(key, profile.security_dir());
         config.ip = settings.ip.clone();
         config.engine_port = settings.engine_port;
         config.client_port = settings.client_port;
@@ -93,6 +97,39 @@ fn config(
         .unwrap_or(usize::MAX / 2)
         .saturating_mul(1 << 20);
     Ok(config)
+}
+
+/// The cluster key of a profile whose tasks are kept on disk (`security/task-store.key`,
+/// 0600, made on first use). Arguments and results cross the controller encrypted under a
+/// key derived from the cluster key and are stored that way, so a controller started again on
+/// the same database must keep the key, or clients could not read what it answers from disk.
+fn store_key(profile: &Profile) -> Result<security::Key> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = profile.security_dir().join("task-store.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => security::Key::from_hex(text.trim()).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}; delete it together with the task database (cluster start --db-reset), since stored results need the key they were stored under",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = security::Key::generate();
+            std::fs::create_dir_all(profile.security_dir())
+                .with_context(|| format!("cannot create {}", profile.security_dir().display()))?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            writeln!(file, "{}", key.to_hex())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
 }
 
 /// The task store's settings (`db`, `db_path`, ... of `cluster.toml`).
