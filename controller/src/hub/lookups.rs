@@ -36,11 +36,36 @@ pub(super) enum Deferred {
 pub(super) struct Lookups {
     waiting: HashMap<u64, Deferred>,
     next_tag: u64,
+    /// Purges of the last [`PURGE_MEMORY`] (when, which ids; empty: all): the store may
+    /// not have committed them yet, so its answers for those ids are not believed.
+    purges: std::collections::VecDeque<(Duration, Vec<TaskId>)>,
 }
+
+/// How long a purge is remembered against answers the store gives before committing it.
+const PURGE_MEMORY: Duration = Duration::from_secs(5);
 
 impl Lookups {
     pub(super) fn len(&self) -> usize {
         self.waiting.len()
+    }
+
+    /// Remembers a purge made at `now` (`ids` empty: all).
+    pub(super) fn purged(&mut self, now: Duration, ids: Vec<TaskId>) {
+        while self
+            .purges
+            .front()
+            .is_some_and(|(t, _)| now.saturating_sub(*t) > PURGE_MEMORY)
+        {
+            self.purges.pop_front();
+        }
+        self.purges.push_back((now, ids));
+    }
+
+    /// Whether `id` was purged lately.
+    fn purged_lately(&self, id: TaskId, now: Duration) -> bool {
+        self.purges.iter().any(|(t, ids)| {
+            now.saturating_sub(*t) <= PURGE_MEMORY && (ids.is_empty() || ids.contains(&id))
+        })
     }
 
     fn add(&mut self, deferred: Deferred) -> u64 {
@@ -69,7 +94,13 @@ impl Core {
             return out;
         };
         let found: HashMap<TaskId, Lookup> = match answer {
-            Answer::Lookup(Ok(found)) => found.into_iter().collect(),
+            Answer::Lookup(Ok(found)) => found
+                .into_iter()
+                .filter(|(id, l)| {
+                    !(matches!(l, Lookup::Finished { .. })
+                        && self.lookups.purged_lately(*id, self.now))
+                })
+                .collect(),
             Answer::Lookup(Err(e)) => {
                 tracing::warn!("task store lookup failed: {e}; answering from memory only");
                 HashMap::new()

@@ -200,8 +200,8 @@ impl Default for CoreConfig {
     }
 }
 
-/// Default memory for recent results with a task store (`result_cache_mb = 64`).
-pub const DEFAULT_RESULT_CACHE_BYTES: usize = 64 << 20;
+/// Default memory for recent results with a task store (`result_cache_mb = 32`).
+pub const DEFAULT_RESULT_CACHE_BYTES: usize = 32 << 20;
 
 /// The controller's state machine. See the module documentation.
 #[derive(Debug)]
@@ -224,6 +224,7 @@ pub struct Core {
     /// Records of the event being handled, emitted as one [`Action::Record`] at its end.
     records: Vec<store::Record>,
     lookups: lookups::Lookups,
+    store_health: Option<String>,
 }
 
 impl Core {
@@ -249,6 +250,7 @@ impl Core {
             dropped: DropCounts::default(),
             records: Vec::new(),
             lookups: lookups::Lookups::default(),
+            store_health: None,
         }
     }
 
@@ -279,6 +281,11 @@ impl Core {
         if !self.records.is_empty() {
             out.push(Action::Record(std::mem::take(&mut self.records)));
         }
+    }
+
+    /// The task store's health as `cluster status` shows it (`ok`, `degraded (why)`).
+    pub fn set_store_health(&mut self, health: Option<String>) {
+        self.store_health = health;
     }
 
     /// Requests waiting for the task store's answers.

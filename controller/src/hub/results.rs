@@ -35,7 +35,7 @@ pub(super) struct Stored {
 }
 
 /// Memory a stored result is counted for besides its payload (the outcome, the map entry).
-pub(super) const STORED_OVERHEAD: usize = 160;
+pub(super) const STORED_OVERHEAD: usize = 320;
 
 /// The result store and the outcome counts.
 #[derive(Debug, Default)]
@@ -418,6 +418,7 @@ impl Core {
                 store::Purge::Ids(ids.clone())
             };
             self.records.push(Record::Purged(purge));
+            self.lookups.purged(self.now, ids.clone());
         }
         self.results.purge(ids);
         reply(out, route, ToClient::Ack, Vec::new());

@@ -122,6 +122,9 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
             dropped_total = dropped.total();
         }
         core.set_dropped(dropped);
+        if persist {
+            core.set_store_health(Some(socks.store_health()));
+        }
 
         let now = start.elapsed();
         let mut stopping = socks.drain(&mut core, &ready, now)?;

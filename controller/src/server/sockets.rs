@@ -86,6 +86,15 @@ impl Sockets {
         self.store = Some(StoreIo { writer, queries });
     }
 
+    /// `ok`, or `degraded (why)`.
+    pub(super) fn store_health(&self) -> String {
+        match self.store.as_ref().map(|s| s.writer.health()) {
+            Some(store::Health::Degraded(why)) => format!("degraded ({why})"),
+            Some(store::Health::Ok) => "ok".to_owned(),
+            None => "none".to_owned(),
+        }
+    }
+
     /// Commits what the store was sent and stops its threads.
     pub(super) fn close_store(&mut self) {
         if let Some(io) = self.store.take() {
