@@ -814,6 +814,7 @@ mod tests {
                 engines: vec![],
                 tasks: Default::default(),
                 dropped: Default::default(),
+                store: None,
             },
             queue: Some(QueueStatus::default()),
             hosts: vec![],

@@ -28,6 +28,10 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub hosts: LaunchFlags,
+    /// Move the task database aside (as `<file>.corrupt-<time>`) before starting, so the
+    /// controller starts an empty one: for a database it refuses (corrupt, foreign, newer).
+    #[arg(long)]
+    pub db_reset: bool,
 }
 
 /// What `start` did, and hosts that failed (an error once the report is printed).
@@ -83,6 +87,16 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Started> {
     let mut overrides = args.settings.overrides();
     overrides.extend(args.ports.overrides());
     let settings = profile.settings(&overrides)?;
+    if args.db_reset {
+        let store = crate::controller_process::store_config(&profile, &settings)?;
+        if let Some(aside) = store::Store::reset(&store)? {
+            eprintln!(
+                "moved the task database {} aside to {}",
+                store.path.display(),
+                aside.display()
+            );
+        }
+    }
     if args.hosts.ssh() {
         let hosts = args.hosts.hosts(&settings, args.n)?;
         let launch = args.hosts.ssh_launch(&profile, &settings, args.timeout)?;
