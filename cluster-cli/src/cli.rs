@@ -224,8 +224,8 @@ mod tests {
         out
     }
 
-    /// The `cluster …` command lines of README's shell blocks (and `cargo run -p cluster-cli
-    /// -- …`), with `[optional]` parts kept and placeholders given example values.
+    /// The `cluster …` command lines of README's shell blocks (also as `target/release/cluster …`,
+    /// `cargo run -p cluster-cli -- …` or after `&&`), with `[optional]` parts kept and placeholders given example values.
     fn readme_commands() -> Vec<(String, Vec<String>)> {
         let readme = include_str!("../../README.md");
         let mut out = Vec::new();
@@ -239,34 +239,36 @@ mod tests {
                 continue;
             }
             let code = line.split(" # ").next().unwrap_or_default().trim();
-            let code = code.split(" && ").next().unwrap_or_default();
-            let rest = if let Some(r) = code.strip_prefix("cargo run --release -p cluster-cli -- ")
-            {
-                r.to_owned()
-            } else if let Some(r) = code
-                .split_once("$(cluster ")
-                .map(|(_, r)| r.trim_end_matches(')'))
-            {
-                r.to_owned()
-            } else if let Some(r) = code.strip_prefix("cluster ") {
-                r.to_owned()
-            } else {
-                continue;
-            };
-            let rest = rest
-                .replace(['[', ']'], " ")
-                .replace("$(seq 100)", "1 2")
-                .replace("$id", "3:1");
-            let mut args = vec!["cluster".to_owned()];
-            for w in words(&rest) {
-                args.push(match w.as_str() {
-                    "ID" => "3:1".to_owned(),
-                    "NAME" => "demo".to_owned(),
-                    "PATH" => "/tmp/engine.json".to_owned(),
-                    _ => w,
-                });
+            for code in code.split(" && ") {
+                let code = code.strip_prefix("target/release/").unwrap_or(code);
+                let rest =
+                    if let Some(r) = code.strip_prefix("cargo run --release -p cluster-cli -- ") {
+                        r.to_owned()
+                    } else if let Some(r) = code
+                        .split_once("$(cluster ")
+                        .map(|(_, r)| r.trim_end_matches(')'))
+                    {
+                        r.to_owned()
+                    } else if let Some(r) = code.strip_prefix("cluster ") {
+                        r.to_owned()
+                    } else {
+                        continue;
+                    };
+                let rest = rest
+                    .replace(['[', ']'], " ")
+                    .replace("$(seq 100)", "1 2")
+                    .replace("$id", "3:1");
+                let mut args = vec!["cluster".to_owned()];
+                for w in words(&rest) {
+                    args.push(match w.as_str() {
+                        "ID" => "3:1".to_owned(),
+                        "NAME" => "demo".to_owned(),
+                        "PATH" => "/tmp/engine.json".to_owned(),
+                        _ => w,
+                    });
+                }
+                out.push((line.to_owned(), args));
             }
-            out.push((line.to_owned(), args));
         }
         out
     }

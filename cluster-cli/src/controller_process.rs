@@ -12,7 +12,12 @@ use std::time::Duration;
 /// request). `overrides` are settings from flags; with `reuse` it takes the address, ports
 /// and key of the connection files a controller that died left, so its engines and clients
 /// come back without a restart.
-pub fn run(profile: &Profile, overrides: &[(&str, String)], reuse: bool) -> Result<()> {
+pub fn run(
+    profile: &Profile,
+    overrides: &[(&str, String)],
+    reuse: bool,
+    db_reset: bool,
+) -> Result<()> {
     let settings = profile.settings(overrides)?;
     let me = std::process::id();
     if let Some(rec) = crate::launch::running_controller(profile)?.filter(|r| r.pid != me) {
@@ -22,7 +27,8 @@ pub fn run(profile: &Profile, overrides: &[(&str, String)], reuse: bool) -> Resu
             rec.pid
         );
     }
-    let config = config(profile, &settings, reuse)?;
+    let mut config = config(profile, &settings, reuse)?;
+    config.db_reset = db_reset;
     profile.write_controller_record(&profiles::ControllerRecord {
         pid: me,
         host: gethostname::gethostname().to_string_lossy().into_owned(),
@@ -66,8 +72,12 @@ fn config(
             )
         })?
     } else {
-        let mut config =
-            controller::ControllerConfig::new(security::Key::generate(), profile.security_dir());
+        let key = if settings.db == "sqlite" {
+            store_key(profile)?
+        } else {
+            security::Key::generate()
+        };
+        let mut config = controller::ControllerConfig::new(key, profile.security_dir());
         config.ip = settings.ip.clone();
         config.engine_port = settings.engine_port;
         config.client_port = settings.client_port;
@@ -82,5 +92,71 @@ fn config(
     config.hwm = hwm;
     config.heartbeat_period = Duration::from_millis(settings.heartbeat_period_ms.max(1));
     config.heartbeat_misses = settings.heartbeat_misses.max(1);
+    config.store = store_config(profile, settings)?;
+    config.result_cache_bytes = usize::try_from(settings.result_cache_mb)
+        .unwrap_or(usize::MAX / 2)
+        .saturating_mul(1 << 20);
     Ok(config)
+}
+
+/// The cluster key of a profile whose tasks are kept on disk (`security/task-store.key`,
+/// 0600, made on first use). Arguments and results cross the controller encrypted under a
+/// key derived from the cluster key and are stored that way, so a controller started again on
+/// the same database must keep the key, or clients could not read what it answers from disk.
+fn store_key(profile: &Profile) -> Result<security::Key> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = profile.security_dir().join("task-store.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => security::Key::from_hex(text.trim()).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {e}; delete it together with the task database (cluster start --db-reset), since stored results need the key they were stored under",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = security::Key::generate();
+            std::fs::create_dir_all(profile.security_dir())
+                .with_context(|| format!("cannot create {}", profile.security_dir().display()))?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            writeln!(file, "{}", key.to_hex())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// The task store's settings (`db`, `db_path`, ... of `cluster.toml`).
+pub fn store_config(profile: &Profile, settings: &Settings) -> Result<store::StoreConfig> {
+    let mut store = store::StoreConfig::new(profile.db_file());
+    let db_path = settings.db_path.clone().filter(|p| !p.is_empty());
+    let pairs = [
+        ("db", Some(settings.db.clone())),
+        ("db_path", db_path),
+        (
+            "db_commit_interval",
+            Some(settings.db_commit_interval.clone()),
+        ),
+        (
+            "store_payload_max_bytes",
+            Some(settings.store_payload_max_bytes.clone()),
+        ),
+        ("retention", Some(settings.retention.clone())),
+        ("max_db_mb", Some(settings.max_db_mb.to_string())),
+    ];
+    for (key, value) in pairs {
+        if let Some(value) = value {
+            store.set(key, &value)?;
+        }
+    }
+    if store.kind == store::StoreKind::Memory {
+        store.path = ":memory:".into();
+    }
+    Ok(store)
 }

@@ -99,9 +99,12 @@ fn client_code(e: &client::Error) -> u8 {
     }
 }
 
-/// The error as one sentence chain, and the client's task errors in the controller's words
-/// alone. Each error of the workspace says its cause either in its own message or as its
-/// `source()`, never both (regression tests beside each), so the chain is joined as it is.
+/// The error as one sentence chain: each cause once, and the client's task errors in the
+/// controller's words alone. The errors of protocol, security, transport, profiles, client,
+/// controller and engine say their cause either in their message or as their `source()`,
+/// never both (regression tests beside them); the launcher's and the task store's I/O,
+/// SQLite and `mpiexec` errors still do both, so a cause whose text an outer message already
+/// holds is left out here.
 pub fn message(err: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in err.chain() {
@@ -112,7 +115,7 @@ pub fn message(err: &anyhow::Error) -> String {
             }
             _ => cause.to_string(),
         };
-        if !text.is_empty() {
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
     }
@@ -178,6 +181,15 @@ mod tests {
             message(&e),
             "cannot open the engine socket: cannot listen on tcp://127.0.0.1:8765: Address already in use"
         );
+        // A cause an outer message already quotes (the launcher's and the store's errors).
+        #[derive(Debug, thiserror::Error)]
+        #[error("Permission denied (os error 13)")]
+        struct Inner;
+        #[derive(Debug, thiserror::Error)]
+        #[error("/x/job.sh: Permission denied (os error 13)")]
+        struct Outer(#[source] Inner);
+        let e: anyhow::Error = Outer(Inner).into();
+        assert_eq!(message(&e), "/x/job.sh: Permission denied (os error 13)");
         let lost: anyhow::Error = client::Error::EngineLost {
             engine: None,
             message: "engine 0 on vm was lost (disconnected) while running task 3:1".into(),

@@ -28,6 +28,7 @@
 //! [`engine::sim`]); nothing here schedules, executes or speaks the wire protocol.
 
 pub mod args;
+pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod cmd;

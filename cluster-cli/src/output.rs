@@ -363,10 +363,26 @@ pub struct StopShown {
     pub remote_engines: usize,
     /// Each ssh host's stop.
     pub hosts: Vec<crate::ssh::HostStopped>,
+    /// Slurm jobs cancelled, mpiexec processes signalled.
+    pub batch: Vec<String>,
 }
 
 impl Report for StopShown {
     fn text(&self) -> String {
+        let batch: String = self.batch.iter().map(|l| format!("{l}\n")).collect();
+        format!("{}{batch}", self.text_local())
+    }
+    fn json(&self) -> Value {
+        let mut v = self.json_local();
+        if let (Some(obj), false) = (v.as_object_mut(), self.batch.is_empty()) {
+            obj.insert("batch".into(), json!(self.batch));
+        }
+        v
+    }
+}
+
+impl StopShown {
+    fn text_local(&self) -> String {
         let r = &self.local;
         let controller = r
             .controller_pid
@@ -399,7 +415,7 @@ impl Report for StopShown {
             r.engine_pids.len()
         )
     }
-    fn json(&self) -> Value {
+    fn json_local(&self) -> Value {
         let mut v = to_value(&self.local);
         v["hosts"] = to_value(&self.hosts);
         v
@@ -415,6 +431,8 @@ pub struct StatusShown {
     pub queue: Option<QueueStatus>,
     /// ssh hosts this profile started engines on.
     pub hosts: Vec<profiles::SshHostRecord>,
+    /// The profile's Slurm jobs and their states (text lines, JSON; empty/null for none).
+    pub jobs: (String, Value),
 }
 
 impl Report for StatusShown {
@@ -435,12 +453,16 @@ impl Report for StatusShown {
                 h.remote_dir
             ));
         }
+        s.push_str(&self.jobs.0);
         s
     }
     fn json(&self) -> Value {
         let mut v = to_value(&self.status);
         if let (Some(obj), Some(q)) = (v.as_object_mut(), &self.queue) {
             obj.insert("queue".into(), to_value(q));
+        }
+        if let (Some(obj), false) = (v.as_object_mut(), self.jobs.1.is_null()) {
+            obj.insert("slurm_jobs".into(), self.jobs.1.clone());
         }
         v
     }
@@ -458,6 +480,8 @@ pub enum EnginesAdded {
     },
     /// Engines over ssh.
     Ssh(crate::ssh::LaunchReport),
+    /// Engines in Slurm jobs or through mpiexec.
+    Batch(crate::batch::Launched),
 }
 
 impl Report for EnginesAdded {
@@ -474,6 +498,12 @@ impl Report for EnginesAdded {
                 r.engines_ready,
                 hosts_started_text(&r.started)
             ),
+            EnginesAdded::Batch(b) => format!(
+                "added engines in {:.3} s; {} registered\n{}",
+                b.seconds,
+                b.registered,
+                b.text()
+            ),
         }
     }
     fn json(&self) -> Value {
@@ -485,6 +515,7 @@ impl Report for EnginesAdded {
                 "pids": r.started.iter().flat_map(|h| h.pids.iter()).collect::<Vec<_>>(),
                 "registered": r.engines_ready, "hosts": r.started, "failed": r.failed,
             }),
+            EnginesAdded::Batch(b) => b.json(),
         }
     }
 }
@@ -783,9 +814,11 @@ mod tests {
                 engines: vec![],
                 tasks: Default::default(),
                 dropped: Default::default(),
+                store: None,
             },
             queue: Some(QueueStatus::default()),
             hosts: vec![],
+            jobs: (String::new(), Value::Null),
         };
         let v = shown.json();
         assert!(v["queue"].is_object(), "{v}");

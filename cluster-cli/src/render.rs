@@ -38,6 +38,9 @@ pub fn status(report: &StatusReport) -> String {
         "tasks: {} queued, {} running, {} done, {} failed, {} results stored",
         t.queued, t.running, t.done, t.failed, t.stored
     );
+    if let Some(store) = &report.store {
+        let _ = writeln!(out, "store: {store}");
+    }
     let d = &report.dropped;
     let _ = write!(
         out,

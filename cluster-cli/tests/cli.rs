@@ -768,3 +768,151 @@ fn engine_logs_are_named_by_engine_id_and_do_not_pile_up() {
         assert_eq!(names(&folder), wanted, "round {round}");
     }
 }
+
+/// Kills (SIGKILL) the controller and every engine the run records of `folder` name, and
+/// waits until they are gone.
+fn kill_everything(folder: &Folder) {
+    let profile = folder.profile();
+    let mut pids = engine_pids(folder);
+    pids.extend(profile.controller_record().unwrap().map(|r| r.pid));
+    for &pid in &pids {
+        // SAFETY: kill(2) on processes this test's cluster started.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pids.iter().any(|&p| profiles::process_alive(p)) {
+        assert!(std::time::Instant::now() < deadline, "{pids:?} survived");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Submits `n` commands that each append their number to `file` (after `sleep` seconds); their ids.
+fn submit_appenders(folder: &Folder, n: usize, file: &std::path::Path, sleep: &str) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let line = format!("sleep {sleep}; echo {i} >> {}", file.display());
+            let out = folder.run(&["submit", "--", "sh", "-c", &line]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            text(&out.stdout).trim().to_owned()
+        })
+        .collect()
+}
+
+/// Issue 11: the task store keeps results across a `kill -9` of the controller and every
+/// engine together; `cluster start` on the same profile answers them from disk, and none of
+/// the tasks ran twice.
+#[test]
+fn results_survive_killing_the_controller_and_every_engine() {
+    let folder = Folder::new();
+    let out = folder.run(&["start", "-n", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let file = folder.dir.path().join("ran.txt");
+    let n = 200;
+    let ids = submit_appenders(&folder, n, &file, "0");
+    let mut wait = vec!["result", "--wait", "--json"];
+    wait.extend(ids.iter().map(String::as_str));
+    let out = folder.run(&wait);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // One commit interval (100 ms) and then some.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    kill_everything(&folder);
+    let out = folder.run(&["start", "-n", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut ask = vec!["result", "--json"];
+    ask.extend(ids.iter().map(String::as_str));
+    let out = folder.run(&ask);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answered = text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"ok\":true"))
+        .count();
+    assert_eq!(answered, n, "{}", text(&out.stdout));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ran = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<&str> = ran.lines().collect();
+    assert_eq!(lines.len(), n, "a task ran twice or not at all");
+    lines.sort_unstable();
+    lines.dedup();
+    assert_eq!(lines.len(), n);
+}
+
+/// Issue 11: `kill -9` of everything while tasks are queued and running; after `cluster
+/// start`, every task is answered (those unfinished ran again: at least once).
+#[test]
+fn tasks_unfinished_when_everything_is_killed_run_after_the_restart() {
+    let folder = Folder::new();
+    let out = folder.run(&["start", "-n", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let file = folder.dir.path().join("ran.txt");
+    let n = 60;
+    let ids = submit_appenders(&folder, n, &file, "0.05");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    kill_everything(&folder);
+    let before = std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert!(
+        before < n,
+        "all {before} finished before the kill; make the tasks longer"
+    );
+    let out = folder.run(&["start", "-n", "2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut wait = vec!["result", "--wait", "--timeout", "60", "--json"];
+    wait.extend(ids.iter().map(String::as_str));
+    let out = folder.run(&wait);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answered = text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"ok\":true"))
+        .count();
+    assert_eq!(answered, n, "{}", text(&out.stdout));
+    let ran = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<&str> = ran.lines().collect();
+    lines.sort_unstable();
+    lines.dedup();
+    assert_eq!(lines.len(), n, "some task never ran");
+}
+
+/// Issue 11: a second controller on a profile whose database is in use refuses, and a
+/// corrupt database stops the controller with the store's message until `--db-reset`.
+#[test]
+fn a_corrupt_or_busy_task_database_is_refused_with_its_name() {
+    let folder = Folder::new();
+    let db = folder.dir.path().join("other.db");
+    let dbs = db.display().to_string();
+    let out = folder.run(&["start", "-n", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let _ = folder.run(&["stop"]);
+    std::fs::write(
+        &db,
+        b"this is not a database, just some text that is long enough",
+    )
+    .unwrap();
+    let out = folder
+        .command(&["start", "-n", "1"])
+        .env("CLUSTER_DB_PATH", &dbs)
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&dbs), "{err}");
+    let out = folder
+        .command(&["start", "-n", "1", "--db-reset"])
+        .env("CLUSTER_DB_PATH", &dbs)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("aside"), "{}", text(&out.stderr));
+    // A second controller on the same database (another profile pointing at it).
+    let out = folder
+        .command(&["--profile", "second", "controller"])
+        .env("CLUSTER_DB_PATH", &dbs)
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&dbs), "{err}");
+}

@@ -53,7 +53,7 @@
 //! | `daemon` | the socket loop around the core: connect, register, serve, goodbye |
 //! | `daemon::heartbeat` | the thread answering pings |
 //! | `daemon::runner` | running a task inline or on a helper thread it may abandon |
-//! | `daemon::signals` | SIGTERM/SIGINT handlers and the stop flag |
+//! | `daemon::signals` | SIGTERM/SIGINT handlers and the stop flag; SIGUSR1 and the drain flag |
 //! | `exec` | running one task: functions, map chunks, built-ins, commands |
 //! | `command` | command tasks: pipes served by poll(2), capped output, kills |
 //! | `registry`, `context`, `msgpack` | named functions, the engine's store, cutting msgpack arrays |
@@ -237,7 +237,9 @@ impl Engine {
     /// returns `Ok` after sending `Unregister`; a task still running 250 ms after the signal
     /// is stopped and reported lost with the engine, so the controller can run it elsewhere).
     /// Installs SIGTERM/SIGINT handlers for its duration: a second signal while the first is
-    /// being handled exits the process at once.
+    /// being handled exits the process at once. SIGUSR1 drains instead: the running task
+    /// finishes, queued ones are left to the controller, then the engine unregisters and
+    /// returns `Ok` (Slurm's `--signal=USR1@N` before a job's wall-time limit).
     pub fn run(mut self, options: EngineOptions) -> Result<(), EngineError> {
         self.registry.reset_store();
         python::install(&mut self.registry, self.python.as_ref());

@@ -158,3 +158,41 @@ fn sigterm_abandons_a_running_function_and_reports_it_lost_within_a_second() {
         .unwrap()
         .expect("a signal is a clean shutdown");
 }
+
+/// SIGUSR1 (Slurm's `--signal` before the wall-time limit) drains: the running task
+/// finishes and reports its result (it is not abandoned as on SIGTERM), the tasks queued
+/// behind it are not started but left to the controller, and the engine unregisters.
+#[test]
+fn sigusr1_finishes_the_running_task_then_hands_back_the_queue() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let mut fake = FakeController::new();
+    let (engine, thread) = start(&mut fake);
+    let call = |seq, function: &str| Assignment {
+        id: TaskId::new(ClientId(3), seq),
+        work: Work::Call {
+            function: function.into(),
+        },
+        timeout_ms: None,
+        start_within_ms: None,
+    };
+    fake.send_engine(
+        &engine.route,
+        &ToEngine::Tasks {
+            tasks: vec![call(1, "sleep"), call(2, "echo"), call(3, "echo")],
+        },
+        &[&encode(&0.6f64), &encode(&"x"), &encode(&"y")],
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let signalled = Instant::now();
+    // SAFETY: plain syscall on our own process.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGUSR1);
+    }
+    let (outcomes, took) = outcomes_until_unregister(&mut fake, signalled);
+    // The sleep ran to its end (0.5 s more), well past SIGTERM's 250 ms grace.
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0].id, call(1, "").id);
+    assert_eq!(outcomes[0].status, Status::Ok, "{outcomes:?}");
+    thread.join().unwrap().expect("a drain is a clean shutdown");
+}

@@ -119,6 +119,21 @@ pub struct Settings {
     pub python: Option<String>,
     /// Seconds `cluster stop` waits after SIGTERM before SIGKILL.
     pub stop_grace_s: f64,
+    /// Task store: `sqlite` (records and results on disk, the default), `memory` (the same
+    /// rules, in memory) or `none` (results in the controller's memory until purged).
+    pub db: String,
+    /// The SQLite file (default `<profile>/db/tasks.db`).
+    pub db_path: Option<String>,
+    /// Longest time between commits of the store (`100ms`).
+    pub db_commit_interval: String,
+    /// Results (and arguments) larger than this keep their size only in the store.
+    pub store_payload_max_bytes: String,
+    /// Memory (MiB) for recent results in the controller; older ones are read from the store.
+    pub result_cache_mb: u64,
+    /// Records older than this are deleted (`7d`, `12h`; empty: kept until purged).
+    pub retention: String,
+    /// Oldest records are deleted past this database size in MiB (0: no limit).
+    pub max_db_mb: u64,
     /// How to reach other machines for `--launcher ssh` (the `[ssh]` table).
     pub ssh: SshSettings,
 }
@@ -187,6 +202,13 @@ impl Default for Settings {
             engine_program: None,
             python: None,
             stop_grace_s: 5.0,
+            db: "sqlite".into(),
+            db_path: None,
+            db_commit_interval: "100ms".into(),
+            store_payload_max_bytes: "1048576".into(),
+            result_cache_mb: 32,
+            retention: String::new(),
+            max_db_mb: 0,
             ssh: SshSettings::default(),
         }
     }
@@ -242,6 +264,23 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 
 # Seconds `cluster stop` waits after SIGTERM before SIGKILL.
 # stop_grace_s = 5.0
+
+# Task store: "sqlite" keeps every task's record and result in db_path (history, results
+# after restarts, nothing lost when the controller dies); "memory" the same in memory;
+# "none" keeps results in the controller's memory until purged.
+# db = "sqlite"
+# The database file (default: db/tasks.db in this profile's folder).
+# db_path = "/path/to/tasks.db"
+# Longest time between commits (a kill -9 loses at most this much).
+# db_commit_interval = "100ms"
+# Results and arguments larger than this keep their size only.
+# store_payload_max_bytes = 1048576
+# Memory (MiB) for recent results in the controller; older ones are read from the store.
+# result_cache_mb = 32
+# Delete records older than this ("7d", "12h"; empty: keep until `cluster purge`).
+# retention = ""
+# Delete the oldest records past this database size in MiB (0: no limit).
+# max_db_mb = 0
 
 # Engines on other machines over ssh (`cluster start --launcher ssh`). The controller must
 # listen on an address those machines reach (ip above, or --ip).
@@ -487,6 +526,10 @@ impl Profile {
     /// `security/engine.json`.
     pub fn engine_file(&self) -> PathBuf {
         self.security_dir().join("engine.json")
+    }
+    /// `db/tasks.db`: the task store's default database.
+    pub fn db_file(&self) -> PathBuf {
+        self.dir.join("db").join("tasks.db")
     }
     /// `run/controller.json`.
     pub fn controller_record_file(&self) -> PathBuf {
@@ -734,6 +777,7 @@ mod tests {
         let expected = Settings {
             engine_program: Some("/path/to/my-engine".into()),
             python: Some("python3".into()),
+            db_path: Some("/path/to/tasks.db".into()),
             ssh: SshSettings {
                 hosts: vec!["node1:4".into(), "node2:4".into()],
                 user: Some("me".into()),

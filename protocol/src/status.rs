@@ -164,4 +164,8 @@ pub struct StatusReport {
     pub tasks: TaskCounts,
     /// Messages dropped on receipt.
     pub dropped: DropCounts,
+    /// The task store: `ok`, `degraded (why)`, or `None` without one (or from an older
+    /// controller).
+    #[serde(default)]
+    pub store: Option<String>,
 }

@@ -369,6 +369,7 @@ impl FakeLoop {
                 .collect(),
             tasks: TaskCounts::default(),
             dropped: DropCounts::default(),
+            store: None,
         }
     }
 }

@@ -20,6 +20,10 @@ pub struct Args {
     /// without being restarted.
     #[arg(long)]
     pub reuse: bool,
+    /// Move the task database aside (as `<file>.corrupt-<time>`) and start an empty one:
+    /// for a database the controller refuses (corrupt, foreign, newer).
+    #[arg(long)]
+    pub db_reset: bool,
 }
 
 impl Args {
@@ -56,6 +60,6 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Nothing> {
         .iter()
         .map(|(k, v)| (k.as_str(), v.clone()))
         .collect();
-    crate::controller_process::run(&profile, &overrides, args.reuse)?;
+    crate::controller_process::run(&profile, &overrides, args.reuse, args.db_reset)?;
     Ok(Nothing)
 }

@@ -47,6 +47,29 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<EnginesAdded> {
     let before = client::Client::connect_file(profile.client_file())?
         .ids()?
         .len();
+    if let Some(kind) = args.hosts.batch() {
+        // The program the cluster was started with, unless told otherwise (with
+        // --stock-engine: the settings' engine_program, else the stock engine).
+        let program = match args.engine_program {
+            Some(p) => Some(p),
+            None if args.stock_engine => None,
+            None => match EngineProgram::recorded(&profile) {
+                EngineProgram::Custom(p) => Some(p),
+                _ => None,
+            },
+        };
+        let launched = crate::batch::add_engines(
+            &profile,
+            &settings,
+            kind,
+            args.n.unwrap_or(1),
+            args.hosts.jobs,
+            program,
+            secs(args.timeout)?,
+            before,
+        )?;
+        return Ok(EnginesAdded::Batch(launched));
+    }
     if args.hosts.ssh() {
         let hosts = args.hosts.hosts(&settings, args.n)?;
         let launch = args.hosts.ssh_launch(&profile, &settings, args.timeout)?;
@@ -79,7 +102,7 @@ impl EnginesAdded {
                 Some(msg) => Err(anyhow::anyhow!(msg)),
                 None => Ok(()),
             },
-            EnginesAdded::Local { .. } => Ok(()),
+            EnginesAdded::Local { .. } | EnginesAdded::Batch(_) => Ok(()),
         }
     }
 }

@@ -192,12 +192,17 @@ pub enum Launcher {
     Local,
     /// On other machines, started over ssh.
     Ssh,
+    /// In Slurm jobs (`[slurm]` in cluster.toml: partition, account, time…).
+    Slurm,
+    /// Through `mpiexec -n N` (Open MPI or MPICH; `[mpi]` in cluster.toml).
+    Mpi,
 }
 
 /// Where `start` and `engines` put engines.
 #[derive(Args, Debug, Clone)]
 pub struct LaunchFlags {
-    /// Where engines run: local, or ssh (on --hosts / --hostfile / the [ssh] hosts setting).
+    /// Where engines run: local, ssh (on --hosts / --hostfile / the [ssh] hosts setting),
+    /// slurm (jobs, see [slurm]) or mpi (mpiexec, see [mpi]).
     #[arg(long, value_enum, default_value_t = Launcher::Local, env = "CLUSTER_LAUNCHER")]
     pub launcher: Launcher,
     /// ssh hosts as HOST[:ENGINES],… (`node1:4,node2:4`; user@host works too); implies
@@ -212,9 +217,22 @@ pub struct LaunchFlags {
     /// run that, instead of the `cluster_path` of [ssh].
     #[arg(long)]
     pub copy_binary: bool,
+    /// With `--launcher slurm`: split the engines into this many jobs [default: the jobs
+    /// setting of [slurm], 1].
+    #[arg(long, value_name = "K")]
+    pub jobs: Option<usize>,
 }
 
 impl LaunchFlags {
+    /// The batch launcher asked for, if any.
+    pub fn batch(&self) -> Option<crate::batch::Kind> {
+        match self.launcher {
+            Launcher::Slurm => Some(crate::batch::Kind::Slurm),
+            Launcher::Mpi => Some(crate::batch::Kind::Mpi),
+            _ => None,
+        }
+    }
+
     /// Engines go over ssh: asked for, or implied by a host list.
     pub fn ssh(&self) -> bool {
         self.launcher == Launcher::Ssh || self.hosts.is_some() || self.hostfile.is_some()

@@ -28,6 +28,10 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub hosts: LaunchFlags,
+    /// Move the task database aside (as `<file>.corrupt-<time>`) before starting, so the
+    /// controller starts an empty one: for a database it refuses (corrupt, foreign, newer).
+    #[arg(long)]
+    pub db_reset: bool,
 }
 
 /// What `start` did, and hosts that failed (an error once the report is printed).
@@ -37,6 +41,8 @@ pub enum Started {
     Local(launch::StartReport),
     /// A controller here and engines over ssh.
     Ssh(crate::ssh_start::SshStartReport),
+    /// A controller here and engines in Slurm jobs or through mpiexec.
+    Batch(launch::StartReport, crate::batch::Launched),
 }
 
 impl Report for Started {
@@ -44,12 +50,20 @@ impl Report for Started {
         match self {
             Started::Local(r) => r.text(),
             Started::Ssh(r) => r.text(),
+            Started::Batch(r, b) => format!("{}{}", r.text(), b.text()),
         }
     }
     fn json(&self) -> serde_json::Value {
         match self {
             Started::Local(r) => r.json(),
             Started::Ssh(r) => r.json(),
+            Started::Batch(r, b) => {
+                let mut v = r.json();
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("launched".into(), b.json());
+                }
+                v
+            }
         }
     }
 }
@@ -62,7 +76,7 @@ impl Started {
                 Some(msg) => Err(anyhow::anyhow!(msg)),
                 None => Ok(()),
             },
-            Started::Local(_) => Ok(()),
+            Started::Local(_) | Started::Batch(..) => Ok(()),
         }
     }
 }
@@ -73,11 +87,24 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Started> {
     let mut overrides = args.settings.overrides();
     overrides.extend(args.ports.overrides());
     let settings = profile.settings(&overrides)?;
+    if args.db_reset {
+        let store = crate::controller_process::store_config(&profile, &settings)?;
+        if let Some(aside) = store::Store::reset(&store)? {
+            eprintln!(
+                "moved the task database {} aside to {}",
+                store.path.display(),
+                aside.display()
+            );
+        }
+    }
     if args.hosts.ssh() {
         let hosts = args.hosts.hosts(&settings, args.n)?;
         let launch = args.hosts.ssh_launch(&profile, &settings, args.timeout)?;
         let report = crate::ssh_start::start(&profile, &overrides, &launch, &hosts)?;
         return Ok(Started::Ssh(report));
+    }
+    if let Some(kind) = args.hosts.batch() {
+        return start_batch(args, &profile, &overrides, &settings, kind);
     }
     let n = args.n.unwrap_or(if settings.engines > 0 {
         settings.engines
@@ -92,4 +119,52 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Started> {
     let report = launch::start(&profile, &overrides, &engines)
         .map_err(|e| launch::start_failed(e, &profile))?;
     Ok(Started::Local(report))
+}
+
+/// `--launcher slurm|mpi`: the controller here first, then the engines through the launcher.
+/// Jobs still pending are left queued (exit status 5, and the reason); any other failure
+/// stops what was started.
+fn start_batch(
+    args: Args,
+    profile: &profiles::Profile,
+    overrides: &[(&str, String)],
+    settings: &profiles::Settings,
+    kind: crate::batch::Kind,
+) -> Result<Started> {
+    let n = args.n.unwrap_or(if settings.engines > 0 {
+        settings.engines
+    } else {
+        1
+    });
+    let timeout = secs(args.timeout)?;
+    // No local engines; the program is recorded for `cluster engines`.
+    let controller = EngineLaunch {
+        count: 0,
+        program: EngineProgram::from_flag(args.engine_program.clone()),
+        timeout,
+    };
+    let mut report = launch::start(profile, overrides, &controller)?;
+    let launched = crate::batch::add_engines(
+        profile,
+        settings,
+        kind,
+        n,
+        args.hosts.jobs,
+        args.engine_program,
+        timeout,
+        0,
+    );
+    match launched {
+        Ok(b) => {
+            report.engines_ready = b.registered;
+            report.seconds += b.seconds;
+            Ok(Started::Batch(report, b))
+        }
+        Err(e) if e.downcast_ref::<crate::exit::NotFinished>().is_some() => Err(e),
+        Err(e) => {
+            crate::batch::stop(profile);
+            let _ = launch::stop(profile, std::time::Duration::from_secs(2));
+            Err(e)
+        }
+    }
 }

@@ -21,14 +21,19 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<StatusShown> {
     let status = client.status()?;
     // Older controllers do not answer it; the status alone is still worth showing.
     let queue = client.queue_status().ok();
-    let hosts = ctx
-        .open_profile()
-        .ok()
+    let profile = ctx.open_profile().ok();
+    let hosts = profile
+        .as_ref()
         .and_then(|p| p.ssh_host_records().ok())
         .unwrap_or_default();
+    let jobs = profile
+        .as_ref()
+        .map(crate::batch::status)
+        .unwrap_or((String::new(), serde_json::Value::Null));
     Ok(StatusShown {
         status,
         queue,
         hosts,
+        jobs,
     })
 }

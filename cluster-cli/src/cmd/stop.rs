@@ -22,6 +22,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<StopShown> {
     let grace = secs(args.grace.unwrap_or(profile.settings(&[])?.stop_grace_s))?;
     // Read before the local stop clears the run folder.
     let remote = profile.ssh_host_records()?;
+    let batch = crate::batch::stop(&profile);
     let local = crate::launch::stop(&profile, grace)?;
     let hosts = crate::ssh::stop_hosts(&remote, grace);
     Ok(StopShown {
@@ -29,6 +30,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<StopShown> {
         local,
         remote_engines: remote.iter().map(|r| r.pids.len()).sum(),
         hosts,
+        batch,
     })
 }
 

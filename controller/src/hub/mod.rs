@@ -27,6 +27,15 @@
 //! | `results.rs` | [`Results`]: **the result store**, outcome counts | results from engines, delivery, fetch, purge |
 //! | `clients.rs` | [`Clients`]: client ids and connections ([`ClientSlot`](clients::ClientSlot)) | hello, goodbye, **when a client is forgotten** |
 //! | `status.rs` | (no state) | status and queue reports |
+//! | `lookups.rs` | [`Lookups`](lookups::Lookups): requests waiting for the task store | what is looked up on disk, and the answers |
+//!
+//! **The task store.** With `CoreConfig::persist`, the core reports every task's life as
+//! store records ([`Action::Record`], one batch an event: submitted, started, requeued,
+//! finished, acknowledged, purged), keeps only unfinished tasks and a bounded cache of
+//! results in memory, and asks the store ([`Action::Lookup`]) for what memory no longer
+//! holds; the loop hands the answers back with [`Core::on_lookup_answer`]. The core never
+//! touches the disk. [`Core::recover`] queues again the tasks a previous controller left
+//! unfinished.
 //!
 //! Queued tasks wait in *classes*: one FIFO per distinct (function, targets, blacklist), so a
 //! scheduling pass looks at each class's head only and never scans the queue. Engines that
@@ -41,6 +50,7 @@ mod deps;
 mod engines;
 mod free;
 mod heartbeat;
+mod lookups;
 mod queues;
 mod results;
 mod schedule;
@@ -118,6 +128,16 @@ pub enum Action {
     },
     /// A client asked the controller to stop: perform the actions before this one, then exit.
     Stop,
+    /// Hand these records to the task store's writer (one batch an event).
+    Record(Vec<store::Record>),
+    /// Ask the task store's query service; give its answer to [`Core::on_lookup_answer`]
+    /// with the same tag.
+    Lookup {
+        /// Which request the answer is for.
+        tag: u64,
+        /// The question.
+        query: store::Query,
+    },
 }
 
 /// What the core needs to know about its controller.
@@ -146,6 +166,17 @@ pub struct CoreConfig {
     /// Random number of this controller process, told to clients so that they notice a
     /// restart (fixed in tests, fresh in a real controller).
     pub instance: u64,
+    /// Whether a task store records the tasks: the core then emits [`Action::Record`]s,
+    /// keeps at most `result_cache_bytes` of results in memory and looks up the rest. False:
+    /// results stay in memory until purged.
+    pub persist: bool,
+    /// Memory for recent results when `persist` is on.
+    pub result_cache_bytes: usize,
+    /// Wall-clock time (µs since the epoch) at the core's time zero, for records.
+    pub epoch_us: u64,
+    /// Client ids up to this one may have tasks in the store (from a previous controller):
+    /// their submissions are looked up there before they run.
+    pub stored_clients_upto: u32,
 }
 
 impl Default for CoreConfig {
@@ -161,9 +192,16 @@ impl Default for CoreConfig {
             seed: 0,
             first_client_id: 1,
             instance: 0,
+            persist: false,
+            result_cache_bytes: DEFAULT_RESULT_CACHE_BYTES,
+            epoch_us: 0,
+            stored_clients_upto: 0,
         }
     }
 }
+
+/// Default memory for recent results with a task store (`result_cache_mb = 32`).
+pub const DEFAULT_RESULT_CACHE_BYTES: usize = 32 << 20;
 
 /// The controller's state machine. See the module documentation.
 #[derive(Debug)]
@@ -183,6 +221,10 @@ pub struct Core {
     results: Results,
     clients: Clients,
     dropped: DropCounts,
+    /// Records of the event being handled, emitted as one [`Action::Record`] at its end.
+    records: Vec<store::Record>,
+    lookups: lookups::Lookups,
+    store_health: Option<String>,
 }
 
 impl Core {
@@ -193,6 +235,7 @@ impl Core {
         config.first_client_id = config.first_client_id.clamp(1, (1 << 23) - 1);
         Core {
             rng: SmallRng::seed_from_u64(config.seed),
+            results: Results::bounded(config.persist.then_some(config.result_cache_bytes)),
             clients: Clients::new(config.first_client_id),
             heartbeats: Heartbeats::new(now + config.heartbeat_period),
             free: FreeEngines::new(config.scheduler),
@@ -204,8 +247,10 @@ impl Core {
             queues: Queues::default(),
             deps: Deps::default(),
             timers: Timers::default(),
-            results: Results::default(),
             dropped: DropCounts::default(),
+            records: Vec::new(),
+            lookups: lookups::Lookups::default(),
+            store_health: None,
         }
     }
 
@@ -222,6 +267,35 @@ impl Core {
 
     fn advance(&mut self, now: Duration) {
         self.now = self.now.max(now);
+    }
+
+    /// Wall-clock time now, for records.
+    fn wall_us(&self) -> u64 {
+        self.config
+            .epoch_us
+            .saturating_add(u64::try_from(self.now.as_micros()).unwrap_or(u64::MAX))
+    }
+
+    /// Emits the records of the event just handled, as one batch.
+    fn flush_records(&mut self, out: &mut Vec<Action>) {
+        if !self.records.is_empty() {
+            out.push(Action::Record(std::mem::take(&mut self.records)));
+        }
+    }
+
+    /// The task store's health as `cluster status` shows it (`ok`, `degraded (why)`).
+    pub fn set_store_health(&mut self, health: Option<String>) {
+        self.store_health = health;
+    }
+
+    /// Requests waiting for the task store's answers.
+    pub fn lookups_pending(&self) -> usize {
+        self.lookups.len()
+    }
+
+    /// Bytes of results held in memory.
+    pub fn result_bytes(&self) -> usize {
+        self.results.bytes()
     }
 
     /// A message from an engine's task socket, sent from `route`.
@@ -243,6 +317,7 @@ impl Core {
             },
             FromEngine::Started { ids } => self.on_started(route, &ids),
         }
+        self.flush_records(&mut out);
         out
     }
 
@@ -269,6 +344,7 @@ impl Core {
             FromClient::Shutdown { controller } => self.shutdown(route, controller, &mut out),
             FromClient::Goodbye => self.goodbye(route),
         }
+        self.flush_records(&mut out);
         out
     }
 
@@ -280,6 +356,7 @@ impl Core {
             Heartbeat::Pong { seq, uuid } => self.pong(route, seq, &uuid, &mut out),
             Heartbeat::Ping { .. } => tracing::debug!("ping received by the controller; ignored"),
         }
+        self.flush_records(&mut out);
         out
     }
 
@@ -294,6 +371,7 @@ impl Core {
             self.forget_idle_clients(now);
         }
         self.expire_timers(now, &mut out);
+        self.flush_records(&mut out);
         out
     }
 
@@ -316,6 +394,7 @@ impl Core {
         self.advance(now);
         let mut out = Vec::new();
         self.lose_engine(engine, reason, &mut out);
+        self.flush_records(&mut out);
         out
     }
 

@@ -120,6 +120,14 @@ impl Core {
             timeout_ms: task.run_timeout_ms,
             start_within_ms,
         };
+        if self.config.persist {
+            let time_us = self.wall_us();
+            self.records.push(store::Record::Started {
+                id: tid,
+                engine: eid,
+                time_us,
+            });
+        }
         self.engines.assign(eid, tid);
         self.free.update(&self.engines[eid]);
         Some((assignment, payload.unwrap_or_default()))

@@ -57,6 +57,7 @@ impl Core {
                 waiting: self.deps.waiting(),
             },
             dropped: self.dropped.clone(),
+            store: self.store_health.clone(),
         }
     }
 

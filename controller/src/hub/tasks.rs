@@ -7,6 +7,7 @@
 
 use super::clients::{ClientSlot, SlotMap};
 use super::deps::{DepRequest, DepVerdict};
+use super::lookups::Deferred;
 use super::queues::{ClassKey, Refusal};
 use super::results::Deliveries;
 use super::{failure, function_of, reply, Action, Core, Payload};
@@ -14,6 +15,7 @@ use protocol::{EngineId, ErrorKind, TaskId, TaskRequest, ToClient, Work};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use store::Record;
 
 /// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +87,7 @@ impl Task {
     /// A task held by an engine (see [`Task::held`]) learns its work, argument and options
     /// from its client's submission, as if it had been submitted here; it keeps running where
     /// it is.
-    fn fill_in(&mut self, req: TaskRequest, payload: Vec<u8>) {
+    pub(super) fn fill_in(&mut self, req: TaskRequest, payload: Vec<u8>) {
         let options = req.options;
         let mut targets = options.targets;
         targets.sort_unstable();
@@ -105,7 +107,7 @@ impl Task {
     }
 
     /// The key of the class it queues in.
-    fn class_key(&self) -> ClassKey {
+    pub(super) fn class_key(&self) -> ClassKey {
         ClassKey {
             function: self.work.as_ref().and_then(function_of).map(str::to_owned),
             targets: self.targets.clone(),
@@ -276,6 +278,51 @@ impl Core {
         payloads: Vec<Vec<u8>>,
         out: &mut Vec<Action>,
     ) {
+        if requests.is_empty() {
+            return;
+        }
+        if self.config.persist {
+            let missing = self.unknown_to_memory(&requests);
+            if !missing.is_empty() {
+                let deferred = Deferred::Submit {
+                    route: route.to_vec(),
+                    requests,
+                    payloads,
+                };
+                self.look_up(missing, deferred, out);
+                return;
+            }
+        }
+        self.submit_now(route, requests, payloads, out);
+    }
+
+    /// Ids a submission mentions that memory does not hold but the task store may: tasks of
+    /// clients of a previous controller (submitted again: finished already?) and
+    /// dependencies (finished long ago?).
+    fn unknown_to_memory(&self, requests: &[TaskRequest]) -> Vec<TaskId> {
+        let upto = self.config.stored_clients_upto;
+        let known = |id: TaskId| self.tasks.contains(id) || self.results.contains(id);
+        let mut missing = Vec::new();
+        for req in requests {
+            if req.id.client().0 <= upto && !known(req.id) {
+                missing.push(req.id);
+            }
+            let deps = req.options.after.iter().chain(&req.options.follow);
+            missing.extend(deps.copied().filter(|&d| !known(d)));
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        missing
+    }
+
+    /// A submission whose ids memory knows about (or the store was asked for).
+    pub(super) fn submit_now(
+        &mut self,
+        route: &[u8],
+        requests: Vec<TaskRequest>,
+        payloads: Vec<Vec<u8>>,
+        out: &mut Vec<Action>,
+    ) {
         let Some(first) = requests.first() else {
             return;
         };
@@ -330,6 +377,16 @@ impl Core {
         cache: &mut ClassCache,
         deliveries: &mut Deliveries,
     ) {
+        let payload = Arc::new(payload);
+        if self.config.persist {
+            let record = Record::submitted(
+                req.clone(),
+                req.id.client(),
+                self.wall_us(),
+                payload.clone(),
+            );
+            self.records.push(record);
+        }
         let TaskRequest {
             id: tid,
             work,
@@ -348,7 +405,7 @@ impl Core {
             targets,
             excluded: Vec::new(),
             retries: options.retries,
-            payload: Some(Arc::new(payload)),
+            payload: Some(payload),
             state: TaskState::Queued,
             deps_left: 0,
             follows: !options.follow.is_empty(),
@@ -441,6 +498,9 @@ impl Core {
             self.timers.arm(timer);
         }
         self.queues.push(cid, tid, seq);
+        if self.config.persist {
+            self.records.push(Record::Requeued { id: tid });
+        }
         true
     }
 

@@ -42,6 +42,14 @@ pub struct ControllerConfig {
     /// True when this controller takes over from an earlier one (same ports and key, see
     /// [`ControllerConfig::reusing`]): its engines and clients reconnect by themselves.
     pub restarted: bool,
+    /// The task store: where task records and results go (`StoreConfig::none()` by default
+    /// here: results in memory until purged; the `cluster` program defaults to SQLite in the
+    /// profile).
+    pub store: store::StoreConfig,
+    /// Move the store's database aside before opening it (`--db-reset`).
+    pub db_reset: bool,
+    /// Memory for recent results when a store is on (the rest is read back from the store).
+    pub result_cache_bytes: usize,
 }
 
 impl ControllerConfig {
@@ -63,6 +71,9 @@ impl ControllerConfig {
             replay_window: Duration::from_secs(security::DEFAULT_REPLAY_WINDOW_S),
             encrypt: true,
             restarted: false,
+            store: store::StoreConfig::none(),
+            db_reset: false,
+            result_cache_bytes: crate::hub::DEFAULT_RESULT_CACHE_BYTES,
         }
     }
 
@@ -156,6 +167,10 @@ pub enum ControllerError {
     /// read back for `--reuse`.
     #[error(transparent)]
     ConnectionFile(#[from] ConnectionFileError),
+    /// The task store refused to open (corrupt, locked, in use by another controller, newer,
+    /// unreadable) or to be read back; its message names the file and what to do.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     /// `--reuse` found connection files it cannot take over; start without `--reuse` (engines
     /// and clients must then be started again with the new files).
     #[error("cannot reuse the connection files in {dir}: {reason}")]

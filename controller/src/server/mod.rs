@@ -27,6 +27,9 @@ use transport::Context;
 /// How often the loop looks at the stop flag, at the latest.
 const STOP_CHECK: Duration = Duration::from_millis(100);
 
+/// How often the loop looks for the task store's answers while some are due.
+const LOOKUP_CHECK: Duration = Duration::from_millis(1);
+
 /// Runs the controller until `stop` is set (checked at least every 100 ms) or a client asks
 /// for `Shutdown { controller: true }` (engines are told to shut down first).
 ///
@@ -34,9 +37,34 @@ const STOP_CHECK: Duration = Duration::from_millis(100);
 /// `tcp://{ip}:{port}`, then writes `engine.json` (engine and heartbeat addresses) and
 /// `client.json` (client and notification addresses) into `security_dir`.
 pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), ControllerError> {
+    // The store first: a database it refuses leaves the connection files alone.
+    if config.db_reset {
+        if let Some(aside) = store::Store::reset(&config.store)? {
+            tracing::warn!(
+                "--db-reset: the old task database is now {}",
+                aside.display()
+            );
+        }
+    }
+    let opened = Instant::now();
+    let store::Store { writer, reader } = store::Store::open(&config.store)?;
+    let recovery = reader.recover()?;
+    let persist = config.store.kind != store::StoreKind::None;
+    if persist {
+        tracing::info!(
+            "task store {} ({:?}): {} finished task(s), {} unfinished to queue again; read in {} ms",
+            config.store.path.display(),
+            config.store.kind,
+            recovery.finished,
+            recovery.unfinished.len(),
+            opened.elapsed().as_millis()
+        );
+    }
+    let queries = store::QueryService::spawn(reader, || {});
     // Declared first so that it is dropped last, after the sockets have flushed.
     let ctx = Context::new();
     let (mut socks, addresses) = Sockets::open(&ctx, &config)?;
+    socks.attach_store(writer, queries);
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let pid = std::process::id();
     files::write_connection_files(&config, &addresses, &host, pid)?;
@@ -54,17 +82,35 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
     );
 
     let start = Instant::now();
-    let mut core = Core::new(core_config(&config, addresses, host, pid), Duration::ZERO);
+    let mut core_config = core_config(&config, addresses, host, pid);
+    core_config.persist = persist;
+    core_config.result_cache_bytes = config.result_cache_bytes;
+    core_config.epoch_us = store::now_us();
+    if let Some(max) = recovery.max_client {
+        core_config.stored_clients_upto = max.0;
+        core_config.first_client_id = core_config.first_client_id.max(max.0.saturating_add(1));
+    }
+    let mut core = Core::new(core_config, Duration::ZERO);
+    let requeued = core.recover(recovery.unfinished);
+    if requeued > 0 {
+        tracing::info!("queued again {requeued} task(s) the previous controller left unfinished");
+    }
     let mut dropped_total = 0;
     loop {
         if stop.load(Ordering::Relaxed) {
             tracing::info!("controller stopping (signal)");
+            socks.close_store();
             return Ok(());
         }
-        let wait = core
+        let mut wait = core
             .next_tick()
             .saturating_sub(start.elapsed())
             .min(STOP_CHECK);
+        if core.lookups_pending() > 0 {
+            // Answers come from the query thread: look often while some are due. Lookups
+            // are rare (old results, history), so the loop sleeps in poll otherwise.
+            wait = wait.min(LOOKUP_CHECK);
+        }
         let ready = socks.poll(wait)?;
 
         let dropped = socks.dropped();
@@ -76,9 +122,13 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
             dropped_total = dropped.total();
         }
         core.set_dropped(dropped);
+        if persist {
+            core.set_store_health(Some(socks.store_health()));
+        }
 
         let now = start.elapsed();
         let mut stopping = socks.drain(&mut core, &ready, now)?;
+        stopping |= socks.answers(&mut core, now);
         let now = start.elapsed();
         if now >= core.next_tick() {
             let actions = core.on_tick(now);
@@ -87,6 +137,7 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
         if stopping {
             tracing::info!("controller stopping (shutdown requested by a client)");
             socks.flush_on_close();
+            socks.close_store();
             return Ok(());
         }
     }
@@ -115,5 +166,6 @@ fn core_config(
         } else {
             1
         },
+        ..CoreConfig::default()
     }
 }

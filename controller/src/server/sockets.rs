@@ -8,6 +8,7 @@ use protocol::{DropCounts, FromClient, FromEngine, Heartbeat, MessageType};
 use security::Addresses;
 use std::collections::VecDeque;
 use std::time::Duration;
+use store::{Answer, Query, QueryService, StoreError, Writer};
 use transport::{poll, Context, Encryption, Kind, Socket, TransportError, Waitable};
 
 /// Most messages taken from one socket before looking at the others, so that a flood of
@@ -23,6 +24,13 @@ pub(super) struct Sockets {
     heartbeat: Socket,
     client: Socket,
     notify: Socket,
+    store: Option<StoreIo>,
+}
+
+/// The task store's two ends: where records go, and the thread that answers lookups.
+struct StoreIo {
+    writer: Writer,
+    queries: QueryService,
 }
 
 impl Sockets {
@@ -55,6 +63,7 @@ impl Sockets {
             heartbeat: make("heartbeat", Kind::Router)?,
             client: make("client", Kind::Router)?,
             notify: make("notify", Kind::Pub)?,
+            store: None,
         };
         for (sock, role) in [
             (&mut socks.engine, "engine monitor"),
@@ -70,6 +79,40 @@ impl Sockets {
             notify: Some(bind(&socks.notify, "notify", config.notify_port)?),
         };
         Ok((socks, addresses))
+    }
+
+    /// Records and lookups go to this store from now on.
+    pub(super) fn attach_store(&mut self, writer: Writer, queries: QueryService) {
+        self.store = Some(StoreIo { writer, queries });
+    }
+
+    /// `ok`, or `degraded (why)`.
+    pub(super) fn store_health(&self) -> String {
+        match self.store.as_ref().map(|s| s.writer.health()) {
+            Some(store::Health::Degraded(why)) => format!("degraded ({why})"),
+            Some(store::Health::Ok) => "ok".to_owned(),
+            None => "none".to_owned(),
+        }
+    }
+
+    /// Commits what the store was sent and stops its threads.
+    pub(super) fn close_store(&mut self) {
+        if let Some(io) = self.store.take() {
+            drop(io.queries);
+            if let Err(e) = io.writer.close() {
+                tracing::warn!("task store: the last records could not be written: {e}");
+            }
+        }
+    }
+
+    /// Feeds the core the task store's answers ready now; true when the core asked to stop.
+    pub(super) fn answers(&mut self, core: &mut Core, now: Duration) -> bool {
+        let mut stop = false;
+        while let Some((tag, answer)) = self.store.as_ref().and_then(|s| s.queries.try_answer()) {
+            let actions = core.on_lookup_answer(tag, answer, now);
+            stop |= self.perform(core, actions, now);
+        }
+        stop
     }
 
     /// Waits up to `wait` for messages (or disconnects): the flags [`Sockets::drain`] takes.
@@ -162,6 +205,21 @@ impl Sockets {
                     }
                 }
                 Action::Stop => stop = true,
+                Action::Record(records) => {
+                    if let Some(io) = &self.store {
+                        io.writer.send(records);
+                    }
+                }
+                Action::Lookup { tag, query } => {
+                    let asked = match &self.store {
+                        Some(io) => io.queries.ask(tag, query.clone()),
+                        None => Err(StoreError::Closed),
+                    };
+                    if let Err(e) = asked {
+                        tracing::warn!("task store: cannot ask it ({e}); answering from memory");
+                        queue.extend(core.on_lookup_answer(tag, failed_answer(&query, e), now));
+                    }
+                }
             }
         }
         stop
@@ -252,5 +310,16 @@ impl Sockets {
         for s in [&self.engine, &self.heartbeat, &self.client, &self.notify] {
             let _ = s.set_linger(FLUSH_MS);
         }
+    }
+}
+
+/// The answer to `query` when the store could not be asked.
+fn failed_answer(query: &Query, e: StoreError) -> Answer {
+    match query {
+        Query::Lookup(_) => Answer::Lookup(Err(e)),
+        Query::History(_) => Answer::History(Err(e)),
+        Query::Result(_) => Answer::Result(Err(e)),
+        Query::Stats => Answer::Stats(Err(e)),
+        Query::Recover => Answer::Recover(Err(e)),
     }
 }

@@ -6,7 +6,7 @@
 //! | this one | connecting, the first registration, the loop ([`Session::serve`]) and goodbye |
 //! | `heartbeat` | the thread that answers pings and notes when the last one came |
 //! | `runner` | running one task, inline or on a helper thread it may abandon |
-//! | `signals` | SIGTERM/SIGINT handlers and the stop flag they set |
+//! | `signals` | SIGTERM/SIGINT handlers and the stop flag they set; SIGUSR1 (drain) |
 //!
 //! The decisions live in the sans-IO core (`crate::core`): when results go out, when a task
 //! waited too long to start, and (`core::link`) when silence means registering again and
@@ -17,6 +17,11 @@
 //! function abandoned in its thread, and either is reported as lost with the engine (the
 //! controller runs it elsewhere if its retries allow). Then the engine sends what is done and
 //! `Unregister`, and returns `Ok`. Tasks still queued are left to the controller.
+//!
+//! On SIGUSR1 (a drain: Slurm's `--signal` before the wall-time limit) the engine takes no
+//! further task from its queue once the running one has finished, sends what is done and
+//! `Unregister`, and returns `Ok`; the tasks it still held go back to the controller as on
+//! SIGTERM.
 
 mod heartbeat;
 mod runner;
@@ -153,6 +158,10 @@ fn wait_registered(
             tracing::info!("stopping before registration: received {sig}");
             return Ok(None);
         }
+        if signals.draining() {
+            tracing::info!("stopping before registration: received SIGUSR1 (drain)");
+            return Ok(None);
+        }
         let now = Instant::now();
         if now >= deadline {
             return Err(EngineError::RegisterTimeout {
@@ -235,6 +244,13 @@ impl Session<'_> {
         loop {
             if let Some(sig) = signals.received() {
                 return Ok(format!("received {sig}"));
+            }
+            // Checked between tasks only: the one running when SIGUSR1 came has finished.
+            if signals.draining() {
+                return Ok(format!(
+                    "received SIGUSR1 (drain), handing back {} queued task(s)",
+                    self.core.queued()
+                ));
             }
             self.watch_silence(Instant::now(), heartbeat.last_ping())?;
             self.register_again_if_reconnected()?;

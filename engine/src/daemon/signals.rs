@@ -1,5 +1,9 @@
 //! SIGTERM and SIGINT: the first sets a flag that the loops and the task runner look at; a
 //! second one while the flag is set exits the process at once (for a task that will not stop).
+//!
+//! SIGUSR1 asks for a drain (Slurm sends it before a job's wall-time limit, `--signal`): it
+//! sets a flag of its own that only the loop looks at, so the running task finishes (it is not
+//! abandoned as on SIGTERM), then the engine hands back the tasks it holds and leaves.
 
 use signal_hook::SigId;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -10,6 +14,7 @@ use crate::EngineError;
 /// The installed handlers; dropping this removes them.
 pub(crate) struct Signals {
     stop: Stop,
+    drain: Arc<AtomicBool>,
     ids: Vec<SigId>,
 }
 
@@ -47,6 +52,7 @@ impl Signals {
     pub(crate) fn install() -> Result<Signals, EngineError> {
         let flag = Arc::new(AtomicBool::new(false));
         let which = Arc::new(AtomicUsize::new(0));
+        let drain = Arc::new(AtomicBool::new(false));
         let mut ids = Vec::new();
         for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             let installed = (|| -> std::io::Result<()> {
@@ -71,8 +77,18 @@ impl Signals {
                 return Err(EngineError::Signals(e));
             }
         }
+        match signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&drain)) {
+            Ok(id) => ids.push(id),
+            Err(e) => {
+                for id in ids {
+                    signal_hook::low_level::unregister(id);
+                }
+                return Err(EngineError::Signals(e));
+            }
+        }
         Ok(Signals {
             stop: Stop { flag, which },
+            drain,
             ids,
         })
     }
@@ -85,6 +101,11 @@ impl Signals {
     /// The signal received, if any.
     pub(crate) fn received(&self) -> Option<&'static str> {
         self.stop.received()
+    }
+
+    /// True once SIGUSR1 asked for a drain.
+    pub(crate) fn draining(&self) -> bool {
+        self.drain.load(Ordering::Relaxed)
     }
 }
 

@@ -18,6 +18,7 @@ mod leaving;
 mod registration;
 mod restart;
 mod scheduling;
+mod task_store;
 mod time_limits;
 
 /// The client connection most tests submit from.

@@ -1,6 +1,6 @@
 //! An engine busy in user code for a long time still answers heartbeats (its heartbeat
-//! thread never runs user code), so it is not declared dead. In its own test binary: it
-//! spins a core for 30 s.
+//! thread never runs user code), so it is not declared dead. It keeps one core busy for 30 s
+//! while the other areas' tests run beside it, which is what a loaded engine host looks like.
 
 use cluster_tests::TestCluster;
 use std::time::{Duration, Instant};

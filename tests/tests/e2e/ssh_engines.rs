@@ -251,7 +251,7 @@ fn bad_key_missing_binary_and_crashing_engines_are_explained() {
     assert_hosts_clean(&hosts);
 }
 
-/// `cargo test -p cluster-tests --release --test ssh_engines -- --ignored --nocapture`:
+/// `cargo test -p cluster-tests --release --test e2e -- ssh_engines:: --ignored --nocapture`:
 /// time from `cluster start --launcher ssh` to all engines ready, 2 hosts × 4 engines.
 #[test]
 #[ignore = "benchmark: prints numbers"]

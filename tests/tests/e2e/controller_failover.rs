@@ -202,7 +202,13 @@ fn start_on_a_profile_whose_controller_died_brings_it_back_for_the_engines() {
     c.start(2, &[]);
     let before = who_ran(&c.client());
     let engines = c.engine_pids();
-    signal(c.controller_pid().unwrap(), libc::SIGKILL);
+    let old_controller = c.controller_pid().unwrap();
+    signal(old_controller, libc::SIGKILL);
+    // Until it is reaped, the killed controller's pid still answers kill(pid, 0) and `start`
+    // rightly refuses ("already running"); on a loaded machine reaping can take a while.
+    assert!(eventually(Duration::from_secs(5), || {
+        !profiles::process_alive(old_controller)
+    }));
     let report = c.start(3, &[]);
     let mut reused: Vec<u64> = report["reused_engine_pids"]
         .as_array()

@@ -1,7 +1,7 @@
 //! The client library against real controller and engine processes: typed handles, futures,
 //! helpers, cancel, streaming, per-engine stores, commands.
 
-#[path = "../../engine/examples/shared/functions.rs"]
+#[path = "../../../engine/examples/shared/functions.rs"]
 mod functions;
 
 use client::{

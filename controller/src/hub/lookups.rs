@@ -1,0 +1,180 @@
+//! Requests that wait for the task store: what memory no longer holds is looked up on disk
+//! ([`Action::Lookup`]), the request waits here under a tag, and the store's answer
+//! ([`Core::on_lookup_answer`]) completes it. Also the restart: [`Core::recover`] queues again
+//! the tasks a previous controller left unfinished.
+//!
+//! Which requests wait: a fetch of ids neither unfinished nor among the cached results; a
+//! submission that mentions ids memory does not know but the store may (a task of a client of
+//! the previous controller, submitted again; a dependency that finished long ago). Found
+//! results of a submission enter the result cache, so the submission then proceeds as if they
+//! had always been in memory: a finished task is answered, not run again.
+
+use super::results::from_disk;
+use super::tasks::{Task, TaskState};
+use super::{Action, Core, Route};
+use protocol::TaskId;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{Answer, Lookup, Query, RecoveredTask};
+
+/// A request waiting for the store.
+#[derive(Debug)]
+pub(super) enum Deferred {
+    /// `FromClient::Fetch`.
+    Fetch { route: Route, ids: Vec<TaskId> },
+    /// `FromClient::Submit`.
+    Submit {
+        route: Route,
+        requests: Vec<protocol::TaskRequest>,
+        payloads: Vec<Vec<u8>>,
+    },
+}
+
+/// The waiting requests, by tag.
+#[derive(Debug, Default)]
+pub(super) struct Lookups {
+    waiting: HashMap<u64, Deferred>,
+    next_tag: u64,
+    /// Purges of the last [`PURGE_MEMORY`] (when, which ids; empty: all): the store may
+    /// not have committed them yet, so its answers for those ids are not believed.
+    purges: std::collections::VecDeque<(Duration, Vec<TaskId>)>,
+}
+
+/// How long a purge is remembered against answers the store gives before committing it.
+const PURGE_MEMORY: Duration = Duration::from_secs(5);
+
+impl Lookups {
+    pub(super) fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Remembers a purge made at `now` (`ids` empty: all).
+    pub(super) fn purged(&mut self, now: Duration, ids: Vec<TaskId>) {
+        while self
+            .purges
+            .front()
+            .is_some_and(|(t, _)| now.saturating_sub(*t) > PURGE_MEMORY)
+        {
+            self.purges.pop_front();
+        }
+        self.purges.push_back((now, ids));
+    }
+
+    /// Whether `id` was purged lately.
+    fn purged_lately(&self, id: TaskId, now: Duration) -> bool {
+        self.purges.iter().any(|(t, ids)| {
+            now.saturating_sub(*t) <= PURGE_MEMORY && (ids.is_empty() || ids.contains(&id))
+        })
+    }
+
+    fn add(&mut self, deferred: Deferred) -> u64 {
+        self.next_tag += 1;
+        self.waiting.insert(self.next_tag, deferred);
+        self.next_tag
+    }
+}
+
+impl Core {
+    /// Asks the store about `ids` for `deferred`, which waits for the answer.
+    pub(super) fn look_up(&mut self, ids: Vec<TaskId>, deferred: Deferred, out: &mut Vec<Action>) {
+        let tag = self.lookups.add(deferred);
+        out.push(Action::Lookup {
+            tag,
+            query: Query::Lookup(ids),
+        });
+    }
+
+    /// The task store answered the lookup `tag`: the request waiting for it completes.
+    pub fn on_lookup_answer(&mut self, tag: u64, answer: Answer, now: Duration) -> Vec<Action> {
+        self.advance(now);
+        let mut out = Vec::new();
+        let Some(deferred) = self.lookups.waiting.remove(&tag) else {
+            tracing::debug!("an answer of the task store for no waiting request ({tag}); ignored");
+            return out;
+        };
+        let found: HashMap<TaskId, Lookup> = match answer {
+            Answer::Lookup(Ok(found)) => found
+                .into_iter()
+                .filter(|(id, l)| {
+                    !(matches!(l, Lookup::Finished { .. })
+                        && self.lookups.purged_lately(*id, self.now))
+                })
+                .collect(),
+            Answer::Lookup(Err(e)) => {
+                tracing::warn!("task store lookup failed: {e}; answering from memory only");
+                HashMap::new()
+            }
+            other => {
+                tracing::warn!("unexpected task store answer {other:?} to a lookup; ignored");
+                HashMap::new()
+            }
+        };
+        match deferred {
+            Deferred::Fetch { route, ids } => self.answer_fetch(&route, ids, &found, &mut out),
+            Deferred::Submit {
+                route,
+                requests,
+                payloads,
+            } => {
+                for (_, lookup) in found {
+                    if let Lookup::Finished {
+                        outcome,
+                        payload,
+                        payload_state,
+                    } = lookup
+                    {
+                        if !self.tasks.contains(outcome.id) {
+                            let (outcome, payload) = from_disk(outcome, payload, payload_state);
+                            self.results.keep(outcome, payload);
+                        }
+                    }
+                }
+                self.submit_now(&route, requests, payloads, &mut out);
+            }
+        }
+        self.flush_records(&mut out);
+        out
+    }
+
+    /// Queues again the tasks a previous controller left queued or running (from the task
+    /// store, in submission order), so that each runs (again: at least once). They have no
+    /// client connection until their client submits them again or fetches their results;
+    /// their dependencies are not waited for (they had been met, or are recovered too). A task
+    /// whose argument the store did not keep cannot run and is left to its client. Returns how
+    /// many were queued.
+    pub fn recover(&mut self, tasks: Vec<RecoveredTask>) -> usize {
+        let mut queued = 0;
+        for rec in tasks {
+            let Some(argument) = rec.argument else {
+                tracing::warn!(
+                    "task {} was unfinished but the store kept no argument ({} bytes); it runs again only if its client submits it again",
+                    rec.request.id,
+                    rec.argument_size
+                );
+                continue;
+            };
+            let tid = rec.request.id;
+            if self.tasks.contains(tid) {
+                continue;
+            }
+            self.clients.avoid(rec.client);
+            let seq = self.tasks.next_seq();
+            let mut task = Task::held(seq, protocol::EngineId(0));
+            task.fill_in(rec.request, Arc::unwrap_or_clone(argument));
+            task.move_to(TaskState::Queued);
+            match self.queues.class_for(&task.class_key(), &self.engines) {
+                Ok(cid) => {
+                    self.arm_start_timer(tid, &mut task);
+                    self.tasks.insert(tid, task);
+                    self.queues.push(cid, tid, seq);
+                    queued += 1;
+                }
+                Err((_, message)) => {
+                    tracing::warn!("recovered task {tid} cannot be queued: {message}");
+                }
+            }
+        }
+        queued
+    }
+}

@@ -1,0 +1,225 @@
+//! With a task store: every task's life leaves the core as records, one batch an event; a
+//! result delivered to its client is acknowledged; memory holds a bounded cache of results;
+//! what memory no longer holds is looked up; a restart queues the unfinished tasks again.
+
+use super::*;
+use ::store::{Answer, Lookup, Query, Record, RecoveredTask, TaskState as StoredState};
+
+fn persisting(cache_bytes: usize) -> Harness {
+    Harness::with_config(
+        CoreConfig {
+            hwm: Hwm::Limit(0),
+            persist: true,
+            result_cache_bytes: cache_bytes,
+            epoch_us: 1_000_000,
+            ..Default::default()
+        },
+        Duration::ZERO,
+    )
+}
+
+fn records(actions: &[Action]) -> Vec<Record> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Record(r) => Some(r.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn lookups(actions: &[Action]) -> Vec<(u64, Vec<TaskId>)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Lookup {
+                tag,
+                query: Query::Lookup(ids),
+            } => Some((*tag, ids.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn kinds(records: &[Record]) -> Vec<&'static str> {
+    records
+        .iter()
+        .map(|r| match r {
+            Record::Submitted(_) => "submitted",
+            Record::Started { .. } => "started",
+            Record::Requeued { .. } => "requeued",
+            Record::Finished(_) => "finished",
+            Record::Acknowledged { .. } => "acknowledged",
+            Record::Purged(_) => "purged",
+        })
+        .collect()
+}
+
+#[test]
+fn a_task_life_is_recorded_in_one_batch_an_event_and_its_delivery_acknowledged() {
+    let mut h = persisting(1 << 20);
+    h.hello(CLIENT);
+    h.register("a", &["f"]);
+    h.at(secs(1));
+    let actions = h.submit(vec![call(1, "f")]);
+    let batches = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Record(_)))
+        .count();
+    assert_eq!(batches, 1);
+    let recs = records(&actions);
+    assert_eq!(kinds(&recs), ["submitted", "started"]);
+    let Record::Submitted(s) = &recs[0] else {
+        unreachable!()
+    };
+    // Wall-clock times: the epoch plus the core's clock.
+    assert_eq!(s.submitted_us, 2_000_000);
+    assert_eq!(s.argument.as_deref(), Some(&payload_of(tid(1))));
+    h.at(secs(2));
+    let recs = records(&h.finish("a", &[tid(1)], 5));
+    assert_eq!(kinds(&recs), ["finished", "acknowledged"]);
+    assert!(matches!(recs[1], Record::Acknowledged { id, time_us: 3_000_000 } if id == tid(1)));
+}
+
+#[test]
+fn a_result_whose_client_is_gone_is_recorded_but_not_acknowledged() {
+    let mut h = persisting(1 << 20);
+    h.hello(CLIENT);
+    h.register("a", &["f"]);
+    h.submit(vec![call(1, "f")]);
+    h.core.on_client_unreachable(CLIENT);
+    let recs = records(&h.finish("a", &[tid(1)], 5));
+    assert_eq!(kinds(&recs), ["finished"]);
+}
+
+#[test]
+fn memory_holds_a_bounded_cache_of_results_and_the_rest_is_looked_up() {
+    // Room for about ten results of ~170 bytes.
+    let mut h = persisting(3600);
+    h.hello(CLIENT);
+    h.register("a", &["f"]);
+    for round in 0..100u64 {
+        let ids: Vec<u64> = (round * 100 + 1..=round * 100 + 100).collect();
+        h.submit(ids.iter().map(|&i| call(i, "f")).collect());
+        let tids: Vec<TaskId> = ids.iter().map(|&i| tid(i)).collect();
+        h.finish("a", &tids, 5);
+        assert!(h.core.result_bytes() <= 3600, "round {round}");
+    }
+    assert!(h.core.results.len() <= 10);
+    assert!(h.core.results.evicted() >= 9_990);
+    assert_eq!(h.tables().tasks, 0);
+    // A recent result is answered from memory; an old one is looked up.
+    let actions = h.client(
+        CLIENT,
+        FromClient::Fetch {
+            ids: vec![tid(10_000)],
+        },
+    );
+    assert_eq!(delivered(&actions).len(), 1);
+    let actions = h.client(
+        CLIENT,
+        FromClient::Fetch {
+            ids: vec![tid(3), tid(10_000)],
+        },
+    );
+    assert!(delivered(&actions).is_empty());
+    let asked = lookups(&actions);
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].1, vec![tid(3)]);
+    assert_eq!(h.core.lookups_pending(), 1);
+    let outcome = TaskOutcome {
+        id: tid(3),
+        engine: Some(EngineId(0)),
+        status: Status::Ok,
+        started_us: 1,
+        elapsed_us: 5,
+    };
+    let answer = Answer::Lookup(Ok(vec![(
+        tid(3),
+        Lookup::Finished {
+            outcome,
+            payload: Some(Arc::new(b"res-3".to_vec())),
+            payload_state: ::store::PayloadState::Kept,
+        },
+    )]));
+    let actions = h.core.on_lookup_answer(asked[0].0, answer, h.now);
+    let got = delivered(&actions);
+    assert_eq!(got.len(), 1);
+    let ids: Vec<TaskId> = got[0].1.iter().map(|o| o.id).collect();
+    assert_eq!(ids, [tid(3), tid(10_000)]);
+    assert_eq!(got[0].2[0], b"res-3");
+    assert_eq!(h.core.lookups_pending(), 0);
+}
+
+#[test]
+fn without_a_store_results_stay_until_purged_and_nothing_is_recorded() {
+    let mut h = Harness::new(Hwm::Limit(0));
+    h.hello(CLIENT);
+    h.register("a", &["f"]);
+    let actions = h.submit((1..=500).map(|i| call(i, "f")).collect());
+    assert!(records(&actions).is_empty());
+    let tids: Vec<TaskId> = (1..=500).map(tid).collect();
+    h.finish("a", &tids, 5);
+    assert_eq!(h.core.results.len(), 500);
+    let actions = h.client(CLIENT, FromClient::Fetch { ids: vec![tid(1)] });
+    assert!(lookups(&actions).is_empty());
+}
+
+#[test]
+fn a_restart_queues_the_unfinished_again_and_answers_resubmitted_finished_tasks_from_the_store() {
+    let mut h = Harness::with_config(
+        CoreConfig {
+            hwm: Hwm::Limit(0),
+            persist: true,
+            stored_clients_upto: 1,
+            first_client_id: 2,
+            ..Default::default()
+        },
+        Duration::ZERO,
+    );
+    let recovered = RecoveredTask {
+        request: call(2, "f"),
+        client: ClientId(1),
+        state: StoredState::Running,
+        engine: Some(EngineId(0)),
+        submitted_us: 1,
+        argument_size: 3,
+        argument: Some(Arc::new(b"arg".to_vec())),
+    };
+    assert_eq!(h.core.recover(vec![recovered]), 1);
+    assert_eq!(h.hello(b"new"), ClientId(2));
+    let (_, actions) = h.register("a", &["f"]);
+    let sent = sent(&actions);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1, [tid(2)]);
+    assert_eq!(sent[0].2[0], b"arg");
+    // Task 1 finished before the crash; its client submits 1 and 2 again.
+    let actions = h.submit(vec![call(1, "f"), call(2, "f")]);
+    let asked = lookups(&actions);
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].1, [tid(1)]);
+    let outcome = TaskOutcome {
+        id: tid(1),
+        engine: Some(EngineId(0)),
+        status: Status::Ok,
+        started_us: 1,
+        elapsed_us: 5,
+    };
+    let answer = Answer::Lookup(Ok(vec![(
+        tid(1),
+        Lookup::Finished {
+            outcome,
+            payload: Some(Arc::new(b"one".to_vec())),
+            payload_state: ::store::PayloadState::Kept,
+        },
+    )]));
+    let actions = h.core.on_lookup_answer(asked[0].0, answer, h.now);
+    // Task 1 is answered, not run again; task 2 keeps running where it is.
+    assert!(sent_to(&actions).is_empty());
+    let got = delivered(&actions);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1[0].id, tid(1));
+    let actions = h.finish("a", &[tid(2)], 5);
+    assert_eq!(delivered(&actions)[0].1[0].id, tid(2));
+}
