@@ -790,12 +790,17 @@ mod tests {
         b.send(None, &FromClient::Hello, &[]).unwrap();
         a.send(None, &FromClient::Status, &[b"secret argument"])
             .unwrap();
+        // Wait to hear from both: the relay can only route to `b` once `b` is connected
+        // (ROUTER_MANDATORY), and on a loaded machine its hello may come second.
         let mut from_a = None;
-        while from_a.is_none() {
+        let mut heard_b = false;
+        while from_a.is_none() || !heard_b {
             wait(&relay);
             while let Some(got) = relay.recv::<FromClient>().unwrap() {
                 if got.route.as_deref() == Some(b"a".as_slice()) {
                     from_a = Some(got);
+                } else if got.route.as_deref() == Some(b"b".as_slice()) {
+                    heard_b = true;
                 }
             }
         }
