@@ -36,6 +36,9 @@ use std::fmt;
 mod function;
 pub use function::{builtin, stock, Function, Whoami};
 
+mod launch;
+pub use launch::LaunchInfo;
+
 /// Version of the wire protocol. Peers with another version are refused with a clear message,
 /// and connection files carry it so that a stale file is recognised before any message is sent.
 ///
@@ -243,6 +246,9 @@ pub struct Registration {
     /// restart): the controller counts them as running here instead of handing them out anew.
     #[serde(default)]
     pub held: Vec<TaskId>,
+    /// Its rank and batch job, when `mpiexec` or `srun` started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<LaunchInfo>,
 }
 
 /// Engine → controller, on the engine socket.
@@ -264,8 +270,15 @@ pub enum FromEngine {
         /// Ids of the tasks.
         ids: Vec<TaskId>,
     },
+    /// Tasks the engine held in its own queue and will not run (it is draining, SIGUSR1),
+    /// sent back before `Unregister`: the controller queues them again without counting a
+    /// retry. The i-th payload frame is the i-th task's argument payload as it was received.
+    HandBack {
+        /// The tasks, as they were assigned.
+        tasks: Vec<Assignment>,
+    },
 }
-message_types!(FromEngine { Register => "register", Results => "results", Unregister => "unregister", Started => "started" });
+message_types!(FromEngine { Register => "register", Results => "results", Unregister => "unregister", Started => "started", HandBack => "hand_back" });
 
 /// Controller → engine, on the engine socket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -687,6 +700,12 @@ pub struct EngineStatus {
     pub completed: u64,
     /// Current limit on outstanding tasks.
     pub hwm: u32,
+    /// Its rank, when `mpiexec` or `srun` started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<u32>,
+    /// The Slurm job it runs in, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// Task counters in a status report.
@@ -925,6 +944,19 @@ mod tests {
         assert_eq!(
             hex::encode(encode(&call).unwrap()),
             "81a463616c6c81a866756e6374696f6ea46e6f6f70"
+        );
+        let hand_back = FromEngine::HandBack {
+            tasks: vec![Assignment {
+                id: TaskId(7),
+                work: call,
+                timeout_ms: None,
+                start_within_ms: Some(5),
+            }],
+        };
+        assert_eq!(hand_back.msg_type(), "hand_back");
+        assert_eq!(
+            hex::encode(encode(&hand_back).unwrap()),
+            "81a968616e645f6261636b81a57461736b739184a2696407a4776f726b81a463616c6c81a866756e6374696f6ea46e6f6f70aa74696d656f75745f6d73c0af73746172745f77697468696e5f6d7305"
         );
     }
 
