@@ -80,7 +80,7 @@ pub fn physical_cores() -> usize {
 }
 
 /// Spawns `cmd` in its own session with output appended to `log`.
-fn spawn_detached(mut cmd: Command, log: &Path) -> Result<Child> {
+pub(crate) fn spawn_detached(mut cmd: Command, log: &Path) -> Result<Child> {
     let out = fs::File::create(log)
         .with_context(|| format!("cannot create log file {}", log.display()))?;
     let err = out.try_clone()?;
@@ -317,9 +317,47 @@ pub fn launch_engines(
     launch: &EngineLaunch,
     already: usize,
 ) -> Result<Vec<u32>> {
-    let program = launch
-        .program
-        .clone()
+    let mut children = spawn_engines(profile, settings, launch.count, launch.program.as_deref())?;
+    let pids: Vec<u32> = children.iter().map(|(c, _)| c.id()).collect();
+    let want = already + launch.count;
+    let client = client::Client::connect_file(profile.client_file())?;
+    match client.wait_for_engines(want, launch.timeout) {
+        Ok(_) => Ok(pids),
+        Err(e) => {
+            let mut msg = format!(
+                "only some engines registered within {:?}: {e}",
+                launch.timeout
+            );
+            for (child, log) in &mut children {
+                if let Ok(Some(status)) = child.try_wait() {
+                    msg.push_str(&format!(
+                        "\n  engine pid {} exited ({status}); its log {} ends with:\n{}",
+                        child.id(),
+                        log.display(),
+                        log_tail(log, 5)
+                    ));
+                }
+            }
+            msg.push_str(&format!(
+                "\n  controller log: {}",
+                profile.log_dir().join("controller.log").display()
+            ));
+            Err(anyhow!(msg))
+        }
+    }
+}
+
+/// Spawns `count` local engines for the running controller of `profile` (the stock engine,
+/// or `program`, else the `engine_program` setting), each detached with its own log and
+/// recorded in `run/`. Does not wait for them to register. Returns each child and its log.
+pub fn spawn_engines(
+    profile: &Profile,
+    settings: &Settings,
+    count: usize,
+    program: Option<&Path>,
+) -> Result<Vec<(Child, PathBuf)>> {
+    let program = program
+        .map(Path::to_path_buf)
         .or_else(|| settings.engine_program.as_ref().map(PathBuf::from));
     if let Some(p) = &program {
         if !p.exists() && !p.is_absolute() && p.components().count() > 1 {
@@ -335,7 +373,7 @@ pub fn launch_engines(
     }
     let mut children = Vec::new();
     let host = hostname();
-    for i in 0..launch.count {
+    for i in 0..count {
         let mut cmd = match &program {
             Some(p) => Command::new(p),
             None => {
@@ -368,33 +406,7 @@ pub fn launch_engines(
         profile.write_engine_record(&rec)?;
         children.push((child, log));
     }
-    let pids: Vec<u32> = children.iter().map(|(c, _)| c.id()).collect();
-    let want = already + launch.count;
-    let client = client::Client::connect_file(profile.client_file())?;
-    match client.wait_for_engines(want, launch.timeout) {
-        Ok(_) => Ok(pids),
-        Err(e) => {
-            let mut msg = format!(
-                "only some engines registered within {:?}: {e}",
-                launch.timeout
-            );
-            for (child, log) in &mut children {
-                if let Ok(Some(status)) = child.try_wait() {
-                    msg.push_str(&format!(
-                        "\n  engine pid {} exited ({status}); its log {} ends with:\n{}",
-                        child.id(),
-                        log.display(),
-                        log_tail(log, 5)
-                    ));
-                }
-            }
-            msg.push_str(&format!(
-                "\n  controller log: {}",
-                profile.log_dir().join("controller.log").display()
-            ));
-            Err(anyhow!(msg))
-        }
-    }
+    Ok(children)
 }
 
 /// What `stop` did.
