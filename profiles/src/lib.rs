@@ -778,7 +778,8 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# "))
             .filter(|l| {
-                *l == "[ssh]"
+                // Each table's keys stay in their table ([ssh], [slurm], [mpi], [scale]...).
+                (l.starts_with('[') && l.ends_with(']'))
                     || l.split_once(" = ")
                         .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
             })
