@@ -488,7 +488,10 @@ impl Core {
         }
         let e = &mut self.engines[id];
         let host = e.host.clone();
-        let mut lost: Vec<TaskId> = e.running.drain().collect();
+        // A draining engine runs nothing after its hand-back: what it still holds when it
+        // leaves was sent to it too late, and never ran.
+        let unrun = left && e.draining;
+        let mut lost: Vec<TaskId> = e.running.iter().copied().collect();
         if left {
             tracing::info!("engine {id} on {host} left ({reason})");
         } else {
@@ -497,10 +500,14 @@ impl Core {
                 lost.len()
             );
         }
-        self.free.update(&self.engines[id]);
         // Requeue in submission order so that retries keep their relative order.
         lost.sort_by_key(|&t| self.tasks.get(t).map_or(0, |t| t.seq));
         let mut deliveries = Deliveries::default();
+        if unrun {
+            lost.retain(|&tid| !self.requeue_unrun(tid, id, &mut deliveries));
+        }
+        self.engines[id].running.clear();
+        self.free.update(&self.engines[id]);
         for tid in lost {
             if self.try_retry(tid, id) {
                 tracing::info!("task {tid} will be retried on another engine");

@@ -529,6 +529,26 @@ impl Core {
         if task.payload.is_none() {
             task.payload = Some(Arc::new(payload));
         }
+        self.requeue_unrun(tid, engine, deliveries)
+    }
+
+    /// Sends `tid`, which is counted as running on `engine` but never ran there (handed
+    /// back, or sent to a draining engine after it handed back its queue), back to its queue
+    /// unchanged, as [`Core::queue_again`] does. False when it is not running there or its
+    /// work was not kept (nothing changed).
+    pub(super) fn requeue_unrun(
+        &mut self,
+        tid: TaskId,
+        engine: EngineId,
+        deliveries: &mut Deliveries,
+    ) -> bool {
+        let Some(task) = self.tasks.get(tid) else {
+            return false;
+        };
+        if task.state != TaskState::Running(engine) || task.work.is_none() || task.payload.is_none()
+        {
+            return false;
+        }
         let key = task.class_key();
         if let Some(e) = self.engines.get_mut(engine) {
             e.running.remove(&tid);

@@ -108,3 +108,39 @@ fn a_hand_back_of_finished_or_unknown_tasks_changes_nothing() {
     h.core.on_engine(b"nobody", back, vec![], h.now);
     assert_eq!(h.tables(), before);
 }
+
+/// Tasks sent to an engine after it took its queue to hand back (the controller had not
+/// heard of the drain yet) were never run there: when it leaves, those whose work the
+/// controller kept go back to the queue without spending a retry; the others are lost with
+/// the engine, as before.
+#[test]
+fn tasks_still_held_by_a_draining_engine_when_it_leaves_never_ran() {
+    let mut h = Harness::new(Hwm::Limit(0));
+    h.register("a", &["f"]);
+    let actions = h.submit(vec![
+        with(call(1, "f"), &[], 1),
+        call(2, "f"),
+        with(call(3, "f"), &[], 1),
+    ]);
+    let (tasks, payloads) = assignments(&actions);
+    h.register("b", &["f"]);
+    // The hand-back names task 3 only: 1 and 2 reached the engine too late.
+    let back = FromEngine::HandBack {
+        tasks: tasks[2..].to_vec(),
+    };
+    let actions = h.core.on_engine(b"a", back, payloads[2..].to_vec(), h.now);
+    assert_eq!(sent_to(&actions), [(EngineId(1), tid(3))]);
+    let actions = h.unregister("a");
+    assert_eq!(sent_to(&actions), [(EngineId(1), tid(1))]);
+    assert_eq!(h.core.tasks.get(tid(1)).map(|t| t.retries), Some(1));
+    let lost: Vec<_> = delivered(&actions)
+        .into_iter()
+        .flat_map(|(_, o, _)| o)
+        .map(|o| (o.id, error_of(&o).kind))
+        .collect();
+    assert_eq!(
+        lost,
+        [(tid(2), ErrorKind::EngineLost)],
+        "no copy of task 2 was kept"
+    );
+}
