@@ -54,6 +54,7 @@ enum Command {
     Stop(cmd::stop::Args),
     Status(cmd::status::Args),
     Engines(cmd::engines::Args),
+    Scale(cmd::scale::Args),
     Call(cmd::call::Args),
     Map(cmd::map::Args),
     Submit(cmd::submit::Args),
@@ -74,6 +75,7 @@ impl Command {
             Command::Stop(a) => a.json,
             Command::Status(a) => a.json,
             Command::Engines(a) => a.json,
+            Command::Scale(a) => a.json,
             Command::Call(a) => a.json,
             Command::Map(a) => a.json,
             Command::Result(a) => a.json,
@@ -147,6 +149,7 @@ fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
         Command::Stop(a) => show(ctx, cmd::stop::run(a, ctx)?, |r| r.outcome()),
         Command::Status(a) => show(ctx, cmd::status::run(a, ctx)?, done),
         Command::Engines(a) => show(ctx, cmd::engines::run(a, ctx)?, |r| r.outcome()),
+        Command::Scale(a) => show(ctx, cmd::scale::run(a, ctx)?, done),
         Command::Call(a) => show(ctx, cmd::call::run(a, ctx)?, done),
         Command::Map(a) => show(ctx, cmd::map::run(a, ctx)?, done),
         Command::Submit(a) => show(ctx, cmd::submit::run(a, ctx)?, done),
@@ -176,7 +179,10 @@ pub fn main_status(args: impl IntoIterator<Item = OsString>) -> u8 {
             return u8::try_from(e.exit_code()).unwrap_or(exit::USAGE);
         }
     };
-    if !matches!(cli.command, Command::Controller(_) | Command::Engine(_)) {
+    let daemon = matches!(&cli.command, Command::Scale(a) if a.foreground);
+    if daemon {
+        init_logging("info");
+    } else if !matches!(cli.command, Command::Controller(_) | Command::Engine(_)) {
         init_logging("warn");
     }
     match run(cli) {

@@ -144,7 +144,7 @@ pub fn physical_cores() -> usize {
 }
 
 /// Spawns `cmd` in its own session with output appended to `log`.
-fn spawn_detached(mut cmd: Command, log: &Path) -> Result<Child> {
+pub(crate) fn spawn_detached(mut cmd: Command, log: &Path) -> Result<Child> {
     let out = fs::File::create(log)
         .with_context(|| format!("cannot create log file {}", log.display()))?;
     let err = out.try_clone()?;
@@ -413,7 +413,64 @@ pub fn launch_engines(
     launch: &EngineLaunch,
     already: usize,
 ) -> Result<Vec<u32>> {
-    let program = launch.program.resolve(settings)?;
+    let host = hostname();
+    let mut children = spawn_engines(profile, settings, launch.count, &launch.program)?;
+    let pids: Vec<u32> = children.iter().map(|(c, _)| c.id()).collect();
+    let want = already + launch.count;
+    let client = client::Client::connect_file(profile.client_file())?;
+    let registered = client.wait_for_engines(want, launch.timeout);
+    if registered.is_ok() {
+        // A log that cannot be renamed keeps its first name: the engine runs either way.
+        if let Ok(status) = client.status() {
+            let ids = status
+                .engines
+                .iter()
+                .filter(|e| e.host == host)
+                .map(|e| (e.pid, e.id));
+            name_logs(profile, &pids, ids.collect());
+        }
+    }
+    prune_logs(profile, MAX_ENGINE_LOGS);
+    match registered {
+        Ok(_) => Ok(pids),
+        Err(e) => {
+            let mut msg = format!(
+                "only some engines registered within {:?}: {e}",
+                launch.timeout
+            );
+            for (child, log) in &mut children {
+                if let Ok(Some(status)) = child.try_wait() {
+                    msg.push_str(&format!(
+                        "
+  engine pid {} exited ({status}); its log {} ends with:
+{}",
+                        child.id(),
+                        log.display(),
+                        log_tail(log, 5)
+                    ));
+                }
+            }
+            msg.push_str(&format!(
+                "
+  controller log: {}",
+                profile.log_dir().join("controller.log").display()
+            ));
+            Err(anyhow!(msg))
+        }
+    }
+}
+
+/// Spawns `count` local engines for the running controller of `profile` (`program` resolved
+/// against the settings: the stock engine, the `engine_program` setting or another program),
+/// each detached with its own log and recorded in `run/`. Does not wait for them to register.
+/// Returns each child and its log.
+pub fn spawn_engines(
+    profile: &Profile,
+    settings: &Settings,
+    count: usize,
+    program: &EngineProgram,
+) -> Result<Vec<(Child, PathBuf)>> {
+    let program = program.resolve(settings)?;
     let engine_file = profile.engine_file();
     if !engine_file.exists() {
         bail!(
@@ -423,7 +480,7 @@ pub fn launch_engines(
     }
     let mut children = Vec::new();
     let host = hostname();
-    for i in 0..launch.count {
+    for i in 0..count {
         let mut cmd = match &program {
             Some(p) => Command::new(p),
             None => {
@@ -459,46 +516,7 @@ pub fn launch_engines(
         profile.write_engine_record(&rec)?;
         children.push((child, log));
     }
-    let pids: Vec<u32> = children.iter().map(|(c, _)| c.id()).collect();
-    let want = already + launch.count;
-    let client = client::Client::connect_file(profile.client_file())?;
-    let registered = client.wait_for_engines(want, launch.timeout);
-    if registered.is_ok() {
-        // A log that cannot be renamed keeps its first name: the engine runs either way.
-        if let Ok(status) = client.status() {
-            let ids = status
-                .engines
-                .iter()
-                .filter(|e| e.host == host)
-                .map(|e| (e.pid, e.id));
-            name_logs(profile, &pids, ids.collect());
-        }
-    }
-    prune_logs(profile, MAX_ENGINE_LOGS);
-    match registered {
-        Ok(_) => Ok(pids),
-        Err(e) => {
-            let mut msg = format!(
-                "only some engines registered within {:?}: {e}",
-                launch.timeout
-            );
-            for (child, log) in &mut children {
-                if let Ok(Some(status)) = child.try_wait() {
-                    msg.push_str(&format!(
-                        "\n  engine pid {} exited ({status}); its log {} ends with:\n{}",
-                        child.id(),
-                        log.display(),
-                        log_tail(log, 5)
-                    ));
-                }
-            }
-            msg.push_str(&format!(
-                "\n  controller log: {}",
-                profile.log_dir().join("controller.log").display()
-            ));
-            Err(anyhow!(msg))
-        }
-    }
+    Ok(children)
 }
 
 /// Moves `path` to `path.1` (replacing an older `.1`), so a new file of that name can start

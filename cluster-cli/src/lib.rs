@@ -45,6 +45,7 @@ pub mod output;
 pub mod program;
 pub mod progress;
 pub mod render;
+pub mod scale;
 pub mod signatures;
 pub mod ssh;
 pub mod ssh_start;

@@ -433,6 +433,8 @@ pub struct StatusShown {
     pub hosts: Vec<profiles::SshHostRecord>,
     /// The profile's Slurm jobs and their states (text lines, JSON; empty/null for none).
     pub jobs: (String, Value),
+    /// The running autoscaler's last decision, if one runs.
+    pub scale: Option<crate::scale::ScaleState>,
 }
 
 impl Report for StatusShown {
@@ -454,6 +456,10 @@ impl Report for StatusShown {
             ));
         }
         s.push_str(&self.jobs.0);
+        if let Some(scale) = &self.scale {
+            s.push_str(&scale.line());
+            s.push('\n');
+        }
         s
     }
     fn json(&self) -> Value {
@@ -463,6 +469,9 @@ impl Report for StatusShown {
         }
         if let (Some(obj), false) = (v.as_object_mut(), self.jobs.1.is_null()) {
             obj.insert("slurm_jobs".into(), self.jobs.1.clone());
+        }
+        if let (Some(obj), Some(scale)) = (v.as_object_mut(), &self.scale) {
+            obj.insert("scale".into(), to_value(scale));
         }
         v
     }
@@ -605,6 +614,44 @@ impl Report for WaitShown {
             "summary": self.summary, "pending": ids_json(&self.pending),
             "unknown": ids_json(&self.unknown),
         })
+    }
+}
+
+/// `cluster scale`.
+#[derive(Debug, Clone)]
+pub enum ScaleStarted {
+    /// The loop started detached.
+    Detached {
+        /// Its pid.
+        pid: u32,
+        /// Engines kept at least.
+        min: usize,
+        /// Engines never exceeded.
+        max: usize,
+        /// Its log.
+        log: std::path::PathBuf,
+    },
+    /// The loop ran here (`--foreground`) and ended.
+    Ran,
+}
+
+impl Report for ScaleStarted {
+    fn text(&self) -> String {
+        match self {
+            ScaleStarted::Detached { pid, min, max, log } => format!(
+                "autoscaler started (pid {pid}): {min}..{max} engines; `cluster status` shows what it does, `cluster stop` ends it; log {}\n",
+                log.display()
+            ),
+            ScaleStarted::Ran => String::new(),
+        }
+    }
+    fn json(&self) -> Value {
+        match self {
+            ScaleStarted::Detached { pid, min, max, log } => {
+                json!({"pid": pid, "min": min, "max": max, "log": log})
+            }
+            ScaleStarted::Ran => Value::Null,
+        }
     }
 }
 
@@ -819,6 +866,7 @@ mod tests {
             queue: Some(QueueStatus::default()),
             hosts: vec![],
             jobs: (String::new(), Value::Null),
+            scale: None,
         };
         let v = shown.json();
         assert!(v["queue"].is_object(), "{v}");

@@ -19,17 +19,32 @@ pub fn status(report: &StatusReport) -> String {
     );
     let _ = writeln!(out, "engines ({}):", report.engines.len());
     if !report.engines.is_empty() {
-        let _ = writeln!(
+        // Rank and batch job only when some engine was started by mpiexec or srun.
+        let launched = report
+            .engines
+            .iter()
+            .any(|e| e.rank.is_some() || e.job.is_some());
+        let _ = write!(
             out,
             "  {:>4}  {:<20} {:>8}  {:<13} {:>11} {:>10} {:>5}",
             "ID", "HOST", "PID", "STATE", "OUTSTANDING", "DONE", "HWM"
         );
+        if launched {
+            let _ = write!(out, " {:>5}  {:<10}", "RANK", "JOB");
+        }
+        out.push('\n');
         for e in &report.engines {
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 "  {:>4}  {:<20} {:>8}  {:<13} {:>11} {:>10} {:>5}",
                 e.id.0, e.host, e.pid, e.state, e.outstanding, e.completed, e.hwm
             );
+            if launched {
+                let rank = e.rank.map_or("-".to_owned(), |r| r.to_string());
+                let _ = write!(out, " {:>5}  {:<10}", rank, e.job.as_deref().unwrap_or("-"));
+            }
+            out.truncate(out.trim_end_matches(' ').len());
+            out.push('\n');
         }
     }
     let t = &report.tasks;
@@ -77,4 +92,59 @@ pub fn queue(q: &protocol::QueueStatus) -> String {
         out.push_str(&e);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{EngineId, EngineStatus};
+
+    fn engine(id: u32, rank: Option<u32>, job: Option<&str>) -> EngineStatus {
+        EngineStatus {
+            id: EngineId(id),
+            host: "n1".into(),
+            pid: 10 + id,
+            state: "alive".into(),
+            outstanding: 0,
+            completed: 3,
+            hwm: 1,
+            rank,
+            job: job.map(str::to_owned),
+        }
+    }
+
+    /// A report with these engines; the rest from JSON, so that fields added later (with
+    /// serde defaults) need no change here.
+    fn report(engines: Vec<EngineStatus>) -> StatusReport {
+        let mut report: StatusReport = serde_json::from_value(serde_json::json!({
+            "controller": {
+                "pid": 1, "host": "h", "scheduler": "leastload", "hwm": "auto",
+                "engine_address": "", "client_address": "", "heartbeat_address": "",
+                "notify_address": "", "uptime_s": 1.0, "clients": 1, "instance": 1
+            },
+            "engines": [],
+            "tasks": {"queued": 0, "running": 0, "done": 0, "failed": 0, "stored": 0},
+            "dropped": {
+                "bad_signature": 0, "replayed": 0, "stale": 0, "malformed": 0,
+                "oversized": 0, "wrong_version": 0
+            }
+        }))
+        .expect("a status report");
+        report.engines = engines;
+        report
+    }
+
+    #[test]
+    fn rank_and_job_columns_only_when_an_engine_has_them() {
+        let plain = status(&report(vec![engine(0, None, None)]));
+        assert!(!plain.contains("RANK") && !plain.contains("JOB"), "{plain}");
+        let text = status(&report(vec![
+            engine(0, Some(1), Some("77")),
+            engine(1, None, None),
+        ]));
+        assert!(text.contains("RANK  JOB"), "{text}");
+        let rows: Vec<&str> = text.lines().filter(|l| l.contains(" n1 ")).collect();
+        assert!(rows[0].ends_with("    1  77"), "{:?}", rows[0]);
+        assert!(rows[1].ends_with("    -  -"), "{:?}", rows[1]);
+    }
 }

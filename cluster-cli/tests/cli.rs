@@ -916,3 +916,179 @@ fn a_corrupt_or_busy_task_database_is_refused_with_its_name() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&dbs), "{err}");
 }
+
+/// `cluster scale` with the local launcher: from no engines to `--max` under a backlog of
+/// tasks (never above it), every result back, and down to none once they have been idle for
+/// `--idle-timeout`; `cluster status` says what it does and `cluster stop` ends it. Prints
+/// the two figures: from a task queued with no engine to an engine running it, and from idle
+/// to released.
+#[test]
+fn scale_starts_engines_for_a_backlog_and_releases_them_when_idle() {
+    use std::time::{Duration, Instant};
+    let folder = Folder::new();
+    // One task per engine at a time, so that the backlog stays in the controller's queue.
+    let out = folder.run(&["start", "-n", "0", "--hwm", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = folder.run(&[
+        "scale",
+        "--min",
+        "0",
+        "--max",
+        "3",
+        "--idle-timeout",
+        "2s",
+        "--interval-ms",
+        "100",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("autoscaler started"),
+        "{}",
+        text(&out.stdout)
+    );
+    let scale_pid = serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(folder.profile().run_dir().join("scale.json")).unwrap(),
+    )
+    .unwrap()["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    let client = client::Client::connect_file(folder.profile().client_file()).unwrap();
+    assert_eq!(client.status().unwrap().engines.len(), 0);
+
+    // Six 1-second tasks: more than three engines can take at once.
+    let queued = Instant::now();
+    let ids = submit_appenders(&folder, 6, &folder.dir.path().join("out.txt"), "1");
+    let mut first_running = None;
+    let mut most = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = client.status().unwrap();
+        most = most.max(status.engines.len());
+        if first_running.is_none() && status.engines.iter().any(|e| e.outstanding > 0) {
+            first_running = Some(queued.elapsed());
+        }
+        if status.tasks.done == 6 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tasks not done in 60 s: {status:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let idle_from = Instant::now();
+    assert_eq!(most, 3, "scaled to --max and not above");
+    let out = folder.run(&["wait", "--timeout", "10"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(ids.len(), 6);
+    let lines = std::fs::read_to_string(folder.dir.path().join("out.txt")).unwrap();
+    assert_eq!(lines.lines().count(), 6, "{lines}");
+    let status = folder.run(&["status"]);
+    assert!(
+        text(&status.stdout).contains("scale (pid"),
+        "{}",
+        text(&status.stdout)
+    );
+
+    // Idle for 2 s: all released (drained, gone).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !client.status().unwrap().engines.is_empty() {
+        assert!(Instant::now() < deadline, "engines not released in 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let released = idle_from.elapsed();
+    eprintln!(
+        "MEASURE scale (local): task queued with no engine -> an engine running it {:.2} s; idle -> all released {:.2} s (idle timeout 2 s, interval 0.1 s)",
+        first_running.unwrap_or_default().as_secs_f64(),
+        released.as_secs_f64()
+    );
+    let out = folder.run(&["stop"]);
+    assert!(
+        text(&out.stdout).contains("stopped the autoscaler"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        !profiles::process_alive(scale_pid),
+        "the autoscaler is gone"
+    );
+}
+
+/// `cluster start --restart on-failure`: `kill -9` of an engine brings a new one, counted in
+/// `cluster status`; an engine that keeps dying at once is restarted only `[restart] limit`
+/// times, and the status says it gave up.
+#[test]
+fn engines_killed_with_restart_on_failure_come_back_until_the_limit() {
+    use std::time::{Duration, Instant};
+    let folder = Folder::new();
+    let out = folder.run(&["profile", "create"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config = folder.profile().config_file();
+    let original = std::fs::read_to_string(&config).unwrap_or_default();
+    std::fs::write(
+        &config,
+        format!("{original}\n[restart]\nlimit = 2\nwindow_s = 600\nbackoff_initial_ms = 100\nbackoff_max_ms = 200\n"),
+    )
+    .unwrap();
+    let out = folder.run(&["start", "-n", "1", "--restart", "on-failure"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let client = client::Client::connect_file(folder.profile().client_file()).unwrap();
+    let first = client.status().unwrap().engines[0].clone();
+    let killed = Instant::now();
+    // SAFETY: kill(2) on the engine this test's cluster started.
+    unsafe {
+        libc::kill(first.pid as i32, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let second = loop {
+        let status = client.status().unwrap();
+        if let Some(e) = status.engines.iter().find(|e| e.pid != first.pid) {
+            break e.clone();
+        }
+        assert!(Instant::now() < deadline, "no new engine in 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!(
+        "MEASURE restart: kill -9 -> a new engine registered in {:.2} s",
+        killed.elapsed().as_secs_f64()
+    );
+    let out = folder.run(&["status"]);
+    assert!(
+        text(&out.stdout).contains("1 restart(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // From now on every start dies at once: a crash loop, stopped by the limit.
+    let crash = folder.dir.path().join("crash.sh");
+    std::fs::write(&crash, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&crash, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let now = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("engine_program = {:?}\n{now}", crash.display().to_string()),
+    )
+    .unwrap();
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(second.pid as i32, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = folder.run(&["status"]);
+        let shown = text(&out.stdout);
+        if shown.contains("gave up") {
+            assert!(shown.contains("2 restart(s)"), "{shown}");
+            assert!(shown.contains("crash loop"), "{shown}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no giving up in 30 s:\n{shown}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = folder.run(&["stop"]);
+    assert!(
+        text(&out.stdout).contains("stopped the supervisor"),
+        "{}",
+        text(&out.stdout)
+    );
+}

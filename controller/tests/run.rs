@@ -114,6 +114,7 @@ fn engine(ctx: &Context, key: &Key, ctl: &Controller) -> (Socket, Socket) {
         slots: 1,
         engine_id: None,
         held: Vec::new(),
+        launch: None,
     });
     tasks.send(None, &reg, &[]).unwrap();
     let got: Received<ToEngine> = recv(&mut tasks);

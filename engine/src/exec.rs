@@ -167,6 +167,7 @@ mod tests {
                 engine_id: EngineId(4),
                 pid: 1,
                 host: "h".into(),
+                rank: None,
             })
             .unwrap(),
             stop: None,

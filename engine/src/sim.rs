@@ -225,6 +225,7 @@ fn registration(uuid: String, i: usize) -> FromEngine {
         slots: 1,
         engine_id: None,
         held: Vec::new(),
+        launch: None,
     })
 }
 

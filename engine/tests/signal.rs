@@ -40,11 +40,30 @@ fn outcomes_until_unregister(
     fake: &mut FakeController,
     since: Instant,
 ) -> (Vec<TaskOutcome>, Duration) {
+    let (outcomes, _, took) = until_unregister(fake, since);
+    (outcomes, took)
+}
+
+/// Tasks handed back, each with its payload.
+type HandedBack = Vec<(Assignment, Vec<u8>)>;
+
+/// What the engine sends before `Unregister`: outcomes, the tasks it hands back with their
+/// payloads, and how long after `since` the `Unregister` came.
+fn until_unregister(
+    fake: &mut FakeController,
+    since: Instant,
+) -> (Vec<TaskOutcome>, HandedBack, Duration) {
     let mut outcomes = Vec::new();
+    let mut handed = Vec::new();
     loop {
-        match fake.recv_engine().msg {
+        let got = fake.recv_engine();
+        match got.msg {
             FromEngine::Results { results } => outcomes.extend(results),
-            FromEngine::Unregister => return (outcomes, since.elapsed()),
+            FromEngine::HandBack { tasks } => {
+                assert!(outcomes.len() <= 1, "results go before the hand-back");
+                handed.extend(tasks.into_iter().zip(got.payloads));
+            }
+            FromEngine::Unregister => return (outcomes, handed, since.elapsed()),
             _ => {}
         }
     }
@@ -161,7 +180,8 @@ fn sigterm_abandons_a_running_function_and_reports_it_lost_within_a_second() {
 
 /// SIGUSR1 (Slurm's `--signal` before the wall-time limit) drains: the running task
 /// finishes and reports its result (it is not abandoned as on SIGTERM), the tasks queued
-/// behind it are not started but left to the controller, and the engine unregisters.
+/// behind it are not started but handed back with their arguments as received
+/// (`HandBack`), and the engine unregisters.
 #[test]
 fn sigusr1_finishes_the_running_task_then_hands_back_the_queue() {
     let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
@@ -188,11 +208,19 @@ fn sigusr1_finishes_the_running_task_then_hands_back_the_queue() {
     unsafe {
         libc::kill(libc::getpid(), libc::SIGUSR1);
     }
-    let (outcomes, took) = outcomes_until_unregister(&mut fake, signalled);
+    let (outcomes, handed, took) = until_unregister(&mut fake, signalled);
     // The sleep ran to its end (0.5 s more), well past SIGTERM's 250 ms grace.
     assert!(took >= Duration::from_millis(400), "{took:?}");
     assert_eq!(outcomes.len(), 1, "{outcomes:?}");
     assert_eq!(outcomes[0].id, call(1, "").id);
     assert_eq!(outcomes[0].status, Status::Ok, "{outcomes:?}");
+    assert_eq!(
+        handed,
+        [
+            (call(2, "echo"), encode(&"x")),
+            (call(3, "echo"), encode(&"y"))
+        ],
+        "the queue, in order, with each argument as received"
+    );
     thread.join().unwrap().expect("a drain is a clean shutdown");
 }

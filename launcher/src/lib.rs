@@ -75,6 +75,33 @@ mod tests {
         assert_eq!(shell_join(&["echo", "$HOME"]), "echo '$HOME'");
     }
 
+    /// The commented `[slurm]`, `[mpi]`, `[scale]` and `[restart]` sections of a new
+    /// profile's `cluster.toml`, uncommented, are valid settings; those of `[scale]` and
+    /// `[restart]` are the defaults.
+    #[test]
+    fn the_commented_sections_of_a_new_profile_parse() {
+        let from = profiles::DEFAULT_CONFIG
+            .find("# [slurm]")
+            .expect("a [slurm] section");
+        let text: String = profiles::DEFAULT_CONFIG[from..]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cluster.toml");
+        std::fs::write(&file, &text).unwrap();
+        let slurm: slurm::SlurmSettings = settings::from_file(&file, "slurm", &[]).unwrap();
+        assert_eq!(slurm.partition.as_deref(), Some("debug"), "{text}");
+        let mpi: mpi::MpiSettings = settings::from_file(&file, "mpi", &[]).unwrap();
+        assert_eq!(mpi.mpiexec, "mpiexec");
+        let scale: scale::ScaleSettings = settings::from_file(&file, "scale", &[]).unwrap();
+        assert_eq!(scale, scale::ScaleSettings::default());
+        let restart: restart::RestartSettings = settings::from_file(&file, "restart", &[]).unwrap();
+        assert_eq!(restart, restart::RestartSettings::default());
+    }
+
     #[test]
     fn tails() {
         assert_eq!(tail("a\nb\nc\n", 2), "b\nc");

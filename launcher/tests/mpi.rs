@@ -5,7 +5,7 @@
 
 mod common;
 
-use client::stock::NTH_PRIME;
+use client::stock::{NTH_PRIME, WHOAMI};
 use cluster_launcher::mpi::{self, Flavor, MpiRecord, MpiSettings};
 use cluster_launcher::run::SystemRunner;
 use std::collections::BTreeSet;
@@ -65,12 +65,27 @@ fn four_engines_through(program: &str, package: &str, want: Flavor) {
     );
     let status = client.status().unwrap();
     assert!(status.engines.iter().all(|e| e.host == "m1"), "{status:?}");
+    // Each engine registered the rank mpiexec gave it: in the status and in `whoami`.
     let ranks: BTreeSet<u32> = status
         .engines
         .iter()
-        .map(|e| ranks_of(e.pid).expect("each engine has a rank").rank)
+        .map(|e| {
+            let given = ranks_of(e.pid).expect("each engine has a rank").rank;
+            assert_eq!(e.rank, Some(given), "engine {} (pid {})", e.id, e.pid);
+            given
+        })
         .collect();
     assert_eq!(ranks, (0..4).collect());
+    let ids: Vec<_> = status.engines.iter().map(|e| e.id).collect();
+    let whoami: Vec<client::Whoami> = client
+        .direct_view(&ids)
+        .apply(WHOAMI, ())
+        .unwrap()
+        .get(Some(Duration::from_secs(30)))
+        .unwrap();
+    for (who, e) in whoami.iter().zip(&status.engines) {
+        assert_eq!((who.engine_id, who.rank), (e.id, e.rank), "{who:?}");
+    }
     let primes: Vec<u64> = client
         .load_balanced_view()
         .map(NTH_PRIME, 0..100u64)

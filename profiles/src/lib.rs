@@ -294,6 +294,53 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 # remote_dir = ".cluster/remote/default"
 # controller_address = "10.0.0.5"
 # connect_timeout_s = 10
+
+# Engines in Slurm jobs (`cluster start --launcher slurm -n 16 [--jobs K]`). The controller
+# must listen on an address the compute nodes reach (ip above, or --ip).
+# [slurm]
+# partition = "debug"
+# account = "myproject"
+# qos = "normal"
+# time = "1:00:00"                  # wall-time limit of each job
+# cpus_per_engine = 1
+# memory = "4G"                     # per engine; plain numbers are MB
+# jobs = 1                          # jobs the engines are split into
+# signal = "USR1@60"                # engines drain and hand back their tasks 60 s before the limit
+# options = ["--exclusive"]         # further sbatch options
+# srun_options = []                 # further srun options of the engines' step
+# job_name = "cluster-default"
+# template_file = "job.sh"          # your own job script, with {n}, {srun}... placeholders
+# conf = "/etc/slurm/slurm.conf"    # sets SLURM_CONF for the Slurm commands
+# bin_dir = "/opt/slurm/bin"        # where sbatch, squeue, sacct, scancel are, if not in PATH
+# poll_interval_ms = 1000
+
+# Engines started by mpiexec (`cluster start --launcher mpi -n 4`); each records its rank.
+# [mpi]
+# mpiexec = "mpiexec"               # or mpiexec.mpich, /opt/openmpi/bin/mpirun
+# flavor = "auto"                   # auto, openmpi or mpich
+# hostfile = "hosts.txt"
+# options = []
+
+# Autoscaling (`cluster scale`): local engines started when tasks wait and none is free,
+# released when idle.
+# [scale]
+# min = 0
+# max = 16
+# backlog = 2                       # launches whose engines have not registered yet, at most
+# idle_timeout_s = 300
+# backoff_s = [1, 10, 60, 300, 900] # waits after failed starts in a row
+# max_failures = 10                 # failed starts in a row that pause starting
+# interval_ms = 1000
+
+# Engines that die are started again (`cluster start --restart on-failure`): local engines,
+# by the supervisor that flag starts (or `cluster scale --restart on-failure`).
+# [restart]
+# mode = "never"                    # never, on-failure or always
+# limit = 5                         # restarts allowed within window_s: a crash loop ends
+# window_s = 600
+# backoff_initial_ms = 500          # doubles with each quick death
+# backoff_max_ms = 60000
+# stable_after_s = 60               # running this long resets the back-off
 "#;
 
 /// What `cluster start` records about the controller it launched.
@@ -759,7 +806,8 @@ mod tests {
             .lines()
             .filter_map(|l| l.strip_prefix("# "))
             .filter(|l| {
-                *l == "[ssh]"
+                // Each table's keys stay in their table ([ssh], [slurm], [mpi], [scale]...).
+                (l.starts_with('[') && l.ends_with(']'))
                     || l.split_once(" = ")
                         .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
             })

@@ -220,6 +220,19 @@ mod tests {
             hex::encode(encode(&call).unwrap()),
             "81a463616c6c81a866756e6374696f6ea46e6f6f70"
         );
+        let hand_back = crate::FromEngine::HandBack {
+            tasks: vec![crate::Assignment {
+                id: crate::TaskId(7),
+                work: call,
+                timeout_ms: None,
+                start_within_ms: Some(5),
+            }],
+        };
+        assert_eq!(hand_back.msg_type(), "hand_back");
+        assert_eq!(
+            hex::encode(encode(&hand_back).unwrap()),
+            "81a968616e645f6261636b81a57461736b739184a2696407a4776f726b81a463616c6c81a866756e6374696f6ea46e6f6f70aa74696d656f75745f6d73c0af73746172745f77697468696e5f6d7305"
+        );
     }
 
     #[test]

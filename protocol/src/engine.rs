@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::codec::message_types;
-use crate::{Assignment, EngineId, TaskId, TaskOutcome};
+use crate::{Assignment, EngineId, LaunchInfo, TaskId, TaskOutcome};
 
 /// What an engine offers when it registers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +27,9 @@ pub struct Registration {
     /// restart): the controller counts them as running here instead of handing them out anew.
     #[serde(default)]
     pub held: Vec<TaskId>,
+    /// Its rank and batch job, when `mpiexec` or `srun` started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<LaunchInfo>,
 }
 
 /// Engine → controller, on the engine socket.
@@ -48,8 +51,15 @@ pub enum FromEngine {
         /// Ids of the tasks.
         ids: Vec<TaskId>,
     },
+    /// Tasks the engine held in its own queue and will not run (it is draining, SIGUSR1),
+    /// sent back before `Unregister`: the controller queues them again without counting a
+    /// retry. The i-th payload frame is the i-th task's argument payload as it was received.
+    HandBack {
+        /// The tasks, as they were assigned.
+        tasks: Vec<Assignment>,
+    },
 }
-message_types!(FromEngine { Register => "register", Results => "results", Unregister => "unregister", Started => "started" });
+message_types!(FromEngine { Register => "register", Results => "results", Unregister => "unregister", Started => "started", HandBack => "hand_back" });
 
 /// Controller → engine, on the engine socket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

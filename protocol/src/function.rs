@@ -95,6 +95,9 @@ pub struct Whoami {
     pub pid: u32,
     /// The engine's host name.
     pub host: String,
+    /// Its rank, when `mpiexec` or `srun` started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<u32>,
 }
 
 /// Handles of the functions every stock engine (`cluster engine`, or any engine built with

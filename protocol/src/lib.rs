@@ -44,6 +44,8 @@
 //!   [`TaskOptions`], [`TaskRequest`], [`Assignment`], [`TaskOutcome`], [`Status`],
 //!   [`TaskError`], [`ErrorKind`];
 //! * `status.rs`: [`StatusReport`] and its parts, [`QueueStatus`], [`EngineInfo`];
+//! * `launch.rs`: [`LaunchInfo`], an engine's rank and batch job (from mpiexec's or srun's
+//!   environment);
 //! * `function.rs`: typed [`Function`] handles and the names of the [`builtin`] and [`stock`]
 //!   functions.
 //!
@@ -64,7 +66,10 @@ pub use codec::{
 };
 pub use engine::{FromEngine, Heartbeat, Registration, ToEngine};
 pub use function::{builtin, stock, Function, Whoami};
+
+mod launch;
 pub use ids::{ClientId, EngineId, ParseTaskIdError, TaskId};
+pub use launch::LaunchInfo;
 pub use status::{
     ControllerStatus, DropCounts, EngineInfo, EngineQueue, EngineStatus, QueueStatus, StatusReport,
     TaskCounts,

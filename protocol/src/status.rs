@@ -36,6 +36,12 @@ pub struct EngineStatus {
     pub completed: u64,
     /// Current limit on outstanding tasks.
     pub hwm: u32,
+    /// Its rank, when `mpiexec` or `srun` started it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<u32>,
+    /// The Slurm job it runs in, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 /// Task counters in a status report.

@@ -365,6 +365,8 @@ impl FakeLoop {
                     outstanding: 0,
                     completed: 0,
                     hwm: 1,
+                    rank: None,
+                    job: None,
                 })
                 .collect(),
             tasks: TaskCounts::default(),

@@ -11,6 +11,7 @@ pub mod engines;
 pub mod map;
 pub mod profile;
 pub mod result;
+pub mod scale;
 pub mod start;
 pub mod status;
 pub mod stop;

@@ -28,6 +28,10 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub hosts: LaunchFlags,
+    /// Start local engines that die (killed, out of memory, a crash) again, with a back-off
+    /// and a limit: never, on-failure or always [default: `[restart] mode`, never].
+    #[arg(long, value_name = "MODE")]
+    pub restart: Option<String>,
     /// Move the task database aside (as `<file>.corrupt-<time>`) before starting, so the
     /// controller starts an empty one: for a database it refuses (corrupt, foreign, newer).
     #[arg(long)]
@@ -111,6 +115,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Started> {
     } else {
         launch::physical_cores()
     });
+    let restart = super::scale::restart_policy(&profile, args.restart.as_deref())?;
     let engines = EngineLaunch {
         count: n,
         program: EngineProgram::from_flag(args.engine_program),
@@ -118,6 +123,14 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Started> {
     };
     let report = launch::start(&profile, &overrides, &engines)
         .map_err(|e| launch::start_failed(e, &profile))?;
+    if restart.mode != launcher::restart::Mode::Never {
+        let mode = crate::scale::mode_name(restart.mode);
+        let pid = crate::scale::spawn(
+            &profile,
+            &["--watch-only".into(), format!("--restart={mode}")],
+        )?;
+        eprintln!("engines that die are started again (restart = {mode:?}; supervisor pid {pid})");
+    }
     Ok(Started::Local(report))
 }
 

@@ -22,7 +22,9 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<StopShown> {
     let grace = secs(args.grace.unwrap_or(profile.settings(&[])?.stop_grace_s))?;
     // Read before the local stop clears the run folder.
     let remote = profile.ssh_host_records()?;
-    let batch = crate::batch::stop(&profile);
+    // The autoscaler first, so that it starts nothing while the cluster stops.
+    let mut batch: Vec<String> = crate::scale::stop(&profile).into_iter().collect();
+    batch.extend(crate::batch::stop(&profile));
     let local = crate::launch::stop(&profile, grace)?;
     let hosts = crate::ssh::stop_hosts(&remote, grace);
     Ok(StopShown {

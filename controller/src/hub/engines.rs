@@ -12,7 +12,8 @@ use super::tasks::{Task, TaskState};
 use super::{failure, id_list, ms, reply, Action, Core, Route};
 use crate::scheduler::{EngineLoad, Hwm, LoadEstimate};
 use protocol::{
-    EngineId, EngineInfo, ErrorKind, Notification, Registration, TaskId, ToClient, ToEngine,
+    Assignment, EngineId, EngineInfo, ErrorKind, LaunchInfo, Notification, Registration, TaskId,
+    ToClient, ToEngine,
 };
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::{Index, IndexMut};
@@ -46,6 +47,10 @@ pub(super) struct Engine {
     pub(super) estimate: LoadEstimate,
     /// Tasks it may hold at once (`u32::MAX`: unlimited).
     pub(super) limit: u32,
+    /// It handed its queue back (a drain) and is about to leave: it gets no more tasks.
+    pub(super) draining: bool,
+    /// Its rank and batch job, when `mpiexec` or `srun` started it.
+    pub(super) launch: Option<LaunchInfo>,
 }
 
 impl Engine {
@@ -69,6 +74,8 @@ impl Engine {
             missed: 0,
             estimate: LoadEstimate::default(),
             limit: 1,
+            draining: false,
+            launch: None,
         }
     }
 
@@ -105,6 +112,7 @@ impl Engine {
     /// Recomputes its limit after its settings or its load estimate changed.
     pub(super) fn update_limit(&mut self, hwm: Hwm) {
         self.limit = match hwm {
+            _ if self.draining => 0,
             Hwm::Limit(0) => u32::MAX,
             Hwm::Limit(n) => n,
             Hwm::Auto => self.estimate.limit(self.slots),
@@ -401,6 +409,8 @@ impl Core {
         e.functions = reg.functions.iter().cloned().collect();
         e.function_list = reg.functions;
         e.slots = reg.slots.max(1);
+        e.draining = false;
+        e.launch = reg.launch;
         e.update_limit(self.config.hwm);
         out.push(registered);
         // Before `admit` schedules: what the engine holds counts towards its limit.
@@ -480,7 +490,10 @@ impl Core {
         }
         let e = &mut self.engines[id];
         let host = e.host.clone();
-        let mut lost: Vec<TaskId> = e.running.drain().collect();
+        // A draining engine runs nothing after its hand-back: what it still holds when it
+        // leaves was sent to it too late, and never ran.
+        let unrun = left && e.draining;
+        let mut lost: Vec<TaskId> = e.running.iter().copied().collect();
         if left {
             tracing::info!("engine {id} on {host} left ({reason})");
         } else {
@@ -489,10 +502,14 @@ impl Core {
                 lost.len()
             );
         }
-        self.free.update(&self.engines[id]);
         // Requeue in submission order so that retries keep their relative order.
         lost.sort_by_key(|&t| self.tasks.get(t).map_or(0, |t| t.seq));
         let mut deliveries = Deliveries::default();
+        if unrun {
+            lost.retain(|&tid| !self.requeue_unrun(tid, id, &mut deliveries));
+        }
+        self.engines[id].running.clear();
+        self.free.update(&self.engines[id]);
         for tid in lost {
             if self.try_retry(tid, id) {
                 tracing::info!("task {tid} will be retried on another engine");
@@ -527,6 +544,56 @@ impl Core {
             reason: reason.to_owned(),
         }));
         // Fewer engines: some queued tasks may now have nowhere to run.
+        self.recheck_classes(&mut deliveries);
+        self.schedule(out);
+        self.deliver(deliveries, out);
+    }
+
+    /// `FromEngine::HandBack`: the engine at `route` is draining and will not run `tasks`,
+    /// which were waiting in its own queue. Each one still counted as running there goes back
+    /// to the queue as it was (its retries and blacklist untouched: it never ran), with its
+    /// work and argument restored from what the engine sent back (a task without retries
+    /// kept neither here). The engine gets no more tasks; its `Unregister` follows.
+    pub(super) fn on_hand_back(
+        &mut self,
+        route: &[u8],
+        tasks: Vec<Assignment>,
+        payloads: Vec<Vec<u8>>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(id) = self.engines.at_route(route) else {
+            tracing::warn!(
+                "{} task(s) handed back by an unknown engine; ignored",
+                tasks.len()
+            );
+            return;
+        };
+        if !self.engines[id].alive {
+            tracing::warn!(
+                "{} task(s) handed back by engine {id}, which was declared gone (its tasks were retried or failed); ignored",
+                tasks.len()
+            );
+            return;
+        }
+        let e = &mut self.engines[id];
+        e.draining = true;
+        e.update_limit(self.config.hwm);
+        // A short message is the engine's bug: a missing payload is empty, as on `Tasks`.
+        let mut payloads = payloads.into_iter();
+        let mut queued = 0usize;
+        let mut deliveries = Deliveries::default();
+        for assignment in tasks {
+            let payload = payloads.next().unwrap_or_default();
+            if !self.engines[id].running.contains(&assignment.id) {
+                // Finished, failed or timed out meanwhile: nothing to give back.
+                continue;
+            }
+            if self.queue_again(assignment, payload, id, &mut deliveries) {
+                queued += 1;
+            }
+        }
+        tracing::info!("engine {id} is draining: {queued} task(s) it held go back to the queue");
+        self.free.update(&self.engines[id]);
         self.recheck_classes(&mut deliveries);
         self.schedule(out);
         self.deliver(deliveries, out);

@@ -316,6 +316,7 @@ impl Core {
                 None => tracing::warn!("unregister from an unknown engine; ignored"),
             },
             FromEngine::Started { ids } => self.on_started(route, &ids),
+            FromEngine::HandBack { tasks } => self.on_hand_back(route, tasks, payloads, &mut out),
         }
         self.flush_records(&mut out);
         out

@@ -41,6 +41,8 @@ impl Core {
                 outstanding: e.outstanding(),
                 completed: e.completed,
                 hwm: if e.limit == u32::MAX { 0 } else { e.limit },
+                rank: e.launch.as_ref().map(|l| l.rank),
+                job: e.launch.as_ref().and_then(|l| l.job_id.clone()),
             })
             .collect();
         let running: u64 = self.engines.all().map(|e| e.running.len() as u64).sum();

@@ -11,7 +11,7 @@ use super::lookups::Deferred;
 use super::queues::{ClassKey, Refusal};
 use super::results::Deliveries;
 use super::{failure, function_of, reply, Action, Core, Payload};
-use protocol::{EngineId, ErrorKind, TaskId, TaskRequest, ToClient, Work};
+use protocol::{Assignment, EngineId, ErrorKind, TaskId, TaskRequest, ToClient, Work};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -494,6 +494,83 @@ impl Core {
         task.move_to(TaskState::Queued);
         let seq = task.seq;
         // Back in the queue: the start limit applies afresh.
+        if let Some(timer) = task.start_timer(tid, now) {
+            self.timers.arm(timer);
+        }
+        self.queues.push(cid, tid, seq);
+        if self.config.persist {
+            self.records.push(Record::Requeued { id: tid });
+        }
+        true
+    }
+
+    /// Sends `assignment`'s task, which engine `engine` handed back without running it, back
+    /// to its queue unchanged (no retry spent, no engine blacklisted), restoring its work and
+    /// argument from what the engine returned when this table no longer kept them. A task no
+    /// engine can run any more fails as it would if submitted now. False when it is not
+    /// running there (nothing changed).
+    pub(super) fn queue_again(
+        &mut self,
+        assignment: Assignment,
+        payload: Vec<u8>,
+        engine: EngineId,
+        deliveries: &mut Deliveries,
+    ) -> bool {
+        let tid = assignment.id;
+        let Some(task) = self.tasks.get_mut(tid) else {
+            return false;
+        };
+        if task.state != TaskState::Running(engine) {
+            return false;
+        }
+        if task.work.is_none() {
+            task.work = Some(assignment.work);
+        }
+        if task.payload.is_none() {
+            task.payload = Some(Arc::new(payload));
+        }
+        self.requeue_unrun(tid, engine, deliveries)
+    }
+
+    /// Sends `tid`, which is counted as running on `engine` but never ran there (handed
+    /// back, or sent to a draining engine after it handed back its queue), back to its queue
+    /// unchanged, as [`Core::queue_again`] does. False when it is not running there or its
+    /// work was not kept (nothing changed).
+    pub(super) fn requeue_unrun(
+        &mut self,
+        tid: TaskId,
+        engine: EngineId,
+        deliveries: &mut Deliveries,
+    ) -> bool {
+        let Some(task) = self.tasks.get(tid) else {
+            return false;
+        };
+        if task.state != TaskState::Running(engine) || task.work.is_none() || task.payload.is_none()
+        {
+            return false;
+        }
+        let key = task.class_key();
+        if let Some(e) = self.engines.get_mut(engine) {
+            e.running.remove(&tid);
+        }
+        let cid = match self.queues.class_for(&key, &self.engines) {
+            Ok(cid) => cid,
+            Err((kind, message)) => {
+                if let Some(task) = self.tasks.remove(tid) {
+                    let message = format!("task {tid} was handed back by draining engine {engine} and cannot run elsewhere: {message}");
+                    let outcome = failure(tid, Some(engine), kind, message);
+                    self.finish(task.client, outcome, Arc::default(), deliveries);
+                }
+                return true;
+            }
+        };
+        let now = self.now;
+        let Some(task) = self.tasks.get_mut(tid) else {
+            return false;
+        };
+        task.move_to(TaskState::Queued);
+        let seq = task.seq;
+        // Back in the queue: the start limit applies afresh, as after a retry.
         if let Some(timer) = task.start_timer(tid, now) {
             self.timers.arm(timer);
         }

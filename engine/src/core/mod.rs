@@ -106,6 +106,12 @@ impl Core {
         self.queue.len()
     }
 
+    /// Takes every task still waiting to run, in order (a drain hands them back).
+    pub(crate) fn take_queue(&mut self) -> Vec<Queued> {
+        self.arrivals.clear();
+        self.queue.drain(..).collect()
+    }
+
     /// Ids of the tasks still waiting to run, in order.
     pub(crate) fn queued_ids(&self) -> Vec<TaskId> {
         self.queue.iter().map(|q| q.task.id).collect()

@@ -19,15 +19,17 @@
 //! `Unregister`, and returns `Ok`. Tasks still queued are left to the controller.
 //!
 //! On SIGUSR1 (a drain: Slurm's `--signal` before the wall-time limit) the engine takes no
-//! further task from its queue once the running one has finished, sends what is done and
-//! `Unregister`, and returns `Ok`; the tasks it still held go back to the controller as on
-//! SIGTERM.
+//! further task from its queue once the running one has finished, sends what is done, hands
+//! the tasks it still holds back (`HandBack`, with their arguments: the controller queues them
+//! again without spending a retry), sends `Unregister`, and returns `Ok`.
 
 mod heartbeat;
 mod runner;
 mod signals;
 
-use protocol::{EngineId, FromEngine, Registration, TaskId, ToEngine, PROTOCOL_VERSION};
+use protocol::{
+    EngineId, FromEngine, LaunchInfo, Registration, TaskId, ToEngine, PROTOCOL_VERSION,
+};
 use security::ConnectionInfo;
 use std::path::Path;
 use std::sync::Arc;
@@ -43,6 +45,10 @@ use signals::Signals;
 
 /// How often the loops wake up to notice signals and stop requests.
 const TICK_MS: i64 = 100;
+
+/// How long a draining engine listens after handing its queue back, for tasks the controller
+/// sent before the hand-back reached it (they go back too).
+const HAND_BACK_QUIET: Duration = Duration::from_millis(100);
 
 /// How long closing the engine socket may wait to deliver the last results and `Unregister`.
 const GOODBYE_LINGER_MS: i32 = 2000;
@@ -89,6 +95,7 @@ pub(crate) fn run(engine: Engine, options: EngineOptions) -> Result<(), EngineEr
         slots: 1,
         engine_id: None,
         held: Vec::new(),
+        launch: LaunchInfo::from_process_env(),
     };
     sock.send(None, &FromEngine::Register(registration.clone()), &[])
         .map_err(on_engine)?;
@@ -112,7 +119,7 @@ pub(crate) fn run(engine: Engine, options: EngineOptions) -> Result<(), EngineEr
     let runner = Runner::new(
         Arc::new(engine.registry.clone()),
         engine.max_output_bytes,
-        (pid, host),
+        (pid, host, registration.launch.as_ref().map(|l| l.rank)),
         signals.stop().clone(),
     );
     let link = Link::new(engine_id, period_ms, options.lonely_timeout, Instant::now());
@@ -247,9 +254,9 @@ impl Session<'_> {
             }
             // Checked between tasks only: the one running when SIGUSR1 came has finished.
             if signals.draining() {
+                let handed = self.hand_back()?;
                 return Ok(format!(
-                    "received SIGUSR1 (drain), handing back {} queued task(s)",
-                    self.core.queued()
+                    "received SIGUSR1 (drain), handed back {handed} queued task(s)"
                 ));
             }
             self.watch_silence(Instant::now(), heartbeat.last_ping())?;
@@ -415,6 +422,37 @@ impl Session<'_> {
         self.sock
             .send(None, &FromEngine::Results { results: outcomes }, &refs)
             .map_err(|e| self.transport_err(e))
+    }
+
+    /// Sends what is finished, then gives the tasks still queued back to the controller
+    /// (`HandBack`), which runs them elsewhere without counting a retry. Tasks the controller
+    /// sent before it heard of the drain may still be on their way: whatever arrives within
+    /// [`HAND_BACK_QUIET`] of the last hand-back goes back too. Returns how many.
+    fn hand_back(&mut self) -> Result<usize, EngineError> {
+        self.flush()?;
+        let mut handed = 0;
+        let mut quiet_until = Instant::now() + HAND_BACK_QUIET;
+        loop {
+            let received = self.receive()?;
+            let queued = self.core.take_queue();
+            if !queued.is_empty() {
+                let (tasks, payloads): (Vec<_>, Vec<_>) =
+                    queued.into_iter().map(|q| (q.task, q.payload)).unzip();
+                let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+                handed += tasks.len();
+                self.sock
+                    .send(None, &FromEngine::HandBack { tasks }, &refs)
+                    .map_err(|e| self.transport_err(e))?;
+                quiet_until = Instant::now() + HAND_BACK_QUIET;
+            }
+            let now = Instant::now();
+            if received == Received::Shutdown || now >= quiet_until {
+                return Ok(handed);
+            }
+            let wait = quiet_until.duration_since(now).as_millis().max(1) as i64;
+            poll(&[Waitable::Socket(&self.sock)], wait.min(TICK_MS))
+                .map_err(|e| self.transport_err(e))?;
+        }
     }
 
     /// Tells the controller a task with a run-time limit starts now, so that its safety timer

@@ -37,6 +37,8 @@ pub(crate) struct Runner {
     max_output: usize,
     pid: u32,
     host: String,
+    /// Its rank, when `mpiexec` or `srun` started it (for `whoami`).
+    rank: Option<u32>,
     stop: Stop,
     worker: Option<Worker>,
 }
@@ -56,7 +58,7 @@ impl Runner {
     pub(crate) fn new(
         registry: Arc<Registry>,
         max_output: usize,
-        (pid, host): (u32, String),
+        (pid, host, rank): (u32, String, Option<u32>),
         stop: Stop,
     ) -> Runner {
         Runner {
@@ -64,6 +66,7 @@ impl Runner {
             max_output,
             pid,
             host,
+            rank,
             stop,
             worker: None,
         }
@@ -84,6 +87,7 @@ impl Runner {
             engine_id: engine,
             pid: self.pid,
             host: self.host.clone(),
+            rank: self.rank,
         })
         .map_err(|e| EngineError::Internal(format!("cannot encode whoami: {e}")))?;
         Ok(Executor {
@@ -197,6 +201,7 @@ impl Runner {
                 max_output: self.max_output,
                 pid: self.pid,
                 host: self.host.clone(),
+                rank: self.rank,
                 stop: self.stop.clone(),
                 worker: None,
             };

@@ -12,6 +12,7 @@ use protocol::{
 mod clients;
 mod dependencies;
 mod failures;
+mod hand_back;
 mod heartbeats;
 mod invariants;
 mod leaving;
@@ -247,6 +248,7 @@ fn registration(uuid: &str, functions: &[&str]) -> FromEngine {
         slots: 1,
         engine_id: None,
         held: Vec::new(),
+        launch: None,
     })
 }
 
