@@ -80,7 +80,7 @@ pub fn physical_cores() -> usize {
 }
 
 /// Spawns `cmd` in its own session with output appended to `log`.
-fn spawn_detached(mut cmd: Command, log: &Path) -> Result<Child> {
+pub(crate) fn spawn_detached(mut cmd: Command, log: &Path) -> Result<Child> {
     let out = fs::File::create(log)
         .with_context(|| format!("cannot create log file {}", log.display()))?;
     let err = out.try_clone()?;

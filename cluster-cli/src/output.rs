@@ -433,6 +433,8 @@ pub struct StatusShown {
     pub hosts: Vec<profiles::SshHostRecord>,
     /// The profile's Slurm jobs and their states (text lines, JSON; empty/null for none).
     pub jobs: (String, Value),
+    /// The profile's running dashboard, if any.
+    pub dashboard: Option<dashboard::RunRecord>,
 }
 
 impl Report for StatusShown {
@@ -454,6 +456,9 @@ impl Report for StatusShown {
             ));
         }
         s.push_str(&self.jobs.0);
+        if let Some(d) = &self.dashboard {
+            s.push_str(&format!("dashboard: {} (pid {})\n", d.url, d.pid));
+        }
         s
     }
     fn json(&self) -> Value {
@@ -463,6 +468,9 @@ impl Report for StatusShown {
         }
         if let (Some(obj), false) = (v.as_object_mut(), self.jobs.1.is_null()) {
             obj.insert("slurm_jobs".into(), self.jobs.1.clone());
+        }
+        if let (Some(obj), Some(d)) = (v.as_object_mut(), &self.dashboard) {
+            obj.insert("dashboard".into(), to_value(d));
         }
         v
     }
@@ -819,6 +827,7 @@ mod tests {
             queue: Some(QueueStatus::default()),
             hosts: vec![],
             jobs: (String::new(), Value::Null),
+            dashboard: None,
         };
         let v = shown.json();
         assert!(v["queue"].is_object(), "{v}");

@@ -429,3 +429,122 @@ fn the_page_shows_the_engines_in_headless_chromium() {
         &serde_json::Value::Null,
     );
 }
+
+/// tmux with `args` on a private server socket (`-L`), so that the test's session is apart
+/// from any other.
+fn tmux(socket: &str, args: &[&str]) -> std::process::Output {
+    Command::new("tmux")
+        .args(["-L", socket])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn cluster_top_shows_the_engines_in_a_terminal_and_quits_on_q() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("SKIPPED: no tmux (apt-get install tmux)");
+        return;
+    }
+    let folder = Folder::new();
+    folder.run_ok(&["start", "-n", "2", "--timeout", "30"]);
+    let socket = format!("cluster-top-test-{}", std::process::id());
+    let command = format!(
+        "CLUSTER_DIR='{}' '{}' top",
+        folder.dir.path().display(),
+        env!("CARGO_BIN_EXE_cluster")
+    );
+    let out = tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &command,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let screen = loop {
+        let out = tmux(&socket, &["capture-pane", "-p", "-t", "top"]);
+        let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+        if screen.contains("engines 2 (2 alive)") {
+            break screen;
+        }
+        if Instant::now() > deadline {
+            let _ = tmux(&socket, &["kill-server"]);
+            panic!("cluster top did not show 2 engines:\n{screen}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(screen.contains("cluster top (q quits)"), "{screen}");
+    assert!(screen.contains("alive"), "{screen}");
+    tmux(&socket, &["send-keys", "-t", "top", "q"]);
+    // `q` ends the program, and with it the session (and the private server).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tmux(&socket, &["has-session", "-t", "top"])
+        .status
+        .success()
+    {
+        if Instant::now() > deadline {
+            let _ = tmux(&socket, &["kill-server"]);
+            panic!("cluster top did not quit on q");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn dashboard_true_makes_start_run_it_status_show_it_and_stop_stop_it() {
+    let folder = Folder::new();
+    folder.run_ok(&["profile", "create"]);
+    let config = folder.profile().config_file();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\ndashboard = true\ndashboard_port = 0\n");
+    std::fs::write(&config, text).unwrap();
+
+    let out = folder
+        .command(&["start", "-n", "1", "--timeout", "30"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dashboard: http://127.0.0.1:"), "{err}");
+    let record =
+        dashboard::RunRecord::read(&dashboard::run_file(&folder.profile().run_dir())).unwrap();
+    assert!(record.by_start);
+    let status = folder.run_ok(&["status"]);
+    assert!(
+        status.contains(&format!("dashboard: {}", record.url)),
+        "{status}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&folder.run_ok(&["status", "--json"])).unwrap();
+    assert_eq!(json["dashboard"]["pid"], record.pid);
+
+    let rest = record.url.strip_prefix("http://").unwrap();
+    let (addr, token) = rest.split_once("/?token=").unwrap();
+    let addr: SocketAddr = addr.parse().unwrap();
+    wait_for(addr, token, 15, |s| {
+        s["connected"] == true && engines(s) == 1
+    });
+
+    folder.run_ok(&["stop", "--grace", "2"]);
+    assert!(
+        !profiles::process_alive(record.pid),
+        "the dashboard outlived `cluster stop`"
+    );
+}

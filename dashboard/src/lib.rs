@@ -30,6 +30,10 @@ pub struct RunRecord {
     pub token: String,
     /// Process id of the dashboard.
     pub pid: u32,
+    /// Started by `cluster start` (`dashboard = true`), so `cluster stop` stops it; one
+    /// started by hand outlives controller restarts.
+    #[serde(default)]
+    pub by_start: bool,
 }
 
 /// `run/dashboard.json` under the profile folder `profile_dir`'s run folder `run_dir`.

@@ -30,10 +30,12 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<StatusShown> {
         .as_ref()
         .map(crate::batch::status)
         .unwrap_or((String::new(), serde_json::Value::Null));
+    let dashboard = profile.as_ref().and_then(super::dashboard::running);
     Ok(StatusShown {
         status,
         queue,
         hosts,
         jobs,
+        dashboard,
     })
 }

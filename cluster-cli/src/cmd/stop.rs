@@ -23,6 +23,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<StopShown> {
     // Read before the local stop clears the run folder.
     let remote = profile.ssh_host_records()?;
     let batch = crate::batch::stop(&profile);
+    super::dashboard::stop_for_stop(&profile, grace);
     let local = crate::launch::stop(&profile, grace)?;
     let hosts = crate::ssh::stop_hosts(&remote, grace);
     Ok(StopShown {
