@@ -64,6 +64,8 @@ enum Command {
     Engine(cmd::engine::Args),
     Demo(cmd::demo::Args),
     Bench(cmd::bench::Args),
+    Dashboard(cmd::dashboard::Args),
+    Top(cmd::top::Args),
 }
 
 impl Command {
@@ -81,9 +83,12 @@ impl Command {
             Command::Result(a) => a.json,
             Command::Wait(a) => a.json,
             Command::Bench(a) => a.json,
-            Command::Submit(_) | Command::Controller(_) | Command::Engine(_) | Command::Demo(_) => {
-                false
-            }
+            Command::Submit(_)
+            | Command::Controller(_)
+            | Command::Engine(_)
+            | Command::Demo(_)
+            | Command::Dashboard(_)
+            | Command::Top(_) => false,
         };
         if json {
             Format::Json
@@ -159,6 +164,8 @@ fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
         Command::Engine(a) => show(ctx, cmd::engine::run(a, ctx)?, done),
         Command::Demo(a) => show(ctx, cmd::demo::run(a, ctx)?, done),
         Command::Bench(a) => cmd::bench::run(a, ctx),
+        Command::Dashboard(a) => cmd::dashboard::run(a, ctx),
+        Command::Top(a) => cmd::top::run(a, ctx),
     }
 }
 

@@ -435,6 +435,8 @@ pub struct StatusShown {
     pub jobs: (String, Value),
     /// The running autoscaler's last decision, if one runs.
     pub scale: Option<crate::scale::ScaleState>,
+    /// The profile's running dashboard, if any.
+    pub dashboard: Option<dashboard::RunRecord>,
 }
 
 impl Report for StatusShown {
@@ -460,6 +462,9 @@ impl Report for StatusShown {
             s.push_str(&scale.line());
             s.push('\n');
         }
+        if let Some(d) = &self.dashboard {
+            s.push_str(&format!("dashboard: {} (pid {})\n", d.url, d.pid));
+        }
         s
     }
     fn json(&self) -> Value {
@@ -472,6 +477,9 @@ impl Report for StatusShown {
         }
         if let (Some(obj), Some(scale)) = (v.as_object_mut(), &self.scale) {
             obj.insert("scale".into(), to_value(scale));
+        }
+        if let (Some(obj), Some(d)) = (v.as_object_mut(), &self.dashboard) {
+            obj.insert("dashboard".into(), to_value(d));
         }
         v
     }
@@ -867,6 +875,7 @@ mod tests {
             hosts: vec![],
             jobs: (String::new(), Value::Null),
             scale: None,
+            dashboard: None,
         };
         let v = shown.json();
         assert!(v["queue"].is_object(), "{v}");

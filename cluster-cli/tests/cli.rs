@@ -32,6 +32,8 @@ fn help_lists_every_command() {
         "engine",
         "demo",
         "bench",
+        "dashboard",
+        "top",
     ] {
         assert!(text.contains(cmd), "--help lacks {cmd}:\n{text}");
     }

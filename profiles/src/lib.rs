@@ -119,6 +119,10 @@ pub struct Settings {
     pub python: Option<String>,
     /// Seconds `cluster stop` waits after SIGTERM before SIGKILL.
     pub stop_grace_s: f64,
+    /// `cluster start` also runs `cluster dashboard` (stopped by `cluster stop`).
+    pub dashboard: bool,
+    /// The TCP port of the dashboard `cluster start` runs (0 picks a free one).
+    pub dashboard_port: u16,
     /// Task store: `sqlite` (records and results on disk, the default), `memory` (the same
     /// rules, in memory) or `none` (results in the controller's memory until purged).
     pub db: String,
@@ -202,6 +206,8 @@ impl Default for Settings {
             engine_program: None,
             python: None,
             stop_grace_s: 5.0,
+            dashboard: false,
+            dashboard_port: 8787,
             db: "sqlite".into(),
             db_path: None,
             db_commit_interval: "100ms".into(),
@@ -264,6 +270,11 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 
 # Seconds `cluster stop` waits after SIGTERM before SIGKILL.
 # stop_grace_s = 5.0
+
+# `cluster start` also runs the web dashboard (`cluster dashboard`) on this port of
+# 127.0.0.1; `cluster status` shows its URL, `cluster stop` stops it.
+# dashboard = false
+# dashboard_port = 8787
 
 # Task store: "sqlite" keeps every task's record and result in db_path (history, results
 # after restarts, nothing lost when the controller dies); "memory" the same in memory;

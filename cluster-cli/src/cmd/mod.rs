@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod call;
 pub mod controller;
+pub mod dashboard;
 pub mod demo;
 pub mod engine;
 pub mod engines;
@@ -16,6 +17,7 @@ pub mod start;
 pub mod status;
 pub mod stop;
 pub mod submit;
+pub mod top;
 pub mod wait;
 
 use anyhow::Result;

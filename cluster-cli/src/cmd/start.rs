@@ -131,6 +131,11 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Started> {
         )?;
         eprintln!("engines that die are started again (restart = {mode:?}; supervisor pid {pid})");
     }
+    if settings.dashboard {
+        let record = super::dashboard::spawn_for_start(&profile, settings.dashboard_port)?;
+        // On stderr: the start report's shape stays as it is.
+        eprintln!("dashboard: {} (pid {})", record.url, record.pid);
+    }
     Ok(Started::Local(report))
 }
 

@@ -31,11 +31,13 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<StatusShown> {
         .map(crate::batch::status)
         .unwrap_or((String::new(), serde_json::Value::Null));
     let scale = profile.as_ref().and_then(crate::scale::running);
+    let dashboard = profile.as_ref().and_then(super::dashboard::running);
     Ok(StatusShown {
         status,
         queue,
         hosts,
         jobs,
         scale,
+        dashboard,
     })
 }

@@ -25,6 +25,7 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<StopShown> {
     // The autoscaler first, so that it starts nothing while the cluster stops.
     let mut batch: Vec<String> = crate::scale::stop(&profile).into_iter().collect();
     batch.extend(crate::batch::stop(&profile));
+    super::dashboard::stop_for_stop(&profile, grace);
     let local = crate::launch::stop(&profile, grace)?;
     let hosts = crate::ssh::stop_hosts(&remote, grace);
     Ok(StopShown {
