@@ -221,8 +221,8 @@ impl Io {
             // Asked for by `cancel` on result handles.
             answer @ ToClient::Aborted { .. } => self.answer(Some(Expect::Aborted), answer),
             // Answers to requests made on their own connection (`requests.rs`).
-            ToClient::QueueStatus(_) => {
-                tracing::debug!("ignoring a queue status answer nobody asked for");
+            ToClient::QueueStatus(_) | ToClient::History { .. } => {
+                tracing::debug!("ignoring an answer nobody asked for on this connection");
             }
         }
     }

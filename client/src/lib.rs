@@ -112,12 +112,12 @@ pub use function::{Argument, IntoFunction};
 pub use imap::{Imap, ImapUnordered, TARGET_CHUNK};
 pub use ledger::{Ledger, LedgerEntry, LedgerError};
 pub use raw::{auto_chunk_counts, RawBatch, RawOutcome, RawPart, RawTask};
-pub use requests::{AbortReport, QueueStatus};
+pub use requests::{AbortReport, QueueStatus, StoredResult};
 pub use result::{AsyncMapResult, AsyncResult, MapIter, Metadata, TaskState, UnorderedIter};
 pub use view::{DirectView, LoadBalancedView};
 pub use wait::{as_completed, wait, AsCompleted, Completion, ReturnWhen, Waited};
 
 pub use protocol::{
-    stock, ClientId, CommandOutput, CommandSpec, EngineId, ErrorKind, Function, StatusReport,
-    TaskId, TaskOptions, Whoami,
+    stock, ClientId, CommandOutput, CommandSpec, EngineId, ErrorKind, Function, FunctionSummary,
+    HistoryFilter, HistoryRecord, RecordState, StatusReport, TaskId, TaskOptions, Whoami,
 };

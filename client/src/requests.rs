@@ -1,5 +1,7 @@
 //! Controller requests about the queue: [`Client::queue_status`], [`Client::abort`],
-//! [`Client::purge_tasks`], and [`Client::submit_as_is`] for tools that keep their requests.
+//! [`Client::purge_tasks`], [`Client::purge_before`], [`Client::submit_as_is`] for tools
+//! that keep their requests; and about the task store: [`Client::history`] and
+//! [`Client::result_of`].
 //!
 //! Each request is a short synchronous exchange on a socket of its own (made from the
 //! client's connection file), apart from the client's I/O thread: the answers are not tied to
@@ -7,7 +9,10 @@
 
 use crate::client::{dial, Client};
 use crate::error::Error;
-use protocol::{FromClient, MessageType, TaskId, TaskRequest, ToClient};
+use protocol::{
+    FromClient, HistoryFilter, HistoryRecord, MessageType, TaskId, TaskOutcome, TaskRequest,
+    ToClient,
+};
 use std::time::{Duration, Instant};
 use transport::Waitable;
 
@@ -30,7 +35,50 @@ pub struct AbortReport {
     pub unknown: Vec<TaskId>,
 }
 
+/// What [`Client::result_of`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredResult {
+    /// The task finished: its outcome and result payload (empty for failures).
+    Finished(TaskOutcome, Vec<u8>),
+    /// The task is queued or running.
+    Pending,
+    /// The controller (memory and task store) has no record of it: never submitted, or
+    /// purged, or dropped by retention.
+    Unknown,
+}
+
 impl Client {
+    /// The task store's records matching `filter`, newest first (any client's tasks, across
+    /// controller restarts). A controller without a store (`db = "none"`) refuses with
+    /// [`Error::Refused`], saying so.
+    pub fn history(&self, filter: HistoryFilter) -> Result<Vec<HistoryRecord>, Error> {
+        match self.exchange(FromClient::History { filter })? {
+            ToClient::History { records } => Ok(records),
+            other => Err(unexpected("history", &other)),
+        }
+    }
+
+    /// The result of any task, whichever client submitted it, from the controller's memory
+    /// or its task store (across restarts).
+    pub fn result_of(&self, id: TaskId) -> Result<StoredResult, Error> {
+        let mut store = crate::ResultStore::open(self.connection_file(), REQUEST_TIMEOUT)?;
+        let mut found = store.fetch(&[id])?;
+        Ok(match found.done.pop() {
+            Some((outcome, payload)) => StoredResult::Finished(outcome, payload),
+            None if found.pending.contains(&id) => StoredResult::Pending,
+            None => StoredResult::Unknown,
+        })
+    }
+
+    /// Makes the controller forget the results of tasks submitted before `before_us`
+    /// (µs since the epoch), in memory and in its task store. Unfinished tasks stay.
+    pub fn purge_before(&self, before_us: u64) -> Result<(), Error> {
+        match self.exchange(FromClient::PurgeBefore { before_us })? {
+            ToClient::Ack => Ok(()),
+            other => Err(unexpected("purge", &other)),
+        }
+    }
+
     /// Where the unfinished tasks are: per engine (outstanding, completed, failed), ready but
     /// unassigned, and waiting for dependencies.
     pub fn queue_status(&self) -> Result<QueueStatus, Error> {

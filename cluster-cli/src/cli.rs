@@ -60,6 +60,8 @@ enum Command {
     Submit(cmd::submit::Args),
     Result(cmd::result::Args),
     Wait(cmd::wait::Args),
+    History(cmd::history::Args),
+    Purge(cmd::purge::Args),
     Controller(cmd::controller::Args),
     Engine(cmd::engine::Args),
     Demo(cmd::demo::Args),
@@ -82,6 +84,8 @@ impl Command {
             Command::Map(a) => a.json,
             Command::Result(a) => a.json,
             Command::Wait(a) => a.json,
+            Command::History(a) => a.json,
+            Command::Purge(a) => a.json,
             Command::Bench(a) => a.json,
             Command::Submit(_)
             | Command::Controller(_)
@@ -160,6 +164,8 @@ fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
         Command::Submit(a) => show(ctx, cmd::submit::run(a, ctx)?, done),
         Command::Result(a) => show(ctx, cmd::result::run(a, ctx)?, done),
         Command::Wait(a) => show(ctx, cmd::wait::run(a, ctx)?, |r| r.outcome()),
+        Command::History(a) => show(ctx, cmd::history::run(a, ctx)?, done),
+        Command::Purge(a) => show(ctx, cmd::purge::run(a, ctx)?, done),
         Command::Controller(a) => show(ctx, cmd::controller::run(a, ctx)?, done),
         Command::Engine(a) => show(ctx, cmd::engine::run(a, ctx)?, done),
         Command::Demo(a) => show(ctx, cmd::demo::run(a, ctx)?, done),

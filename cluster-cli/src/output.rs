@@ -663,6 +663,98 @@ impl Report for ScaleStarted {
     }
 }
 
+/// `cluster history`: task records, newest first.
+#[derive(Debug, Clone)]
+pub struct HistoryShown {
+    /// The records.
+    pub records: Vec<protocol::HistoryRecord>,
+}
+
+impl Report for HistoryShown {
+    fn text(&self) -> String {
+        use crate::cmd::history::format_time;
+        if self.records.is_empty() {
+            return "no task records match\n".into();
+        }
+        let mut s = format!(
+            "{:<14} {:<8} {:<20} {:>6} {:<20} {:>10}  {}\n",
+            "ID", "STATE", "FUNCTION", "ENGINE", "SUBMITTED", "RUN", "RESULT"
+        );
+        for r in &self.records {
+            let engine = r.engine.map_or("-".into(), |e| e.0.to_string());
+            let outcome = match (&r.error, r.result_size) {
+                (Some(e), _) => format!("{:?}: {}", e.kind, e.message.lines().next().unwrap_or("")),
+                (None, Some(n)) if r.result == "kept" => format!("{n} bytes"),
+                (None, Some(n)) => format!("{n} bytes ({})", r.result.replace('_', " ")),
+                (None, None) => "-".into(),
+            };
+            s.push_str(&format!(
+                "{:<14} {:<8} {:<20} {:>6} {:<20} {:>10}  {}\n",
+                r.id.to_string(),
+                r.state.name(),
+                r.function,
+                engine,
+                format_time(r.submitted_us),
+                crate::render::run_time(r.elapsed_us),
+                outcome
+            ));
+        }
+        s
+    }
+    fn json(&self) -> Value {
+        to_value(&self.records)
+    }
+    fn json_lines(&self) -> Vec<Value> {
+        self.records
+            .iter()
+            .map(|r| {
+                let mut v = to_value(r);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("id".into(), Value::String(r.id.to_string()));
+                }
+                v
+            })
+            .collect()
+    }
+}
+
+/// `cluster purge`: what was asked to go.
+#[derive(Debug, Clone, Default)]
+pub struct PurgeShown {
+    /// Every finished task.
+    pub all: bool,
+    /// These tasks.
+    pub ids: Vec<protocol::TaskId>,
+    /// Tasks submitted before this time (µs since the epoch).
+    pub before_us: Option<u64>,
+}
+
+impl Report for PurgeShown {
+    fn text(&self) -> String {
+        let mut s = String::new();
+        if self.all {
+            s.push_str("purged every finished task\n");
+        }
+        if !self.ids.is_empty() {
+            s.push_str(&format!("purged {}\n", ids_text(&self.ids)));
+        }
+        if let Some(t) = self.before_us {
+            s.push_str(&format!(
+                "purged finished tasks submitted before {}\n",
+                crate::cmd::history::format_time(t)
+            ));
+        }
+        s
+    }
+    fn json(&self) -> Value {
+        serde_json::json!({
+            "all": self.all,
+            "ids": self.ids.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+            "before_us": self.before_us,
+        })
+    }
+}
+
 /// Nothing to print.
 #[derive(Debug, Clone, Copy)]
 pub struct Nothing;
@@ -870,6 +962,7 @@ mod tests {
                 tasks: Default::default(),
                 dropped: Default::default(),
                 store: None,
+                functions: None,
             },
             queue: Some(QueueStatus::default()),
             hosts: vec![],

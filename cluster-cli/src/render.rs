@@ -56,6 +56,26 @@ pub fn status(report: &StatusReport) -> String {
     if let Some(store) = &report.store {
         let _ = writeln!(out, "store: {store}");
     }
+    if let Some(functions) = report.functions.as_ref().filter(|f| !f.is_empty()) {
+        let _ = writeln!(
+            out,
+            "  {:<24} {:>8} {:>8} {:>10} {:>8} {:>10} {:>10}",
+            "FUNCTION", "QUEUED", "RUNNING", "OK", "FAILED", "P50", "P99"
+        );
+        for f in functions {
+            let _ = writeln!(
+                out,
+                "  {:<24} {:>8} {:>8} {:>10} {:>8} {:>10} {:>10}",
+                f.function,
+                f.queued,
+                f.running,
+                f.ok,
+                f.failed,
+                run_time(f.p50_us),
+                run_time(f.p99_us)
+            );
+        }
+    }
     let d = &report.dropped;
     let _ = write!(
         out,
@@ -69,6 +89,16 @@ pub fn status(report: &StatusReport) -> String {
         d.wrong_version
     );
     out
+}
+
+/// A run time in µs for a person (`-` for none).
+pub fn run_time(us: Option<u64>) -> String {
+    match us {
+        None => "-".into(),
+        Some(us) if us < 1_000 => format!("{us} µs"),
+        Some(us) if us < 1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
+        Some(us) => format!("{:.2} s", us as f64 / 1e6),
+    }
 }
 
 /// The queue status for a person: where the unfinished tasks are.

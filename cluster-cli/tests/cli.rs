@@ -1094,3 +1094,152 @@ fn engines_killed_with_restart_on_failure_come_back_until_the_limit() {
         text(&out.stdout)
     );
 }
+
+/// Issue 11: `cluster history` lists the task store's records with its filters, `cluster
+/// status --json` has per-function figures, `cluster purge --all` removes the records, and a
+/// controller without a store says that history needs one.
+#[test]
+fn history_status_figures_and_purge_read_the_task_store() {
+    let folder = Folder::new();
+    let out = folder.run(&["start", "-n", "1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for i in 0..3 {
+        let out = folder.run(&["call", "echo", &i.to_string()]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = folder.run(&["call", "no_such_function"]);
+    assert!(!out.status.success());
+    // One commit interval (100 ms) and then some.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let out = folder.run(&["history", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        4,
+        "{}",
+        text(&out.stdout)
+    );
+    let out = folder.run(&["history", "--json", "--status", "failed", "--since", "1h"]);
+    let failed = text(&out.stdout);
+    assert_eq!(failed.lines().count(), 1, "{failed}");
+    assert!(failed.contains("no_such_function"), "{failed}");
+    let out = folder.run(&["history", "--function", "echo", "--limit", "2"]);
+    assert_eq!(
+        text(&out.stdout).lines().count(),
+        3,
+        "{}",
+        text(&out.stdout)
+    );
+    let out = folder.run(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let echo = status["functions"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["function"] == "echo"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(echo["ok"], 3, "{status}");
+    assert!(echo["p50_us"].is_u64(), "{status}");
+    let out = folder.run(&["purge", "--all"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let out = folder.run(&["history", "--json"]);
+    assert_eq!(text(&out.stdout), "", "purged records are still listed");
+    let out = folder.run(&["stop"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = folder
+        .command(&["start", "-n", "0"])
+        .env("CLUSTER_DB", "none")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = folder.run(&["history"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("db = \"none\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Issue 11: a full disk does not stop the controller: it keeps serving, `cluster status`
+/// says `store: degraded (…)`, and once space is freed it writes again. Needs root (a 2 MB
+/// tmpfs holds the database).
+#[test]
+fn a_full_disk_degrades_the_store_and_it_resumes() {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let mnt = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(mnt.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.path().to_path_buf());
+    let db = mnt.path().join("tasks.db");
+    let folder = Folder::new();
+    let start = |folder: &Folder| {
+        folder
+            .command(&["start", "-n", "1"])
+            .env("CLUSTER_DB_PATH", &db)
+            .output()
+            .unwrap()
+    };
+    let out = start(&folder);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Fill what is left of the file system.
+    let filler = mnt.path().join("filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=64k"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    let big = format!("\"{}\"", "x".repeat(60_000));
+    let status_line = |folder: &Folder| {
+        let out = folder.run(&["status"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("store: "))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut degraded = String::new();
+    for _ in 0..20 {
+        let out = folder.run(&["call", "echo", &big]);
+        assert!(out.status.success(), "served: {}", text(&out.stderr));
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        degraded = status_line(&folder);
+        if degraded.starts_with("store: degraded (") {
+            break;
+        }
+    }
+    assert!(degraded.starts_with("store: degraded ("), "{degraded}");
+    std::fs::remove_file(&filler).unwrap();
+    let mut line = String::new();
+    for _ in 0..100 {
+        line = status_line(&folder);
+        if line == "store: ok" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(line, "store: ok", "the store did not resume");
+    let out = folder.run(&["history", "--json", "--function", "echo"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).lines().count() >= 1);
+    let out = folder.run(&["stop"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -239,6 +239,8 @@ pub(crate) mod tests {
                     outstanding: i % 3,
                     completed: u64::from(i) * 10,
                     hwm: 4,
+                    rank: None,
+                    job: None,
                 })
                 .collect(),
             tasks: TaskCounts {
@@ -251,6 +253,7 @@ pub(crate) mod tests {
             },
             dropped: DropCounts::default(),
             store: None,
+            functions: None,
         }
     }
 

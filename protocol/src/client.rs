@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::message_types;
 use crate::{
-    ClientId, EngineId, EngineInfo, QueueStatus, StatusReport, TaskId, TaskOutcome, TaskRequest,
+    ClientId, EngineId, EngineInfo, HistoryFilter, HistoryRecord, QueueStatus, StatusReport,
+    TaskId, TaskOutcome, TaskRequest,
 };
 
 /// Client → controller, on the client socket.
@@ -49,6 +50,18 @@ pub enum FromClient {
     /// The client is leaving (sent when it closes): the controller forgets this connection
     /// (results of its tasks stay stored, for any client to fetch). Not answered.
     Goodbye,
+    /// Ask the task store for the records matching `filter`, newest first; answered by
+    /// [`ToClient::History`] (or [`ToClient::Error`] when the controller has no store).
+    History {
+        /// Which records.
+        filter: HistoryFilter,
+    },
+    /// Forget the stored results of tasks submitted before `before_us` (µs since the
+    /// epoch), in memory and in the task store; answered by [`ToClient::Ack`].
+    PurgeBefore {
+        /// The cut-off time.
+        before_us: u64,
+    },
 }
 message_types!(FromClient {
     Hello => "hello",
@@ -60,6 +73,8 @@ message_types!(FromClient {
     QueueStatus => "queue_status",
     Abort => "abort",
     Goodbye => "goodbye",
+    History => "history",
+    PurgeBefore => "purge_before",
 });
 
 /// Controller → client, on the client socket.
@@ -112,6 +127,11 @@ pub enum ToClient {
         /// Ids the controller has no record of.
         unknown: Vec<TaskId>,
     },
+    /// Answer to [`FromClient::History`]: the matching records, newest first.
+    History {
+        /// The records.
+        records: Vec<HistoryRecord>,
+    },
 }
 message_types!(ToClient {
     Welcome => "welcome",
@@ -122,6 +142,7 @@ message_types!(ToClient {
     Error => "error",
     QueueStatus => "queue_status",
     Aborted => "aborted",
+    History => "history",
 });
 
 /// Published by the controller on its notification socket.

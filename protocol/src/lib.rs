@@ -71,8 +71,8 @@ mod launch;
 pub use ids::{ClientId, EngineId, ParseTaskIdError, TaskId};
 pub use launch::LaunchInfo;
 pub use status::{
-    ControllerStatus, DropCounts, EngineInfo, EngineQueue, EngineStatus, QueueStatus, StatusReport,
-    TaskCounts,
+    ControllerStatus, DropCounts, EngineInfo, EngineQueue, EngineStatus, FunctionSummary,
+    HistoryFilter, HistoryRecord, QueueStatus, RecordState, StatusReport, TaskCounts,
 };
 pub use task::{
     Assignment, CommandOutput, CommandSpec, ErrorKind, Status, TaskError, TaskOptions, TaskOutcome,

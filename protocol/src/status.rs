@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::EngineId;
+use crate::{ClientId, EngineId, TaskError, TaskId, Work};
 
 /// A registered engine as reported to clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,4 +174,112 @@ pub struct StatusReport {
     /// controller).
     #[serde(default)]
     pub store: Option<String>,
+    /// Per-function counts and run times from the task store (`None` without one, or from
+    /// an older controller).
+    #[serde(default)]
+    pub functions: Option<Vec<FunctionSummary>>,
+}
+
+// ---- Task history (the task store's records) ----
+
+/// Where a task is in its life, as the task store records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordState {
+    /// Submitted, not on an engine (or waiting for its dependencies).
+    Queued,
+    /// Given to an engine.
+    Running,
+    /// Finished successfully.
+    Ok,
+    /// Finished with an error.
+    Failed,
+}
+
+impl RecordState {
+    /// The name `cluster history` shows and `--status` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordState::Queued => "queued",
+            RecordState::Running => "running",
+            RecordState::Ok => "ok",
+            RecordState::Failed => "failed",
+        }
+    }
+}
+
+/// Which records [`FromClient::History`] asks for: every given field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryFilter {
+    /// In this state.
+    #[serde(default)]
+    pub state: Option<RecordState>,
+    /// Of this function (or program, for commands).
+    #[serde(default)]
+    pub function: Option<String>,
+    /// Run on this engine.
+    #[serde(default)]
+    pub engine: Option<EngineId>,
+    /// Submitted by this client.
+    #[serde(default)]
+    pub client: Option<ClientId>,
+    /// Submitted at or after this time, µs since the epoch.
+    #[serde(default)]
+    pub since_us: Option<u64>,
+    /// At most this many (the newest).
+    #[serde(default)]
+    pub limit: Option<u64>,
+}
+
+/// One task as the task store recorded it (no payloads: fetch the result by id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRecord {
+    /// The task.
+    pub id: TaskId,
+    /// The client that submitted it.
+    pub client: ClientId,
+    /// What it ran (`None` when the record's command does not decode).
+    pub work: Option<Work>,
+    /// The function name, or the program of a command.
+    pub function: String,
+    /// Where it is in its life.
+    pub state: RecordState,
+    /// When the controller received it, µs since the epoch.
+    pub submitted_us: u64,
+    /// When it started on its engine.
+    pub started_us: Option<u64>,
+    /// When the controller received its outcome.
+    pub completed_us: Option<u64>,
+    /// Run time on the engine, µs.
+    pub elapsed_us: Option<u64>,
+    /// The engine that ran it (last).
+    pub engine: Option<EngineId>,
+    /// Why it failed.
+    pub error: Option<TaskError>,
+    /// Size of its argument in bytes.
+    pub argument_size: u64,
+    /// Size of its result in bytes, once finished.
+    pub result_size: Option<u64>,
+    /// Whether the store kept the result: `kept`, `too_large` (metadata only),
+    /// `backlog` (dropped while the disk failed) or `absent`.
+    pub result: String,
+}
+
+/// One function in [`StatusReport::functions`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionSummary {
+    /// Function name (or program).
+    pub function: String,
+    /// Tasks queued now.
+    pub queued: u64,
+    /// Tasks running now.
+    pub running: u64,
+    /// Tasks finished successfully.
+    pub ok: u64,
+    /// Tasks failed.
+    pub failed: u64,
+    /// Median run time, µs (`None` before any finished).
+    pub p50_us: Option<u64>,
+    /// 99th percentile run time, µs.
+    pub p99_us: Option<u64>,
 }

@@ -164,7 +164,12 @@ impl FakeLoop {
                 self.sent_at_status.store(self.sent, Ordering::SeqCst);
                 ToClient::Status(Box::new(self.report()))
             }
-            FromClient::Purge { .. } | FromClient::Shutdown { .. } => ToClient::Ack,
+            FromClient::Purge { .. }
+            | FromClient::PurgeBefore { .. }
+            | FromClient::Shutdown { .. } => ToClient::Ack,
+            FromClient::History { .. } => ToClient::History {
+                records: Vec::new(),
+            },
             FromClient::Fetch { ids } => ToClient::Pending {
                 pending: vec![],
                 unknown: ids,
@@ -372,6 +377,7 @@ impl FakeLoop {
             tasks: TaskCounts::default(),
             dropped: DropCounts::default(),
             store: None,
+            functions: None,
         }
     }
 }

@@ -6,13 +6,16 @@
 //!   controller killed mid-map (`bench failover`);
 //! * [`scale`]: many simulated engines ([`engine::sim`]) on a real controller
 //!   (`bench scale N`);
-//! * [`commands`]: `cluster map -- true` against `xargs -P` (`bench commands N,…`).
+//! * [`commands`]: `cluster map -- true` against `xargs -P` (`bench commands N,…`);
+//! * [`store`]: task rates with and without the SQLite task store, the controller's memory
+//!   as records pile up, and a restart on a big database (`bench store`).
 //!
 //! Each returns a report that serialises to the `--json` line and renders as a table.
 
 pub mod commands;
 pub mod failover;
 pub mod scale;
+pub mod store;
 pub mod tasks;
 
 use crate::launch::{self, EngineLaunch, EngineProgram, StartReport};

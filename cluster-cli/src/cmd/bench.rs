@@ -4,7 +4,7 @@
 //! `bench --failover`, `bench --scale N`, `bench --commands N,…`, and `bench -n 2 --calls …`.
 
 use super::secs;
-use crate::bench::{commands, failover, scale, tasks};
+use crate::bench::{commands, failover, scale, store, tasks};
 use crate::ctx::Ctx;
 use crate::output::Rendered;
 use anyhow::Result;
@@ -75,6 +75,22 @@ pub enum Which {
         /// Runs per figure (the median is reported).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+    },
+    /// The task store: task rates with db = memory and db = sqlite, controller memory after
+    /// 100k and 1M one-item tasks on SQLite, and the time from a restart to serving.
+    Store {
+        /// Engines.
+        #[arg(short = 'n', long = "engines", default_value_t = 2)]
+        engines: usize,
+        /// One-item tasks of each rate figure (the chunked map gets ten times as many).
+        #[arg(long, default_value_t = 20_000)]
+        items: usize,
+        /// Runs of each rate figure (the best is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Task counts after which the controller's memory is read (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+        tasks: Vec<u64>,
     },
 }
 
@@ -148,6 +164,15 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<()> {
         } => {
             let r = commands::bench_commands(&counts, engines, runs, progress)?;
             out.report(&Rendered(&r, &commands::render))?;
+        }
+        Which::Store {
+            engines,
+            items,
+            runs,
+            tasks,
+        } => {
+            let r = store::bench_store(engines, items, runs, &tasks, progress)?;
+            out.report(&Rendered(&r, &store::render_store))?;
         }
     }
     Ok(())

@@ -12,7 +12,7 @@
 use super::results::from_disk;
 use super::tasks::{Task, TaskState};
 use super::{Action, Core, Route};
-use protocol::TaskId;
+use protocol::{RecordState, TaskId, ToClient};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +29,10 @@ pub(super) enum Deferred {
         requests: Vec<protocol::TaskRequest>,
         payloads: Vec<Vec<u8>>,
     },
+    /// `FromClient::History`.
+    History { route: Route },
+    /// `FromClient::Status`: the report waits for the store's per-function figures.
+    Status { route: Route },
 }
 
 /// The waiting requests, by tag.
@@ -85,6 +89,39 @@ impl Core {
         });
     }
 
+    /// Asks the store `query` (not a lookup of ids) for `deferred`.
+    pub(super) fn ask_store(&mut self, query: Query, deferred: Deferred, out: &mut Vec<Action>) {
+        let tag = self.lookups.add(deferred);
+        out.push(Action::Lookup { tag, query });
+    }
+
+    /// `FromClient::History`: the store's records matching `filter`. Without a store
+    /// (`db = "none"`) the answer is an error that says how to get one: memory holds only
+    /// unfinished tasks and results, not their history.
+    pub(super) fn history(
+        &mut self,
+        route: &[u8],
+        filter: protocol::HistoryFilter,
+        out: &mut Vec<Action>,
+    ) {
+        if !self.config.persist {
+            let message = "this controller keeps no task history (db = \"none\"): start it with \
+                           db = \"sqlite\" (the default) or db = \"memory\" in cluster.toml \
+                           (or CLUSTER_DB)"
+                .to_owned();
+            super::reply(out, route, ToClient::Error { message }, Vec::new());
+            return;
+        }
+        let query = Query::History(store_filter(filter));
+        self.ask_store(
+            query,
+            Deferred::History {
+                route: route.to_vec(),
+            },
+            out,
+        );
+    }
+
     /// The task store answered the lookup `tag`: the request waiting for it completes.
     pub fn on_lookup_answer(&mut self, tag: u64, answer: Answer, now: Duration) -> Vec<Action> {
         self.advance(now);
@@ -92,6 +129,43 @@ impl Core {
         let Some(deferred) = self.lookups.waiting.remove(&tag) else {
             tracing::debug!("an answer of the task store for no waiting request ({tag}); ignored");
             return out;
+        };
+        let (deferred, answer) = match (deferred, answer) {
+            (Deferred::History { route }, answer) => {
+                let msg = match answer {
+                    Answer::History(Ok(records)) => ToClient::History {
+                        records: records.into_iter().map(history_record).collect(),
+                    },
+                    Answer::History(Err(e)) => ToClient::Error {
+                        message: format!("the task store could not answer: {e}"),
+                    },
+                    other => ToClient::Error {
+                        message: format!("the task store answered {other:?} to a history query"),
+                    },
+                };
+                super::reply(&mut out, &route, msg, Vec::new());
+                return out;
+            }
+            (Deferred::Status { route }, answer) => {
+                let mut report = self.status(self.now);
+                match answer {
+                    Answer::Stats(Ok(stats)) => {
+                        report.functions = Some(stats.into_iter().map(function_summary).collect());
+                    }
+                    Answer::Stats(Err(e)) => {
+                        tracing::debug!("task store: no per-function figures for status: {e}")
+                    }
+                    other => tracing::warn!("unexpected task store answer {other:?} to stats"),
+                }
+                super::reply(
+                    &mut out,
+                    &route,
+                    ToClient::Status(Box::new(report)),
+                    Vec::new(),
+                );
+                return out;
+            }
+            (deferred, answer) => (deferred, answer),
         };
         let found: HashMap<TaskId, Lookup> = match answer {
             Answer::Lookup(Ok(found)) => found
@@ -112,6 +186,7 @@ impl Core {
         };
         match deferred {
             Deferred::Fetch { route, ids } => self.answer_fetch(&route, ids, &found, &mut out),
+            Deferred::History { .. } | Deferred::Status { .. } => {}
             Deferred::Submit {
                 route,
                 requests,
@@ -176,5 +251,66 @@ impl Core {
             }
         }
         queued
+    }
+}
+
+/// A client's history filter in the store's terms.
+fn store_filter(f: protocol::HistoryFilter) -> store::HistoryFilter {
+    store::HistoryFilter {
+        state: f.state.map(|s| match s {
+            RecordState::Queued => store::TaskState::Queued,
+            RecordState::Running => store::TaskState::Running,
+            RecordState::Ok => store::TaskState::Ok,
+            RecordState::Failed => store::TaskState::Failed,
+        }),
+        function: f.function,
+        engine: f.engine,
+        client: f.client,
+        since_us: f.since_us,
+        limit: f.limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+    }
+}
+
+/// A store record as a client sees it.
+fn history_record(r: store::TaskRecord) -> protocol::HistoryRecord {
+    protocol::HistoryRecord {
+        id: r.id,
+        client: r.client,
+        work: r.work,
+        function: r.function,
+        state: match r.state {
+            store::TaskState::Queued => RecordState::Queued,
+            store::TaskState::Running => RecordState::Running,
+            store::TaskState::Ok => RecordState::Ok,
+            store::TaskState::Failed => RecordState::Failed,
+        },
+        submitted_us: r.submitted_us,
+        started_us: r.started_us,
+        completed_us: r.completed_us,
+        elapsed_us: r.elapsed_us,
+        engine: r.engine,
+        error: r.error,
+        argument_size: r.argument_size,
+        result_size: r.result_size,
+        result: match r.result {
+            store::PayloadState::Kept => "kept",
+            store::PayloadState::TooLarge => "too_large",
+            store::PayloadState::Backlog => "backlog",
+            store::PayloadState::Absent => "absent",
+        }
+        .to_owned(),
+    }
+}
+
+/// A function's figures as `cluster status` shows them.
+fn function_summary(s: store::FunctionStats) -> protocol::FunctionSummary {
+    protocol::FunctionSummary {
+        function: s.function,
+        queued: s.queued,
+        running: s.running,
+        ok: s.ok,
+        failed: s.failed,
+        p50_us: s.p50_us,
+        p99_us: s.p99_us,
     }
 }

@@ -344,6 +344,8 @@ impl Core {
             FromClient::Purge { ids } => self.purge(route, ids, &mut out),
             FromClient::Shutdown { controller } => self.shutdown(route, controller, &mut out),
             FromClient::Goodbye => self.goodbye(route),
+            FromClient::History { filter } => self.history(route, filter, &mut out),
+            FromClient::PurgeBefore { before_us } => self.purge_before(route, before_us, &mut out),
         }
         self.flush_records(&mut out);
         out

@@ -425,6 +425,34 @@ impl Core {
     }
 }
 
+impl Core {
+    /// `FromClient::PurgeBefore`: forgets the results of tasks submitted before `before_us`
+    /// (wall clock, µs since the epoch). The store deletes by submission time; memory, which
+    /// does not keep that time, drops the results of tasks that started before it (a task
+    /// starts after its submission, so none submitted before is kept) and those that never
+    /// ran.
+    pub(super) fn purge_before(&mut self, route: &[u8], before_us: u64, out: &mut Vec<Action>) {
+        if self.config.persist {
+            self.records
+                .push(Record::Purged(store::Purge::Before(before_us)));
+        }
+        let old: Vec<TaskId> = self
+            .results
+            .store
+            .values()
+            .filter(|s| s.outcome.started_us < before_us)
+            .map(|s| s.outcome.id)
+            .collect();
+        if !old.is_empty() {
+            if self.config.persist {
+                self.lookups.purged(self.now, old.clone());
+            }
+            self.results.purge(old);
+        }
+        reply(out, route, ToClient::Ack, Vec::new());
+    }
+}
+
 /// A result read back from the task store: its outcome and payload, or, when the store kept
 /// no payload (too large, or dropped while the disk failed), a failure that says so.
 pub(super) fn from_disk(

@@ -60,6 +60,7 @@ impl Core {
             },
             dropped: self.dropped.clone(),
             store: self.store_health.clone(),
+            functions: None,
         }
     }
 
@@ -81,8 +82,18 @@ impl Core {
         }
     }
 
-    /// `FromClient::Status`.
-    pub(super) fn status_request(&self, route: &[u8], now: Duration, out: &mut Vec<Action>) {
+    /// `FromClient::Status`. With a task store the report waits for its per-function
+    /// figures (answered in [`Core::on_lookup_answer`]).
+    pub(super) fn status_request(&mut self, route: &[u8], now: Duration, out: &mut Vec<Action>) {
+        if self.config.persist {
+            let route = route.to_vec();
+            self.ask_store(
+                store::Query::Stats,
+                super::lookups::Deferred::Status { route },
+                out,
+            );
+            return;
+        }
         let report = ToClient::Status(Box::new(self.status(now)));
         reply(out, route, report, Vec::new());
     }

@@ -223,3 +223,130 @@ fn a_restart_queues_the_unfinished_again_and_answers_resubmitted_finished_tasks_
     let actions = h.finish("a", &[tid(2)], 5);
     assert_eq!(delivered(&actions)[0].1[0].id, tid(2));
 }
+
+fn replies(actions: &[Action]) -> Vec<ToClient> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ToClient { msg, .. } => Some(msg.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn queries(actions: &[Action]) -> Vec<(u64, Query)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Lookup { tag, query } => Some((*tag, query.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn history_and_status_wait_for_the_store_and_purge_before_reaches_it() {
+    let mut h = persisting(1 << 20);
+    h.hello(CLIENT);
+    let filter = protocol::HistoryFilter {
+        state: Some(protocol::RecordState::Failed),
+        function: Some("f".into()),
+        limit: Some(5),
+        ..Default::default()
+    };
+    let actions = h.client(CLIENT, FromClient::History { filter });
+    assert!(replies(&actions).is_empty(), "answered before the store");
+    let asked = queries(&actions);
+    let [(tag, Query::History(f))] = &asked[..] else {
+        panic!("{asked:?}")
+    };
+    assert_eq!(f.state, Some(StoredState::Failed));
+    assert_eq!((f.function.as_deref(), f.limit), (Some("f"), Some(5)));
+    let record = ::store::TaskRecord {
+        id: tid(1),
+        client: protocol::ClientId(1),
+        work: None,
+        options: Default::default(),
+        function: "f".into(),
+        state: StoredState::Failed,
+        submitted_us: 7,
+        started_us: None,
+        completed_us: Some(9),
+        elapsed_us: Some(0),
+        engine: None,
+        error: None,
+        argument_size: 3,
+        result_size: Some(0),
+        result: ::store::PayloadState::Kept,
+        acknowledged_us: None,
+    };
+    let actions = h
+        .core
+        .on_lookup_answer(*tag, Answer::History(Ok(vec![record])), h.now);
+    let [ToClient::History { records: listed }] = &replies(&actions)[..] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(listed[0].id, tid(1));
+    assert_eq!(listed[0].state, protocol::RecordState::Failed);
+    assert_eq!(listed[0].result, "kept");
+
+    // Status waits for the per-function figures; a store that fails still gets a report.
+    let actions = h.client(CLIENT, FromClient::Status);
+    let asked = queries(&actions);
+    let [(tag, Query::Stats)] = &asked[..] else {
+        panic!("{asked:?}")
+    };
+    let stats = ::store::FunctionStats {
+        function: "f".into(),
+        queued: 0,
+        running: 1,
+        ok: 2,
+        failed: 3,
+        p50_us: Some(10),
+        p99_us: Some(20),
+        mean_us: Some(12),
+    };
+    let actions = h
+        .core
+        .on_lookup_answer(*tag, Answer::Stats(Ok(vec![stats])), h.now);
+    let [ToClient::Status(report)] = &replies(&actions)[..] else {
+        panic!("{actions:?}")
+    };
+    let f = &report.functions.as_ref().unwrap()[0];
+    assert_eq!((f.ok, f.failed, f.p99_us), (2, 3, Some(20)));
+    let actions = h.client(CLIENT, FromClient::Status);
+    let (tag, _) = queries(&actions)[0].clone();
+    let actions =
+        h.core
+            .on_lookup_answer(tag, Answer::Stats(Err(::store::StoreError::Closed)), h.now);
+    let [ToClient::Status(report)] = &replies(&actions)[..] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(report.functions, None);
+
+    let actions = h.client(CLIENT, FromClient::PurgeBefore { before_us: 123 });
+    assert!(matches!(
+        &records(&actions)[..],
+        [Record::Purged(::store::Purge::Before(123))]
+    ));
+    assert_eq!(replies(&actions), [ToClient::Ack]);
+}
+
+#[test]
+fn without_a_store_history_is_refused_saying_why_and_status_is_at_once() {
+    let mut h = Harness::new(Hwm::Limit(0));
+    h.hello(CLIENT);
+    let actions = h.client(
+        CLIENT,
+        FromClient::History {
+            filter: Default::default(),
+        },
+    );
+    let [ToClient::Error { message }] = &replies(&actions)[..] else {
+        panic!("{actions:?}")
+    };
+    assert!(message.contains("db = \"none\""), "{message}");
+    let actions = h.client(CLIENT, FromClient::Status);
+    assert!(matches!(&replies(&actions)[..], [ToClient::Status(_)]));
+    assert!(queries(&actions).is_empty());
+}
