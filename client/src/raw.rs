@@ -11,9 +11,9 @@
 use crate::cell::{deadline, Cell, Layout};
 use crate::client::Client;
 use crate::error::Error;
-use crate::io::Shared;
+use crate::shared::Shared;
 use crate::result::cancel_cells;
-use crate::view::{submit, NewTask, MAX_PAYLOAD};
+use crate::submit::{submit, NewTask, MAX_PAYLOAD};
 use protocol::{EngineId, Status, TaskError, TaskId, TaskOptions, TaskRequest, Work};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -229,5 +229,5 @@ pub fn auto_chunk_counts(items: usize, engines: usize) -> Vec<usize> {
     if items == 0 {
         return Vec::new();
     }
-    crate::view::auto_counts(items, engines)
+    crate::submit::auto_counts(items, engines)
 }
