@@ -11,8 +11,8 @@
 use crate::cell::{deadline, Cell, Layout};
 use crate::client::Client;
 use crate::error::Error;
-use crate::shared::Shared;
 use crate::result::cancel_cells;
+use crate::shared::Shared;
 use crate::submit::{submit, NewTask, MAX_PAYLOAD};
 use protocol::{EngineId, Status, TaskError, TaskId, TaskOptions, TaskRequest, Work};
 use std::sync::atomic::Ordering;
@@ -178,6 +178,21 @@ impl RawBatch {
         });
         let order = state.arrivals.iter().map(|&i| i as usize).collect();
         (order, state.finished())
+    }
+
+    /// The result payloads of the tasks that finished successfully, by index (`None` for
+    /// the others: running, failed or lost), read at once; for callers that decode a whole
+    /// batch, who then ask [`RawBatch::outcome`] only about the rest.
+    pub fn ok_payloads(&self) -> Vec<Option<Arc<Vec<u8>>>> {
+        let state = self.cell.lock();
+        state
+            .parts
+            .iter()
+            .map(|part| match part {
+                Some(part) if part.status == Status::Ok => part.payload.clone(),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The outcome of task `index` so far.

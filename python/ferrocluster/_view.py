@@ -10,10 +10,12 @@ Functions given by name (a ``str``) are the engines' Rust functions (``noop``,
 import builtins
 import concurrent.futures
 import contextlib
+import io
 import itertools
 import json
 import pickle
 import shlex
+import threading
 import time
 from collections import deque
 
@@ -29,8 +31,42 @@ _FLAGS = ("block", "targets", "retries", "timeout", "after", "follow", "chunksiz
           "ordered")
 
 
+class _Pickling(threading.local):
+    """One cloudpickle Pickler per thread, kept: making a Pickler costs more than pickling
+    a small value with it (a one-item map pickles one tuple per task)."""
+
+    def __init__(self):
+        self.buf = io.BytesIO()
+        self.pickler = cloudpickle.Pickler(self.buf, protocol=_PROTOCOL)
+        self.busy = False
+
+
+_pickling = _Pickling()
+
+
 def _dumps(obj):
-    return cloudpickle.dumps(obj, protocol=_PROTOCOL)
+    p = _pickling
+    if p.busy:  # pickling from inside a pickle (a __reduce__ that submits): a fresh one
+        return cloudpickle.dumps(obj, protocol=_PROTOCOL)
+    p.busy = True
+    try:
+        p.buf.seek(0)
+        p.buf.truncate()
+        p.pickler.clear_memo()
+        # cloudpickle's per-dump state (keyed by ids of globals dicts) must not outlive the
+        # dump: another dict may get the same id later.
+        refs = getattr(p.pickler, "globals_ref", None)
+        if refs:
+            refs.clear()
+        p.pickler.dump(obj)
+        return p.buf.getvalue()
+    except BaseException:
+        # A failed dump leaves the pickler in an unknown state.
+        p.buf = io.BytesIO()
+        p.pickler = cloudpickle.Pickler(p.buf, protocol=_PROTOCOL)
+        raise
+    finally:
+        p.busy = False
 
 
 def _task_ids(deps):
