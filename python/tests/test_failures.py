@@ -178,3 +178,19 @@ def test_cluster_program_runs_from_python_alone(tmp_path):
     finally:
         stopped = run("stop")
         assert stopped.returncode == 0, stopped.stderr
+
+
+def test_a_timed_out_python_task_has_its_worker_killed_at_the_deadline(rc):
+    e0 = rc.ids[0]
+    v = rc.load_balanced_view(targets=[e0])
+    pid = v.apply_sync(os.getpid)  # the worker's
+    with v.temp_flags(timeout=0.3):
+        ar = v.apply_async(time.sleep, 30)
+    t = time.monotonic()
+    with pytest.raises(fc.TaskTimeout) as e:
+        ar.get(10)
+    assert time.monotonic() - t < 5
+    assert "engine %d" % e0 in str(e.value) and "killed" in str(e.value), str(e.value)
+    # Killed at the deadline, not when the engine's next Python task comes.
+    assert eventually(lambda: not alive(pid), 3)
+    assert v.apply_sync(os.getpid) != pid
