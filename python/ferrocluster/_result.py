@@ -204,35 +204,49 @@ class AsyncResult(concurrent.futures.Future):
         self._settle()
         return not self.cancelled() and super().exception(0) is None
 
-    def wait_interactive(self, interval=0.1, timeout=None):
-        """Waits, showing progress (a tqdm bar when tqdm is installed, else a line of text)."""
+    def wait_interactive(self, interval=0.1, timeout=-1, widget=None, file=None):
+        """Waits, showing progress by items done: a tqdm bar when tqdm is installed (a
+        notebook widget under Jupyter, through ``tqdm.auto``), else one line of text on
+        ``file`` (stderr) rewritten in place. ``timeout`` (seconds, -1 or None: no limit)
+        ends the wait early; the tasks go on. ``widget=False`` forces the text line."""
+        if timeout is not None and timeout < 0:
+            timeout = None
+        file = file if file is not None else sys.stderr
         start = time.monotonic()
         total_tasks = len(self._batch)
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            tqdm = None
-        bar = tqdm(total=self._batch.progress()[2], unit="item") if tqdm else None
+        tqdm = None
+        if widget is not False:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+        total_items = self._batch.progress()[2]
+        bar = tqdm(total=total_items, unit="item", file=file) if tqdm else None
         shown = 0
+
+        def line(tasks, items):
+            text = "%d/%d tasks" % (tasks, total_tasks)
+            if total_items != total_tasks:
+                text += " (%d/%d items)" % (items, total_items)
+            return "%s finished after %.1f s" % (text, time.monotonic() - start)
+
         try:
             while not self.wait(interval):
-                tasks, items, total = self._batch.progress()
+                tasks, items, _ = self._batch.progress()
                 if bar is not None:
                     bar.update(items - shown)
                     shown = items
                 else:
-                    print("\r%d/%d tasks finished after %.0f s" % (
-                        tasks, total_tasks, time.monotonic() - start), end="", file=sys.stderr)
+                    print("\r" + line(tasks, items), end="", file=file, flush=True)
                 if timeout is not None and time.monotonic() - start > timeout:
                     break
         finally:
+            tasks, items, _ = self._batch.progress()
             if bar is not None:
-                bar.update(self._batch.progress()[1] - shown)
+                bar.update(items - shown)
                 bar.close()
             else:
-                print("\rdone: %d/%d tasks after %.1f s" % (
-                    self._batch.progress()[0], total_tasks, time.monotonic() - start),
-                    file=sys.stderr)
+                print("\r" + line(tasks, items), file=file, flush=True)
 
     def cancel(self):
         """Cancels the tasks that have not started (the controller aborts them); True when

@@ -276,3 +276,24 @@ def test_a_busy_python_task_does_not_get_its_engine_declared_dead(rc):
 
     assert v.apply_sync(busy, seconds) == "alive"
     assert len(rc.ids) == 2
+
+
+def test_wait_interactive_shows_progress_with_and_without_tqdm(rc, monkeypatch):
+    import io
+    import sys
+    v = rc.load_balanced_view()
+    ar = v.map_async(lambda x: (__import__("time").sleep(0.002), x)[1], range(300),
+                     chunksize=3)
+    out = io.StringIO()
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # not installed
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    ar.wait_interactive(interval=0.02, file=out)
+    assert ar.get() == list(range(300))
+    last = out.getvalue().split("\r")[-1]
+    assert last.startswith("100/100 tasks (300/300 items) finished after"), out.getvalue()
+    monkeypatch.undo()
+    pytest.importorskip("tqdm")
+    ar = v.map_async(lambda x: x, range(50), chunksize=5)
+    out = io.StringIO()
+    ar.wait_interactive(interval=0.02, file=out)
+    assert "50/50" in out.getvalue(), out.getvalue()
