@@ -398,6 +398,30 @@ class DirectView(View):
                                      single=self._single())
         return self._each("call", _dumps(f), _dumps((args, kwargs)), _name(f))
 
+    def map_async(self, f, *sequences, chunksize=None, ordered=None):
+        """``f`` over the items, split as IPyparallel's DirectView does: one contiguous
+        part per engine of the view (sizes differing by at most one, in engine order, as
+        ``scatter`` splits), each engine mapping ``f`` over its part; the results in item
+        order. ``chunksize`` and ``ordered`` are the load-balanced view's and do not apply."""
+        if not sequences:
+            raise TypeError("map needs at least one sequence")
+        star = len(sequences) > 1
+        items = list(zip(*sequences)) if star else list(sequences[0])
+        ids = self._ids()
+        parts = [(e, p) for e, p in zip(ids, _split(items, len(ids))) if p]
+        each = [e for e, _ in parts]
+        counts = [len(p) for _, p in parts]
+        if isinstance(f, str):
+            payloads = [bytes(json_to_msgpack(json.dumps([list(a) if star else a for a in p])))
+                        for _, p in parts]
+            batch = self._native().submit(f, payloads, items=counts, map=True, each_target=each,
+                                          **self._options(targets=[]))
+            return AsyncMapResult(self.client, batch, decode_json, f, items=len(items))
+        payloads = [_dumps((p, star)) for _, p in parts]
+        return self._submit_python("map", _dumps(f), payloads, _name(f), items=counts,
+                                   each=each, options=self._options(targets=[]),
+                                   map_result=True)
+
     def push(self, ns, targets=None, block=None):
         """Puts the names and values of dict ``ns`` into each engine's namespace."""
         if not isinstance(ns, dict):

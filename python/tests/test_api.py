@@ -297,3 +297,24 @@ def test_wait_interactive_shows_progress_with_and_without_tqdm(rc, monkeypatch):
     out = io.StringIO()
     ar.wait_interactive(interval=0.02, file=out)
     assert "50/50" in out.getvalue(), out.getvalue()
+
+
+def test_direct_view_map_splits_evenly_in_engine_order_like_scatter(rc):
+    dv = rc[:]
+    e0, e1 = rc.ids[:2]
+    pids = {rc[e].apply_sync(os.getpid): e for e in (e0, e1)}
+    got = dv.map_sync(lambda x: (x * 2, os.getpid()), range(11))
+    assert [v for v, _ in got] == [x * 2 for x in range(11)]
+    engines = [pids[p] for _, p in got]
+    assert engines == [e0] * 6 + [e1] * 5, engines
+    # scatter splits the same way.
+    dv.scatter("part", range(11), block=True)
+    assert dv.apply_sync(lambda: part) == [list(range(6)), list(range(6, 11))]
+    assert dv.gather("part", block=True) == list(range(11))
+    # Several sequences, fewer items than engines, nothing at all, and a Rust function.
+    assert dv.map_sync(lambda a, b: a + b, [1, 2], [10, 20]) == [11, 22]
+    assert dv.map_sync(lambda x: x, [7]) == [7]
+    assert dv.map_sync(lambda x: x, []) == []
+    assert rc[[e1]].map_sync(lambda x: os.getpid(), range(3)) == [
+        p for p, e in pids.items() if e == e1] * 3
+    assert dv.map_sync("nth_prime", [0, 1, 2]) == [2, 3, 5]
