@@ -102,6 +102,7 @@ class AsyncResult(concurrent.futures.Future):
         self._outputs = None  # [(stdout, stderr)] per task once settled
         self._partial = {}  # decoded values by task index (iteration, settle)
         super().__init__()
+        client._track(self)
 
     # concurrent.futures' wait() and as_completed() append to _waiters directly: the first
     # such use asks the dispatcher to settle this future when its tasks finish.
@@ -342,6 +343,28 @@ class AsyncResult(concurrent.futures.Future):
                 self.set_result(value)
         except concurrent.futures.InvalidStateError:
             pass  # cancelled meanwhile
+
+    def get_dict(self, timeout=None):
+        """The values keyed by the engine that produced each (IPyparallel's): for a direct
+        view's apply, one per engine. ValueError when an engine ran several of the tasks."""
+        values = self.get(timeout)
+        if self._single:
+            values = [values]
+        engines = self.engine_id
+        engines = [engines] if not isinstance(engines, list) else engines
+        if len(set(engines)) != len(engines):
+            raise ValueError("cannot make a dict of %s: engines %s ran more than one task "
+                             "each" % (self._what(), engines))
+        return dict(zip(engines, values))
+
+    @property
+    def sent(self):
+        """True: the tasks are handed to the client's I/O thread when the call returns."""
+        return True
+
+    def wait_for_send(self, timeout=None):
+        """IPyparallel's: returns True at once (see ``sent``)."""
+        return True
 
     # -- metadata --------------------------------------------------------------------
 

@@ -323,6 +323,45 @@ class View:
             spec["stdin"] = list(stdin.encode() if isinstance(stdin, str) else stdin)
         return argv, json.dumps(spec)
 
+    # -- what the client does, for this view's tasks --------------------------------
+
+    def wait(self, jobs=None, timeout=-1):
+        """Waits for ``jobs`` (AsyncResults; default: everything the client submitted);
+        True when they all finished."""
+        return self.client.wait(jobs, timeout)
+
+    def abort(self, jobs=None, targets=None, block=None):
+        """Aborts tasks that have not started (see ``Client.abort``)."""
+        return self.client.abort(jobs)
+
+    def queue_status(self, targets=None, verbose=False):
+        """The engines' queues (see ``Client.queue_status``), of this view's engines."""
+        if targets is None:
+            targets = self._lb_targets() or None
+        return self.client.queue_status(targets, verbose)
+
+    def purge_results(self, jobs=(), targets=()):
+        """Forgets stored results (see ``Client.purge_results``)."""
+        return self.client.purge_results(jobs)
+
+    def shutdown(self, targets=None, hub=False, block=None):
+        """Stops the engines (see ``Client.shutdown``)."""
+        return self.client.shutdown(hub=hub)
+
+    @property
+    def outstanding(self):
+        return self.client.outstanding
+
+    def use_cloudpickle(self):
+        """Functions and values always travel with cloudpickle here: nothing to switch."""
+
+    def use_pickle(self):
+        """Kept for IPyparallel's code: cloudpickle (a superset of pickle) is always used."""
+
+    def use_dill(self):
+        """Kept for IPyparallel's code: cloudpickle is used (it pickles what dill does for
+        functions, closures and lambdas)."""
+
     @property
     def executor(self):
         """A ``concurrent.futures.Executor`` submitting through this view."""
@@ -524,6 +563,12 @@ class DirectView(View):
         ar = AsyncResult(self.client, batch, lambda p: decode_command(p, argv), argv[0],
                          single=self._single())
         return ar.get() if self._block(block) else ar
+
+    def activate(self, suffix=""):
+        """Makes this view the one ``%px``, ``%%px``, ``%pxresult`` and ``%autopx`` (with
+        ``suffix`` after their names) run on, in IPython."""
+        from . import _magics
+        _magics.register(self, suffix)
 
     def __len__(self):
         return len(self._ids())

@@ -318,3 +318,33 @@ def test_direct_view_map_splits_evenly_in_engine_order_like_scatter(rc):
     assert rc[[e1]].map_sync(lambda x: os.getpid(), range(3)) == [
         p for p, e in pids.items() if e == e1] * 3
     assert dv.map_sync("nth_prime", [0, 1, 2]) == [2, 3, 5]
+
+
+def test_ipyparallel_names_get_dict_wait_outstanding_and_view_requests(rc):
+    dv = rc[:]
+    d = dv.apply_async(os.getpid).get_dict(10)
+    assert sorted(d) == rc.ids and all(isinstance(p, int) for p in d.values())
+    v = rc.load_balanced_view()
+    ars = [v.apply_async(time.sleep, 0.2) for _ in range(3)]
+    assert ars[0].sent and ars[0].wait_for_send()
+    assert set(ars[0].msg_ids) <= rc.outstanding
+    assert rc.wait(ars, timeout=10) and v.wait(timeout=10)
+    assert not (set(ars[0].msg_ids) & rc.outstanding)
+    assert rc.wait(timeout=0)
+    with pytest.raises(ValueError):
+        v.map_async(lambda x: x, range(8), chunksize=1).get_dict(10)
+    assert set(dv.queue_status()) >= set(rc.ids)
+    assert dv.abort([]) == {"aborted": [], "running": [], "finished": [], "unknown": []}
+    dv.use_cloudpickle()
+    dv.use_pickle()
+    dv.purge_results([ars[0]])
+
+
+def test_cluster_async_names():
+    import asyncio
+
+    async def main():
+        async with fc.Cluster(n=1) as rc:
+            return rc.load_balanced_view().apply_sync(lambda: "async")
+
+    assert asyncio.run(main()) == "async"
