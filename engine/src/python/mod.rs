@@ -18,11 +18,13 @@
 //! Quick Python tasks queued together on the engine (see `Core::take_alike`: same function,
 //! quick by the last run, no time limits) go down the pipe as one batch frame, and their
 //! replies come back one by one as each task finishes, so a stream of one-item tasks costs
-//! one pipe round trip per batch, not per task. Each task keeps its own outcome, captured
-//! output, exception and run time. A worker that dies during a batch fails only the task it
-//! was running (the first without a reply; the controller retries it elsewhere when its
-//! retries allow); the tasks before it keep their results and the tasks after it, which
-//! never started, run on a fresh worker. None is run twice.
+//! few pipe writes per batch (the worker holds quick calls' replies back for about 0.2 ms
+//! and writes them together), not a round trip per task. Each task keeps its own outcome,
+//! captured output, exception and run time. A worker that dies during a batch fails only
+//! the task it was running: the tasks without a reply run again one at a time on a fresh
+//! worker, and the one that kills it again fails with `WorkerDied` (the controller retries
+//! it elsewhere when its retries allow); a quick task that had finished in the last moment
+//! before the death (its reply still held back) runs twice. See [`Runtime::run_batch`].
 //!
 //! # Time limits
 //!
@@ -232,9 +234,14 @@ impl Runtime {
 
     fn run(&self, ctx: &Context, payload: &[u8]) -> Result<Vec<u8>, CallError> {
         let task = self.prepare(payload)?;
+        self.run_one(ctx, &task)
+    }
+
+    /// Runs one checked task in a frame of its own.
+    fn run_one(&self, ctx: &Context, task: &Prepared<'_>) -> Result<Vec<u8>, CallError> {
         let mut worker = self.take_worker().map_err(|t| self.trouble(ctx, t, None))?;
         let pid = worker.child.id();
-        let reply = exchange(&mut worker, &task);
+        let reply = exchange(&mut worker, task);
         match reply {
             Ok(reply) => {
                 self.give_back(worker);
@@ -252,13 +259,17 @@ impl Runtime {
     /// Runs several tasks with one frame to the worker (see `worker.py`); one answer each,
     /// in order, with its start (after the batch's) and run time as the replies arrived.
     ///
-    /// The worker runs the batch's requests in order and writes each reply when it is
-    /// ready, so a worker that dies was running the first task without a reply: that task
-    /// fails with `WorkerDied` (the controller retries it elsewhere when its retries
-    /// allow), the tasks before it keep their results, and the tasks after it, which never
-    /// started, run on a fresh worker (with an empty namespace, as any task after a death).
-    /// A worker that was gone before it took the frame (the write failed) fails no task:
-    /// the batch goes to a fresh worker once.
+    /// The worker runs the batch's requests in order and holds quick calls' and maps'
+    /// replies back for a moment (about 0.2 ms) to write them together (namespace tasks'
+    /// replies go out at once). So when it dies, the tasks without a reply are those it
+    /// had not started, the one it was running, and perhaps a few quick calls that had
+    /// just finished: they run again one at a time, each in a frame of its own, on a
+    /// fresh worker (with an empty namespace, as any task after a death). The one that kills the worker again fails with
+    /// `WorkerDied` (the controller retries it elsewhere when its retries allow); a quick
+    /// task that had finished just before the death runs twice. When only one task was
+    /// left without a reply, it is the one that was running and fails at once. A worker
+    /// gone before it took the frame (the write failed) fails no task: the batch goes to
+    /// a fresh worker once.
     fn run_batch(&self, ctx: &Context, tasks: &[&[u8]]) -> Vec<BatchRan> {
         let start = Instant::now();
         let mut answers: Vec<Option<BatchRan>> = tasks.iter().map(|_| None).collect();
@@ -269,7 +280,7 @@ impl Runtime {
                 Err(e) => answers[i] = Some(ran(Err(e), start, start)),
             }
         }
-        let mut rest: &[(usize, Prepared<'_>)] = &todo;
+        let rest: &[(usize, Prepared<'_>)] = &todo;
         let mut may_resend = true;
         while !rest.is_empty() {
             let mut worker = match self.take_worker() {
@@ -318,14 +329,31 @@ impl Runtime {
                 may_resend = false;
                 continue;
             }
-            let (i, _) = rest[answered];
-            let e = self.trouble(ctx, Trouble::Died, Some((pid, status)));
-            answers[i] = Some(BatchRan {
-                result: Err(e),
-                offset: last - start,
-                elapsed: last.elapsed(),
-            });
-            rest = &rest[answered + 1..];
+            let unanswered = &rest[answered..];
+            if let [(i, _)] = unanswered {
+                let e = self.trouble(ctx, Trouble::Died, Some((pid, status)));
+                answers[*i] = Some(BatchRan {
+                    result: Err(e),
+                    offset: last - start,
+                    elapsed: last.elapsed(),
+                });
+                break;
+            }
+            tracing::warn!(
+                "the Python worker {pid} of engine {} died during a batch ({status}); running its {} unanswered tasks again one at a time",
+                ctx.engine_id(),
+                unanswered.len()
+            );
+            for (i, task) in unanswered {
+                let began = Instant::now();
+                let result = self.run_one(ctx, task);
+                answers[*i] = Some(BatchRan {
+                    result,
+                    offset: began - start,
+                    elapsed: began.elapsed(),
+                });
+            }
+            break;
         }
         answers
             .into_iter()
