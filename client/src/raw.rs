@@ -180,6 +180,21 @@ impl RawBatch {
         (order, state.finished())
     }
 
+    /// The result payloads of the tasks that finished successfully, by index (`None` for
+    /// the others: running, failed or lost), read at once; for callers that decode a whole
+    /// batch, who then ask [`RawBatch::outcome`] only about the rest.
+    pub fn ok_payloads(&self) -> Vec<Option<Arc<Vec<u8>>>> {
+        let state = self.cell.lock();
+        state
+            .parts
+            .iter()
+            .map(|part| match part {
+                Some(part) if part.status == Status::Ok => part.payload.clone(),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The outcome of task `index` so far.
     pub fn outcome(&self, index: usize) -> RawOutcome {
         let state = self.cell.lock();

@@ -76,6 +76,56 @@ impl Executor<'_> {
                 })
             }
         };
+        let elapsed_us = start.elapsed().as_micros() as u64;
+        let (outcome, payload) = self.outcome(task, result, started_us, elapsed_us);
+        (outcome, payload, ran)
+    }
+
+    /// Runs tasks of one function that has a batch handler in one go (see
+    /// [`Registry::get_batch`]); one outcome each, in order. Each task's start and run time
+    /// are its own, as the handler measured them.
+    pub(crate) fn run_batch<'t>(
+        &self,
+        function: &'t str,
+        tasks: &[(&Assignment, &[u8])],
+    ) -> Vec<(TaskOutcome, Vec<u8>, Option<&'t str>)> {
+        let started_us = transport::now_us();
+        let ctx = Context::new(self.engine, self.registry.store().clone());
+        let ran = match self.registry.get_batch(function) {
+            Some(handler) => {
+                let payloads: Vec<&[u8]> = tasks.iter().map(|(_, payload)| *payload).collect();
+                handler(&ctx, &payloads)
+            }
+            None => Vec::new(),
+        };
+        let mut ran = ran.into_iter();
+        tasks
+            .iter()
+            .map(|(task, payload)| match ran.next() {
+                Some(r) => {
+                    let started = started_us + r.offset.as_micros() as u64;
+                    let elapsed = r.elapsed.as_micros() as u64;
+                    let (outcome, payload) = self.outcome(task, r.result, started, elapsed);
+                    (outcome, payload, Some(function))
+                }
+                // A handler that answered for fewer tasks (or none: no batch handler) leaves
+                // the rest to run one by one.
+                None => {
+                    let (outcome, payload, ran) = self.run(task, payload);
+                    (outcome, payload, ran.map(|_| function))
+                }
+            })
+            .collect()
+    }
+
+    /// The outcome of `task` from its result, with the size limit applied.
+    fn outcome(
+        &self,
+        task: &Assignment,
+        result: Result<Vec<u8>, CallError>,
+        started_us: u64,
+        elapsed_us: u64,
+    ) -> (TaskOutcome, Vec<u8>) {
         let result = result.and_then(|bytes| {
             if bytes.len() > MAX_RESULT_BYTES {
                 Err(CallError::new(
@@ -90,7 +140,6 @@ impl Executor<'_> {
                 Ok(bytes)
             }
         });
-        let elapsed_us = start.elapsed().as_micros() as u64;
         let (status, payload) = match result {
             Ok(bytes) => (Status::Ok, bytes),
             Err(e) => (
@@ -109,7 +158,7 @@ impl Executor<'_> {
             started_us,
             elapsed_us,
         };
-        (outcome, payload, ran)
+        (outcome, payload)
     }
 
     fn call(&self, function: &str, mode: Mode, payload: &[u8]) -> Result<Vec<u8>, CallError> {

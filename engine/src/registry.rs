@@ -63,10 +63,32 @@ impl CallError {
 /// A registered function, type-erased.
 pub(crate) type Handler = dyn Fn(&Context, Mode, &[u8]) -> Result<Vec<u8>, CallError> + Send + Sync;
 
+/// What one task of a batch gave: its result, when it started (time since the batch started)
+/// and how long it ran.
+#[derive(Debug)]
+pub(crate) struct BatchRan {
+    pub result: Result<Vec<u8>, CallError>,
+    pub offset: std::time::Duration,
+    pub elapsed: std::time::Duration,
+}
+
+/// A function that runs several queued tasks (their payloads) in one go, one result each in
+/// order (Python tasks: one pipe round trip to the worker for the lot instead of one per
+/// task). Its tasks' payloads say themselves whether they are calls or map chunks.
+pub(crate) type BatchHandler = dyn Fn(&Context, &[&[u8]]) -> Vec<BatchRan> + Send + Sync;
+
+/// Stops a function's running task from another thread (the runner gave up on it at its
+/// time limit or after a stop signal); says what it did, `None` when nothing was running.
+pub(crate) type CancelHook = dyn Fn() -> Option<String> + Send + Sync;
+
 /// Registered functions by name, and the store their contexts read.
 #[derive(Clone, Default)]
 pub(crate) struct Registry {
     functions: HashMap<String, Arc<Handler>>,
+    /// Functions that can also take several tasks at once.
+    batch: HashMap<String, Arc<BatchHandler>>,
+    /// Functions whose abandoned task can be stopped.
+    cancel: HashMap<String, Arc<CancelHook>>,
     store: Arc<Store>,
 }
 
@@ -118,7 +140,7 @@ impl Registry {
                 encode_result(&results)
             }
         };
-        self.functions.insert(name.to_owned(), Arc::new(handler));
+        self.insert(name, Arc::new(handler));
     }
 
     /// Adds (or replaces) a function over raw msgpack bytes. For a map chunk it is applied to
@@ -149,12 +171,40 @@ impl Registry {
                 Ok(out)
             }
         };
-        self.functions.insert(name.to_owned(), Arc::new(handler));
+        self.insert(name, Arc::new(handler));
     }
 
     /// Adds (or replaces) a type-erased handler (built-in functions such as `python`).
     pub(crate) fn add_handler(&mut self, name: &str, handler: Arc<Handler>) {
+        self.insert(name, handler);
+    }
+
+    /// Registers `handler` as `name`, dropping the batch handler and cancel hook of a
+    /// function it replaces.
+    fn insert(&mut self, name: &str, handler: Arc<Handler>) {
+        self.batch.remove(name);
+        self.cancel.remove(name);
         self.functions.insert(name.to_owned(), handler);
+    }
+
+    /// Lets `name` (registered with [`Registry::add_handler`]) run several tasks at once.
+    pub(crate) fn add_batch_handler(&mut self, name: &str, handler: Arc<BatchHandler>) {
+        self.batch.insert(name.to_owned(), handler);
+    }
+
+    /// Lets the runner stop an abandoned task of `name` (see [`CancelHook`]).
+    pub(crate) fn add_cancel_hook(&mut self, name: &str, hook: Arc<CancelHook>) {
+        self.cancel.insert(name.to_owned(), hook);
+    }
+
+    /// The batch handler of `name`, if it has one.
+    pub(crate) fn get_batch(&self, name: &str) -> Option<&Arc<BatchHandler>> {
+        self.batch.get(name)
+    }
+
+    /// Stops the running task of `name` if its function can be told to; what was done.
+    pub(crate) fn cancel(&self, name: &str) -> Option<String> {
+        self.cancel.get(name).and_then(|hook| hook())
     }
 
     /// The handler registered under `name`.

@@ -3,6 +3,8 @@
 import json
 import os
 import threading
+import time
+import weakref
 
 from . import _errors
 from ._native import NativeClient
@@ -58,7 +60,9 @@ class Client:
         self._dispatcher = None
         self._dispatcher_lock = threading.Lock()
         self._dispatcher_ident = None
+        self._results = weakref.WeakSet()  # AsyncResults not known to be finished
         self.block = False
+        self.profile = profile
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -69,6 +73,44 @@ class Client:
         """Settle ``result`` on the dispatcher thread when its tasks finish."""
         self._start_dispatcher()
         result._batch.notify(self._native, result)
+
+    def _track(self, result):
+        self._results.add(result)
+
+    def _pending(self, jobs=None):
+        """The unfinished AsyncResults among ``jobs`` (AsyncResults; all of this client's
+        when None)."""
+        if jobs is None:
+            jobs = list(self._results)
+        elif isinstance(jobs, AsyncResult):
+            jobs = [jobs]
+        else:
+            jobs = [j for j in jobs if isinstance(j, AsyncResult)]
+        return [j for j in jobs if not j.ready()]
+
+    @property
+    def outstanding(self):
+        """Ids (``client:seq``) of this client's tasks not finished yet."""
+        out = set()
+        for ar in self._pending():
+            out.update(ar.msg_ids)
+        return out
+
+    def wait(self, jobs=None, timeout=-1):
+        """Waits for ``jobs`` (AsyncResults; default: everything this client submitted)
+        up to ``timeout`` seconds (-1 or None: no limit); True when they all finished."""
+        deadline = None if timeout is None or timeout < 0 else time.monotonic() + timeout
+        for ar in self._pending(jobs):
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not ar.wait(left):
+                return False
+        return True
+
+    def wait_interactive(self, jobs=None, interval=1.0, timeout=-1):
+        """``wait`` with a progress line per unfinished submission (see
+        ``AsyncResult.wait_interactive``)."""
+        for ar in self._pending(jobs):
+            ar.wait_interactive(interval=interval, timeout=timeout)
 
     def _on_dispatcher(self):
         return threading.get_ident() == self._dispatcher_ident

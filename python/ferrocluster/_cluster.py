@@ -1,5 +1,6 @@
 """Cluster: start a controller and engines (like ``ipp.Cluster``), connect, stop them all."""
 
+import asyncio
 import atexit
 import glob
 import json
@@ -161,6 +162,27 @@ class Cluster:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
+
+    # IPyparallel's coroutine names (``await cluster.start_and_connect()`` in notebooks):
+    # the sync calls, in a thread.
+
+    async def start_cluster(self):
+        return await asyncio.to_thread(self.start_cluster_sync)
+
+    async def start_and_connect(self, activate=False):
+        return await asyncio.to_thread(self.start_and_connect_sync, activate)
+
+    async def connect_client(self, **kwargs):
+        return await asyncio.to_thread(self.connect_client_sync, **kwargs)
+
+    async def stop_cluster(self):
+        return await asyncio.to_thread(self.stop_cluster_sync)
+
+    async def __aenter__(self):
+        return await self.start_and_connect()
+
+    async def __aexit__(self, *exc):
+        await self.stop_cluster()
 
     def __enter__(self):
         return self.start_and_connect_sync()

@@ -67,6 +67,12 @@ class RemoteError(ClusterError):
         """The remote traceback as lines (IPython shows these instead of the local one)."""
         return (self.traceback or "%s: %s" % (self.ename, self.evalue)).splitlines()
 
+    def _render_traceback_(self):
+        # IPython shows these lines instead of the local traceback.
+        head = "[engine %s] " % self.engine_id
+        lines = self.render_traceback()
+        return [head + lines[0]] + lines[1:] if lines else [head]
+
     def print_traceback(self):
         print(self.traceback or "%s: %s" % (self.ename, self.evalue))
 
@@ -89,6 +95,15 @@ class CompositeError(RemoteError):
         lines.append("First remote traceback (engine %s):" % self.elist[0].engine_id)
         lines.append(self.elist[0].traceback.rstrip())
         return "\n".join(lines)
+
+    def render_traceback(self):
+        lines = [self.message]
+        for e in self.elist:
+            lines.extend(e._render_traceback_())
+        return lines
+
+    def _render_traceback_(self):
+        return self.render_traceback()
 
     def raise_exception(self, excid=0):
         raise self.elist[excid]

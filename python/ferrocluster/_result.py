@@ -20,6 +20,7 @@ from . import _errors
 from ._native import command_output, msgpack_to_json, python_reply
 
 _SEQ_BITS = 40
+_NO_OUTPUT = ("", "")
 _FINISHED = ("FINISHED", "CANCELLED", "CANCELLED_AND_NOTIFIED")
 
 
@@ -101,6 +102,7 @@ class AsyncResult(concurrent.futures.Future):
         self._outputs = None  # [(stdout, stderr)] per task once settled
         self._partial = {}  # decoded values by task index (iteration, settle)
         super().__init__()
+        client._track(self)
 
     # concurrent.futures' wait() and as_completed() append to _waiters directly: the first
     # such use asks the dispatcher to settle this future when its tasks finish.
@@ -203,35 +205,49 @@ class AsyncResult(concurrent.futures.Future):
         self._settle()
         return not self.cancelled() and super().exception(0) is None
 
-    def wait_interactive(self, interval=0.1, timeout=None):
-        """Waits, showing progress (a tqdm bar when tqdm is installed, else a line of text)."""
+    def wait_interactive(self, interval=0.1, timeout=-1, widget=None, file=None):
+        """Waits, showing progress by items done: a tqdm bar when tqdm is installed (a
+        notebook widget under Jupyter, through ``tqdm.auto``), else one line of text on
+        ``file`` (stderr) rewritten in place. ``timeout`` (seconds, -1 or None: no limit)
+        ends the wait early; the tasks go on. ``widget=False`` forces the text line."""
+        if timeout is not None and timeout < 0:
+            timeout = None
+        file = file if file is not None else sys.stderr
         start = time.monotonic()
         total_tasks = len(self._batch)
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            tqdm = None
-        bar = tqdm(total=self._batch.progress()[2], unit="item") if tqdm else None
+        tqdm = None
+        if widget is not False:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+        total_items = self._batch.progress()[2]
+        bar = tqdm(total=total_items, unit="item", file=file) if tqdm else None
         shown = 0
+
+        def line(tasks, items):
+            text = "%d/%d tasks" % (tasks, total_tasks)
+            if total_items != total_tasks:
+                text += " (%d/%d items)" % (items, total_items)
+            return "%s finished after %.1f s" % (text, time.monotonic() - start)
+
         try:
             while not self.wait(interval):
-                tasks, items, total = self._batch.progress()
+                tasks, items, _ = self._batch.progress()
                 if bar is not None:
                     bar.update(items - shown)
                     shown = items
                 else:
-                    print("\r%d/%d tasks finished after %.0f s" % (
-                        tasks, total_tasks, time.monotonic() - start), end="", file=sys.stderr)
+                    print("\r" + line(tasks, items), end="", file=file, flush=True)
                 if timeout is not None and time.monotonic() - start > timeout:
                     break
         finally:
+            tasks, items, _ = self._batch.progress()
             if bar is not None:
-                bar.update(self._batch.progress()[1] - shown)
+                bar.update(items - shown)
                 bar.close()
             else:
-                print("\rdone: %d/%d tasks after %.1f s" % (
-                    self._batch.progress()[0], total_tasks, time.monotonic() - start),
-                    file=sys.stderr)
+                print("\r" + line(tasks, items), file=file, flush=True)
 
     def cancel(self):
         """Cancels the tasks that have not started (the controller aborts them); True when
@@ -279,7 +295,19 @@ class AsyncResult(concurrent.futures.Future):
                 return
             n = len(self._batch)
             values, errors, outputs = [], [], []
+            # Python results without output, decoded in one native call (a one-item map
+            # has thousands); the rest one by one.
+            fast = (self._batch.python_values() if self._decode is decode_python
+                    and not self._partial and self._batch.ready() else None)
             for i in range(n):
+                blob = fast[i] if fast is not None else None
+                if blob is not None:
+                    try:
+                        values.append(pickle.loads(blob))
+                        outputs.append(_NO_OUTPUT)
+                        continue
+                    except Exception:
+                        pass  # the slow path names the task in its error
                 got = self._partial.pop(i, None) or self._value_of(i)
                 if got is None:  # not finished: only when called too early
                     return
@@ -315,6 +343,28 @@ class AsyncResult(concurrent.futures.Future):
                 self.set_result(value)
         except concurrent.futures.InvalidStateError:
             pass  # cancelled meanwhile
+
+    def get_dict(self, timeout=None):
+        """The values keyed by the engine that produced each (IPyparallel's): for a direct
+        view's apply, one per engine. ValueError when an engine ran several of the tasks."""
+        values = self.get(timeout)
+        if self._single:
+            values = [values]
+        engines = self.engine_id
+        engines = [engines] if not isinstance(engines, list) else engines
+        if len(set(engines)) != len(engines):
+            raise ValueError("cannot make a dict of %s: engines %s ran more than one task "
+                             "each" % (self._what(), engines))
+        return dict(zip(engines, values))
+
+    @property
+    def sent(self):
+        """True: the tasks are handed to the client's I/O thread when the call returns."""
+        return True
+
+    def wait_for_send(self, timeout=None):
+        """IPyparallel's: returns True at once (see ``sent``)."""
+        return True
 
     # -- metadata --------------------------------------------------------------------
 

@@ -10,10 +10,12 @@ Functions given by name (a ``str``) are the engines' Rust functions (``noop``,
 import builtins
 import concurrent.futures
 import contextlib
+import io
 import itertools
 import json
 import pickle
 import shlex
+import threading
 import time
 from collections import deque
 
@@ -29,8 +31,42 @@ _FLAGS = ("block", "targets", "retries", "timeout", "after", "follow", "chunksiz
           "ordered")
 
 
+class _Pickling(threading.local):
+    """One cloudpickle Pickler per thread, kept: making a Pickler costs more than pickling
+    a small value with it (a one-item map pickles one tuple per task)."""
+
+    def __init__(self):
+        self.buf = io.BytesIO()
+        self.pickler = cloudpickle.Pickler(self.buf, protocol=_PROTOCOL)
+        self.busy = False
+
+
+_pickling = _Pickling()
+
+
 def _dumps(obj):
-    return cloudpickle.dumps(obj, protocol=_PROTOCOL)
+    p = _pickling
+    if p.busy:  # pickling from inside a pickle (a __reduce__ that submits): a fresh one
+        return cloudpickle.dumps(obj, protocol=_PROTOCOL)
+    p.busy = True
+    try:
+        p.buf.seek(0)
+        p.buf.truncate()
+        p.pickler.clear_memo()
+        # cloudpickle's per-dump state (keyed by ids of globals dicts) must not outlive the
+        # dump: another dict may get the same id later.
+        refs = getattr(p.pickler, "globals_ref", None)
+        if refs:
+            refs.clear()
+        p.pickler.dump(obj)
+        return p.buf.getvalue()
+    except BaseException:
+        # A failed dump leaves the pickler in an unknown state.
+        p.buf = io.BytesIO()
+        p.pickler = cloudpickle.Pickler(p.buf, protocol=_PROTOCOL)
+        raise
+    finally:
+        p.busy = False
 
 
 def _task_ids(deps):
@@ -287,6 +323,45 @@ class View:
             spec["stdin"] = list(stdin.encode() if isinstance(stdin, str) else stdin)
         return argv, json.dumps(spec)
 
+    # -- what the client does, for this view's tasks --------------------------------
+
+    def wait(self, jobs=None, timeout=-1):
+        """Waits for ``jobs`` (AsyncResults; default: everything the client submitted);
+        True when they all finished."""
+        return self.client.wait(jobs, timeout)
+
+    def abort(self, jobs=None, targets=None, block=None):
+        """Aborts tasks that have not started (see ``Client.abort``)."""
+        return self.client.abort(jobs)
+
+    def queue_status(self, targets=None, verbose=False):
+        """The engines' queues (see ``Client.queue_status``), of this view's engines."""
+        if targets is None:
+            targets = self._lb_targets() or None
+        return self.client.queue_status(targets, verbose)
+
+    def purge_results(self, jobs=(), targets=()):
+        """Forgets stored results (see ``Client.purge_results``)."""
+        return self.client.purge_results(jobs)
+
+    def shutdown(self, targets=None, hub=False, block=None):
+        """Stops the engines (see ``Client.shutdown``)."""
+        return self.client.shutdown(hub=hub)
+
+    @property
+    def outstanding(self):
+        return self.client.outstanding
+
+    def use_cloudpickle(self):
+        """Functions and values always travel with cloudpickle here: nothing to switch."""
+
+    def use_pickle(self):
+        """Kept for IPyparallel's code: cloudpickle (a superset of pickle) is always used."""
+
+    def use_dill(self):
+        """Kept for IPyparallel's code: cloudpickle is used (it pickles what dill does for
+        functions, closures and lambdas)."""
+
     @property
     def executor(self):
         """A ``concurrent.futures.Executor`` submitting through this view."""
@@ -361,6 +436,30 @@ class DirectView(View):
             return self._submit_rust(f, [self._rust_arg(args, kwargs)] * len(ids), each=ids,
                                      single=self._single())
         return self._each("call", _dumps(f), _dumps((args, kwargs)), _name(f))
+
+    def map_async(self, f, *sequences, chunksize=None, ordered=None):
+        """``f`` over the items, split as IPyparallel's DirectView does: one contiguous
+        part per engine of the view (sizes differing by at most one, in engine order, as
+        ``scatter`` splits), each engine mapping ``f`` over its part; the results in item
+        order. ``chunksize`` and ``ordered`` are the load-balanced view's and do not apply."""
+        if not sequences:
+            raise TypeError("map needs at least one sequence")
+        star = len(sequences) > 1
+        items = list(zip(*sequences)) if star else list(sequences[0])
+        ids = self._ids()
+        parts = [(e, p) for e, p in zip(ids, _split(items, len(ids))) if p]
+        each = [e for e, _ in parts]
+        counts = [len(p) for _, p in parts]
+        if isinstance(f, str):
+            payloads = [bytes(json_to_msgpack(json.dumps([list(a) if star else a for a in p])))
+                        for _, p in parts]
+            batch = self._native().submit(f, payloads, items=counts, map=True, each_target=each,
+                                          **self._options(targets=[]))
+            return AsyncMapResult(self.client, batch, decode_json, f, items=len(items))
+        payloads = [_dumps((p, star)) for _, p in parts]
+        return self._submit_python("map", _dumps(f), payloads, _name(f), items=counts,
+                                   each=each, options=self._options(targets=[]),
+                                   map_result=True)
 
     def push(self, ns, targets=None, block=None):
         """Puts the names and values of dict ``ns`` into each engine's namespace."""
@@ -464,6 +563,12 @@ class DirectView(View):
         ar = AsyncResult(self.client, batch, lambda p: decode_command(p, argv), argv[0],
                          single=self._single())
         return ar.get() if self._block(block) else ar
+
+    def activate(self, suffix=""):
+        """Makes this view the one ``%px``, ``%%px``, ``%pxresult`` and ``%autopx`` (with
+        ``suffix`` after their names) run on, in IPython."""
+        from . import _magics
+        _magics.register(self, suffix)
 
     def __len__(self):
         return len(self._ids())

@@ -575,6 +575,27 @@ impl NativeBatch {
         })
     }
 
+    /// The values of the Python tasks that finished successfully without output, by index:
+    /// each the value's pickle (`bytes`), `None` for every other task (running, failed,
+    /// with captured output, or not a Python task), which the caller reads with
+    /// [`NativeBatch::outcome`]. One call for a whole map instead of one per task.
+    fn python_values<'py>(&self, py: Python<'py>) -> Vec<Option<Bound<'py, PyBytes>>> {
+        self.batch
+            .ok_payloads()
+            .into_iter()
+            .map(|payload| {
+                let reply: PythonReply = rmp_serde::from_slice(payload?.as_slice()).ok()?;
+                match (
+                    reply.value,
+                    reply.stdout.is_empty() && reply.stderr.is_empty(),
+                ) {
+                    (Some(value), true) => Some(PyBytes::new(py, &value)),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
     /// Queues `obj` on `client`'s completions once every task finished (at once if they
     /// have).
     fn notify(&self, client: &NativeClient, obj: Py<PyAny>) {

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -55,6 +56,45 @@ def kill_all(cluster, pids):
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def processes_under(path):
+    """Pids of live processes whose command line or environment mention ``path``."""
+    key = path.encode()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % entry, "rb") as fh:
+                text = fh.read()
+            with open("/proc/%s/environ" % entry, "rb") as fh:
+                text += fh.read()
+        except OSError:
+            continue
+        if key in text and alive(int(entry)):
+            out.append(int(entry))
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_process_is_stopped(tmp_path_factory):
+    """Every cluster of the suite lives under pytest's temporary folder (``Cluster()``'s
+    own folders too); at the end no process may be left that mentions it."""
+    base = str(tmp_path_factory.getbasetemp())
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("clusters"))
+    yield
+    tempfile.tempdir = saved
+    fc._cluster._stop_leftovers()
+    eventually(lambda: not processes_under(base), 10)
+    left = processes_under(base)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    assert not left, "processes left running by the suite: %s" % left
 
 
 @pytest.fixture(scope="session")

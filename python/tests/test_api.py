@@ -276,3 +276,75 @@ def test_a_busy_python_task_does_not_get_its_engine_declared_dead(rc):
 
     assert v.apply_sync(busy, seconds) == "alive"
     assert len(rc.ids) == 2
+
+
+def test_wait_interactive_shows_progress_with_and_without_tqdm(rc, monkeypatch):
+    import io
+    import sys
+    v = rc.load_balanced_view()
+    ar = v.map_async(lambda x: (__import__("time").sleep(0.002), x)[1], range(300),
+                     chunksize=3)
+    out = io.StringIO()
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # not installed
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    ar.wait_interactive(interval=0.02, file=out)
+    assert ar.get() == list(range(300))
+    last = out.getvalue().split("\r")[-1]
+    assert last.startswith("100/100 tasks (300/300 items) finished after"), out.getvalue()
+    monkeypatch.undo()
+    pytest.importorskip("tqdm")
+    ar = v.map_async(lambda x: x, range(50), chunksize=5)
+    out = io.StringIO()
+    ar.wait_interactive(interval=0.02, file=out)
+    assert "50/50" in out.getvalue(), out.getvalue()
+
+
+def test_direct_view_map_splits_evenly_in_engine_order_like_scatter(rc):
+    dv = rc[:]
+    e0, e1 = rc.ids[:2]
+    pids = {rc[e].apply_sync(os.getpid): e for e in (e0, e1)}
+    got = dv.map_sync(lambda x: (x * 2, os.getpid()), range(11))
+    assert [v for v, _ in got] == [x * 2 for x in range(11)]
+    engines = [pids[p] for _, p in got]
+    assert engines == [e0] * 6 + [e1] * 5, engines
+    # scatter splits the same way.
+    dv.scatter("part", range(11), block=True)
+    assert dv.apply_sync(lambda: part) == [list(range(6)), list(range(6, 11))]
+    assert dv.gather("part", block=True) == list(range(11))
+    # Several sequences, fewer items than engines, nothing at all, and a Rust function.
+    assert dv.map_sync(lambda a, b: a + b, [1, 2], [10, 20]) == [11, 22]
+    assert dv.map_sync(lambda x: x, [7]) == [7]
+    assert dv.map_sync(lambda x: x, []) == []
+    assert rc[[e1]].map_sync(lambda x: os.getpid(), range(3)) == [
+        p for p, e in pids.items() if e == e1] * 3
+    assert dv.map_sync("nth_prime", [0, 1, 2]) == [2, 3, 5]
+
+
+def test_ipyparallel_names_get_dict_wait_outstanding_and_view_requests(rc):
+    dv = rc[:]
+    d = dv.apply_async(os.getpid).get_dict(10)
+    assert sorted(d) == rc.ids and all(isinstance(p, int) for p in d.values())
+    v = rc.load_balanced_view()
+    ars = [v.apply_async(time.sleep, 0.2) for _ in range(3)]
+    assert ars[0].sent and ars[0].wait_for_send()
+    assert set(ars[0].msg_ids) <= rc.outstanding
+    assert rc.wait(ars, timeout=10) and v.wait(timeout=10)
+    assert not (set(ars[0].msg_ids) & rc.outstanding)
+    assert rc.wait(timeout=0)
+    with pytest.raises(ValueError):
+        v.map_async(lambda x: x, range(8), chunksize=1).get_dict(10)
+    assert set(dv.queue_status()) >= set(rc.ids)
+    assert dv.abort([]) == {"aborted": [], "running": [], "finished": [], "unknown": []}
+    dv.use_cloudpickle()
+    dv.use_pickle()
+    dv.purge_results([ars[0]])
+
+
+def test_cluster_async_names():
+    import asyncio
+
+    async def main():
+        async with fc.Cluster(n=1) as rc:
+            return rc.load_balanced_view().apply_sync(lambda: "async")
+
+    assert asyncio.run(main()) == "async"

@@ -147,9 +147,9 @@ def test_controller_killed_and_restarted_mid_map_loses_no_task(fresh):
 def test_cluster_stops_everything_on_an_exception():
     pids = None
     with pytest.raises(RuntimeError):
-        # This cluster, not any of _LIVE: the module's other clusters are live too.
-        c = fc.Cluster(n=2)
-        with c as rc:
+        with fc.Cluster(n=2) as rc:
+            # This test's cluster (the session's is live too).
+            c = next(x for x in fc._cluster._LIVE if x._client is rc)
             pids = pids_of(c)
             assert rc.load_balanced_view().apply_sync(lambda: 1) == 1
             raise RuntimeError("boom")
@@ -179,3 +179,42 @@ def test_cluster_program_runs_from_python_alone(tmp_path):
     finally:
         stopped = run("stop")
         assert stopped.returncode == 0, stopped.stderr
+
+
+def test_a_timed_out_python_task_has_its_worker_killed_at_the_deadline(rc):
+    e0 = rc.ids[0]
+    v = rc.load_balanced_view(targets=[e0])
+    pid = v.apply_sync(os.getpid)  # the worker's
+    with v.temp_flags(timeout=0.3):
+        ar = v.apply_async(time.sleep, 30)
+    t = time.monotonic()
+    with pytest.raises(fc.TaskTimeout) as e:
+        ar.get(10)
+    assert time.monotonic() - t < 5
+    assert "engine %d" % e0 in str(e.value) and "killed" in str(e.value), str(e.value)
+    # Killed at the deadline, not when the engine's next Python task comes.
+    assert eventually(lambda: not alive(pid), 3)
+    assert v.apply_sync(os.getpid) != pid
+
+
+def test_cluster_of_four_works_with_nothing_on_path_and_stops_everything(tmp_path):
+    # Only this interpreter (by its absolute path) and the system's programs: the package
+    # carries the `cluster` program and the engines run this interpreter.
+    code = (
+        "import ferrocluster as fc, json\n"
+        "from conftest import pids_of\n"
+        "with fc.Cluster(n=4) as rc:\n"
+        "    c = next(x for x in fc._cluster._LIVE if x._client is rc)\n"
+        "    p = pids_of(c)\n"
+        "    squares = rc.load_balanced_view().map_sync(lambda x: x * x, range(20))\n"
+        "    print(json.dumps([len(rc.ids), squares, [p['controller'], *p['engines']]]))\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "PYTHONPATH": os.path.dirname(os.path.abspath(__file__))}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    engines, squares, pids = json.loads(done.stdout.strip().splitlines()[-1])
+    assert engines == 4 and squares == [x * x for x in range(20)]
+    assert len(pids) == 5
+    assert eventually(lambda: not any(alive(p) for p in pids), 10), pids

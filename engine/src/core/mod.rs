@@ -29,6 +29,16 @@ pub(crate) const MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Tasks at least this long (by the last run of the same function) flush the outbox first.
 const LONG_TASK: Duration = Duration::from_millis(1);
 
+/// Most tasks run as one batch (functions with a batch handler: Python tasks).
+pub(crate) const MAX_RUN_BATCH: usize = 64;
+
+/// Run time a batch is sized to, by the function's last run: results wait at most about
+/// this long for the rest of their batch.
+const RUN_BATCH_TIME: Duration = Duration::from_millis(1);
+
+/// Argument bytes a batch carries at most (a large task runs alone).
+const RUN_BATCH_BYTES: usize = 1 << 20;
+
 /// Rough size of one outcome's content, for the byte budget.
 const OUTCOME_OVERHEAD: usize = 96;
 
@@ -99,6 +109,39 @@ impl Core {
             Some(outcome) => Next::TooLate(outcome),
             None => Next::Run(queued),
         })
+    }
+
+    /// The tasks queued behind `first` (just taken) that may run with it as one batch:
+    /// tasks of the same function, quick by its last run, without time limits, as many as
+    /// fit in [`RUN_BATCH_TIME`] (at most [`MAX_RUN_BATCH`] and [`RUN_BATCH_BYTES`] in
+    /// all). Empty when `first` itself should run alone.
+    pub(crate) fn take_alike(&mut self, first: &Queued) -> Vec<Queued> {
+        let Some(function) = batchable(&first.task) else {
+            return Vec::new();
+        };
+        let Some(&per_task) = self.last_run.get(function) else {
+            return Vec::new();
+        };
+        if per_task >= LONG_TASK {
+            return Vec::new();
+        }
+        let fit = RUN_BATCH_TIME.as_nanos() / per_task.as_nanos().max(1_000);
+        let most = (fit as usize).clamp(1, MAX_RUN_BATCH) - 1;
+        let mut bytes = first.payload.len();
+        let mut more = Vec::new();
+        while more.len() < most {
+            let Some(next) = self.queue.front() else {
+                break;
+            };
+            if batchable(&next.task) != Some(function)
+                || bytes + next.payload.len() > RUN_BATCH_BYTES
+            {
+                break;
+            }
+            bytes += next.payload.len();
+            more.extend(self.queue.pop_front());
+        }
+        more
     }
 
     /// Tasks still waiting to run.
@@ -183,6 +226,18 @@ impl Core {
         self.oldest = None;
         self.outbox_bytes = 0;
         Some(std::mem::take(&mut self.outbox))
+    }
+}
+
+/// The function of a task that may join a batch: a call or map chunk with no limit on its
+/// run time or on its wait to start.
+fn batchable(task: &Assignment) -> Option<&str> {
+    if task.timeout_ms.is_some_and(|ms| ms > 0) || task.start_within_ms.is_some() {
+        return None;
+    }
+    match &task.work {
+        Work::Call { function } | Work::Map { function } => Some(function),
+        Work::Command(_) => None,
     }
 }
 
@@ -338,6 +393,55 @@ mod tests {
         core.on_outcome(outcome(0), vec![0; MAX_BATCH_BYTES / 2], t0);
         assert!(!core.must_flush_for(1000));
         assert!(core.must_flush_for(MAX_BATCH_BYTES / 2));
+    }
+
+    #[test]
+    fn quick_tasks_of_one_function_are_taken_as_a_batch() {
+        let mut core = Core::default();
+        let t0 = Instant::now();
+        let seqs = |q: &[Queued]| q.iter().map(|q| q.task.id.0 & 0xffff).collect::<Vec<_>>();
+        let limited = |seq, ms| Assignment {
+            timeout_ms: Some(ms),
+            ..call(seq, "py")
+        };
+        // py 0..=79, other, py 80..=88, py with a time limit, py 89..=199.
+        let mut tasks: Vec<Assignment> = (0..200).map(|i| call(i, "py")).collect();
+        tasks.insert(80, call(1000, "other"));
+        tasks.insert(90, limited(1001, 500));
+        core.on_tasks(tasks, vec![], t0);
+        // Not run yet: its run time is unknown, so it runs alone.
+        let first = run_next(&mut core, t0).unwrap();
+        assert!(core.take_alike(&first).is_empty());
+        // Slow by its last run: alone too.
+        core.on_ran("py", Duration::from_millis(3));
+        let first = run_next(&mut core, t0).unwrap();
+        assert!(core.take_alike(&first).is_empty());
+        // 50 µs a task: 20 fit in the batch's time, taken in queue order.
+        core.on_ran("py", Duration::from_micros(50));
+        let first = run_next(&mut core, t0).unwrap();
+        assert_eq!(seqs(&core.take_alike(&first)), (3..22).collect::<Vec<_>>());
+        // 1 µs a task: a task of another function ends the batch ...
+        core.on_ran("py", Duration::from_micros(1));
+        let first = run_next(&mut core, t0).unwrap();
+        assert_eq!(seqs(&core.take_alike(&first)), (23..80).collect::<Vec<_>>());
+        let other = run_next(&mut core, t0).unwrap();
+        assert!(core.take_alike(&other).is_empty(), "not run yet");
+        // ... so does one with a time limit, which then runs alone ...
+        let first = run_next(&mut core, t0).unwrap();
+        assert_eq!(seqs(&core.take_alike(&first)), (81..89).collect::<Vec<_>>());
+        let first = run_next(&mut core, t0).unwrap();
+        assert_eq!(first.task.timeout_ms, Some(500));
+        assert!(core.take_alike(&first).is_empty());
+        // ... and a batch holds at most MAX_RUN_BATCH tasks.
+        let first = run_next(&mut core, t0).unwrap();
+        assert_eq!(core.take_alike(&first).len(), MAX_RUN_BATCH - 1);
+        // Large arguments: a batch stays under RUN_BATCH_BYTES.
+        let mut core = Core::default();
+        core.on_ran("py", Duration::from_micros(1));
+        let big = vec![0u8; RUN_BATCH_BYTES / 4];
+        core.on_tasks((0..8).map(|i| call(i, "py")).collect(), vec![big; 8], t0);
+        let first = run_next(&mut core, t0).unwrap();
+        assert_eq!(core.take_alike(&first).len(), 3);
     }
 
     #[test]

@@ -38,6 +38,8 @@ use transport::{poll, Context, Encryption, Kind, Socket, TransportError, Waitabl
 
 use crate::core::link::{Link, Silence};
 use crate::core::{Batch, Core, Next};
+use crate::exec::Executor;
+use crate::registry::Registry;
 use crate::{Engine, EngineError, EngineOptions};
 use heartbeat::HeartbeatThread;
 use runner::{Done, Runner};
@@ -282,18 +284,49 @@ impl Session<'_> {
                     if queued.task.timeout_ms.is_some_and(|ms| ms > 0) {
                         self.started(queued.task.id)?;
                     }
-                    let may_be_long = self.core.may_be_long(work);
-                    runner.run(&executor, queued.task, queued.payload, may_be_long)
+                    let batch = match registry.get_batch(work.name()) {
+                        Some(_) => self.core.take_alike(&queued),
+                        None => Vec::new(),
+                    };
+                    if batch.is_empty() {
+                        let may_be_long = self.core.may_be_long(work);
+                        runner.run(&executor, queued.task, queued.payload, may_be_long)
+                    } else {
+                        tracing::trace!("running {} tasks as one batch", batch.len() + 1);
+                        let tasks = std::iter::once(queued).chain(batch).collect();
+                        // Every result of the batch joins the outbox, also after a
+                        // `Shutdown`, so that goodbye sends them.
+                        let mut shutdown = false;
+                        for done in runner.run_batch(&executor, tasks) {
+                            shutdown |= self.after(&mut executor, &runner, &registry, done)?;
+                        }
+                        if shutdown {
+                            return Ok("the controller asked it to shut down".into());
+                        }
+                        continue;
+                    }
                 }
             };
-            let received = self.on_done(done)?;
-            if received == Received::NewId {
-                executor = runner.executor(&registry, self.link.engine_id())?;
-            }
-            if received == Received::Shutdown {
+            if self.after(&mut executor, &runner, &registry, done)? {
                 return Ok("the controller asked it to shut down".into());
             }
         }
+    }
+
+    /// Hands a finished task to [`Session::on_done`] and follows up on what arrived
+    /// meanwhile; true when the controller said `Shutdown`.
+    fn after<'r>(
+        &mut self,
+        executor: &mut Executor<'r>,
+        runner: &Runner,
+        registry: &'r Registry,
+        done: Done,
+    ) -> Result<bool, EngineError> {
+        let received = self.on_done(done)?;
+        if received == Received::NewId {
+            *executor = runner.executor(registry, self.link.engine_id())?;
+        }
+        Ok(received == Received::Shutdown)
     }
 
     /// A task finished (or was not run): its outcome joins the outbox, which goes out when

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::signals::Stop;
+use crate::core::Queued;
 use crate::exec::{Executor, Whoami, STOP_GRACE};
 use crate::registry::Registry;
 use crate::EngineError;
@@ -120,6 +121,30 @@ impl Runner {
         }
     }
 
+    /// Runs quick tasks of one function with a batch handler in one go, on the loop's
+    /// thread (they are quick by their last run and have no time limits, as
+    /// `Core::take_alike` chose them); one answer each, in order.
+    pub(crate) fn run_batch(&mut self, executor: &Executor<'_>, tasks: Vec<Queued>) -> Vec<Done> {
+        let Some(function) = tasks.first().and_then(|q| match &q.task.work {
+            Work::Call { function } | Work::Map { function } => Some(function.clone()),
+            Work::Command(_) => None,
+        }) else {
+            return tasks
+                .iter()
+                .map(|q| run_inline(executor, &q.task, &q.payload))
+                .collect();
+        };
+        let refs: Vec<(&Assignment, &[u8])> = tasks
+            .iter()
+            .map(|q| (&q.task, q.payload.as_slice()))
+            .collect();
+        executor
+            .run_batch(&function, &refs)
+            .into_iter()
+            .map(|(outcome, payload, ran)| (outcome, payload, ran.map(str::to_owned)))
+            .collect()
+    }
+
     /// Hands the task to the helper thread (moved, not copied: map chunks can be large) and
     /// waits for it, giving up at its time limit or a moment after a stop signal.
     fn run_on_helper(
@@ -147,7 +172,7 @@ impl Runner {
                 return match unsent {
                     Some((_, task, payload)) => run_inline(executor, &task, &payload),
                     None => {
-                        let why = Abandon::Gone;
+                        let why = (Abandon::Gone, None);
                         let outcome =
                             abandoned(id, &name, executor.engine, why, started_us, start.elapsed());
                         (outcome, Vec::new(), None)
@@ -185,9 +210,21 @@ impl Runner {
             }
         };
         // The thread finishes the call on its own and then exits, its channel being gone;
-        // a fresh one takes the next task.
+        // a fresh one takes the next task. A function that can be stopped (a Python task's
+        // worker is killed) is, so that it does not go on using the machine.
         self.worker = None;
-        let outcome = abandoned(id, &name, executor.engine, why, started_us, start.elapsed());
+        let stopped = match why {
+            Abandon::Limit(_) | Abandon::Stop(_) => self.registry.cancel(&name),
+            Abandon::Gone => None,
+        };
+        let outcome = abandoned(
+            id,
+            &name,
+            executor.engine,
+            (why, stopped),
+            started_us,
+            start.elapsed(),
+        );
         (outcome, Vec::new(), None)
     }
 
@@ -238,37 +275,53 @@ fn run_inline(executor: &Executor<'_>, task: &Assignment, payload: &[u8]) -> Don
 }
 
 /// The outcome of task `id` (running function `name`) given up on in its thread, and the log
-/// line saying so.
+/// line saying so; `stopped` says how the function was stopped, if it could be.
 fn abandoned(
     id: TaskId,
     name: &str,
     engine: EngineId,
-    why: Abandon,
+    (why, stopped): (Abandon, Option<String>),
     started_us: u64,
     ran: Duration,
 ) -> TaskOutcome {
+    let fate = match &stopped {
+        Some(how) => format!("was stopped ({how})"),
+        None => format!(
+            "was abandoned (it goes on in a detached thread of engine {engine} until it returns)"
+        ),
+    };
     let (kind, message) = match why {
         Abandon::Limit(limit) => {
             let ms = limit.as_millis();
             tracing::warn!(
-                "task {id} ({name}) ran past its time limit of {ms} ms; abandoned in its thread"
+                "task {id} ({name}) ran past its time limit of {ms} ms; {}",
+                if stopped.is_some() {
+                    "stopped"
+                } else {
+                    "abandoned in its thread"
+                }
             );
             (
                 ErrorKind::Timeout,
                 format!(
-                    "{name} ran longer than its time limit of {ms} ms and was abandoned (it goes on in a detached thread of engine {engine} until it returns)"
+                    "{name} ran longer than its time limit of {ms} ms on engine {engine} and {fate}"
                 ),
             )
         }
         Abandon::Stop(signal) => {
             tracing::info!(
-                "task {id} ({name}) still running {:.1} s after {signal}; abandoned in its thread",
-                ran.as_secs_f64()
+                "task {id} ({name}) still running {:.1} s after {signal}; {}",
+                ran.as_secs_f64(),
+                if stopped.is_some() {
+                    "stopped"
+                } else {
+                    "abandoned in its thread"
+                }
             );
             (
                 ErrorKind::EngineLost,
                 format!(
-                    "engine {engine} was stopped ({signal}) while running {name}, which was abandoned after {:.1} s; submit it with retries > 0 to have it re-run on another engine",
+                    "engine {engine} was stopped ({signal}) while running {name}, which {fate} after {:.1} s; submit it with retries > 0 to have it re-run on another engine",
                     ran.as_secs_f64()
                 ),
             )

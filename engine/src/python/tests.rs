@@ -259,3 +259,209 @@ fn an_interpreter_without_cloudpickle_says_what_to_install() {
         err.message
     );
 }
+
+#[test]
+fn a_batch_keeps_each_tasks_result_output_and_failure() {
+    let Some(py) = python() else { return };
+    let rt = Runtime::new(py.clone());
+    let print = pickled(&py, "builtins", "builtins.print");
+    let add = pickled(&py, "operator", "operator.add");
+    let div = pickled(&py, "operator", "operator.truediv");
+    let neg = pickled(&py, "operator", "operator.neg");
+    let exit = pickled(&py, "os", "os._exit");
+    let tasks = [
+        req("call", &print, &pickled(&py, "", "(('one',), {})")),
+        req("call", &add, &pickled(&py, "", "((2, 3), {})")),
+        req("call", &div, &pickled(&py, "", "((1, 0), {})")),
+        req("push", b"", &pickled(&py, "", "{'a': 5}")),
+        req("execute", b"", b"print('a is', a)"),
+        // The same function again in the batch: its pickle goes down the pipe once.
+        req("call", &add, &pickled(&py, "", "((4, 5), {})")),
+        b"\x01\x02".to_vec(),
+        req("call", &exit, &pickled(&py, "", "((4,), {})")),
+        // After the death: a fresh worker, with an empty namespace.
+        req("pull", b"", &pickled(&py, "", "'a'")),
+        req("map", &neg, &pickled(&py, "", "([1, 2], False)")),
+        req("call", &add, &pickled(&py, "", "((1, 1), {})")),
+    ];
+    let refs: Vec<&[u8]> = tasks.iter().map(Vec::as_slice).collect();
+    let ran = rt.run_batch(&ctx(), &refs);
+    assert_eq!(ran.len(), tasks.len());
+    let ok = |i: usize| -> Ok_ {
+        let bytes = ran[i]
+            .result
+            .as_ref()
+            .unwrap_or_else(|e| panic!("task {i}: {e:?}"));
+        protocol::decode(bytes).unwrap()
+    };
+    let err = |i: usize| -> &CallError {
+        ran[i]
+            .result
+            .as_ref()
+            .err()
+            .unwrap_or_else(|| panic!("task {i} should fail"))
+    };
+    assert_eq!(ok(0).stdout, "one\n");
+    assert_eq!(unpickled(&py, &ok(1).value), "5");
+    assert_eq!(ok(1).stdout, "", "each task's output is its own");
+    assert!(
+        err(2).message.starts_with("ZeroDivisionError"),
+        "{:?}",
+        err(2)
+    );
+    ok(3);
+    assert_eq!(ok(4).stdout, "a is 5\n");
+    assert_eq!(unpickled(&py, &ok(5).value), "9");
+    assert_eq!(err(6).kind, ErrorKind::BadArguments);
+    let died = err(7);
+    assert!(died.message.contains("exited with status 4") && died.message.contains("engine 3"));
+    let details: Err_ = protocol::decode(&died.payload).unwrap();
+    assert_eq!(details.ename, "WorkerDied");
+    assert!(err(8).message.starts_with("NameError"), "{:?}", err(8));
+    assert_eq!(unpickled(&py, &ok(9).value), "[-1, -2]");
+    assert_eq!(
+        unpickled(&py, &ok(10).value),
+        "2",
+        "the function is sent again"
+    );
+    // The tasks that ran start one after the other (the undecodable one never ran).
+    let starts: Vec<Duration> = (0..ran.len())
+        .filter(|&i| i != 6)
+        .map(|i| ran[i].offset)
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]), "{starts:?}");
+}
+
+#[test]
+fn a_death_among_held_back_replies_fails_only_the_task_that_kills_the_worker() {
+    let Some(py) = python() else { return };
+    let rt = Runtime::new(py.clone());
+    let add = pickled(&py, "operator", "operator.add");
+    let exit = pickled(&py, "os", "os._exit");
+    // Quick calls: their replies are held back, so the death leaves several unanswered.
+    let mut tasks: Vec<Vec<u8>> = (0..20)
+        .map(|i| {
+            req(
+                "call",
+                &add,
+                &pickled(&py, "", &format!("(({i}, 1), {{}})")),
+            )
+        })
+        .collect();
+    tasks.insert(10, req("call", &exit, &pickled(&py, "", "((5,), {})")));
+    let refs: Vec<&[u8]> = tasks.iter().map(Vec::as_slice).collect();
+    let ran = rt.run_batch(&ctx(), &refs);
+    for (i, r) in ran.iter().enumerate() {
+        match (&r.result, i) {
+            (Err(e), 10) => assert!(e.message.contains("exited with status 5"), "{e:?}"),
+            (Ok(bytes), _) if i != 10 => {
+                let out: Ok_ = protocol::decode(bytes).unwrap();
+                let want = if i < 10 { i + 1 } else { i };
+                assert_eq!(unpickled(&py, &out.value), want.to_string(), "task {i}");
+            }
+            (r, _) => panic!("task {i}: {r:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_function_that_does_not_unpickle_fails_every_task_of_it() {
+    let Some(py) = python() else { return };
+    let rt = Runtime::new(py.clone());
+    // GLOBAL of a module no one has.
+    let missing = b"cno_such_module_here\nf\n.".to_vec();
+    let args = pickled(&py, "", "((1,), {})");
+    let tasks = [req("call", &missing, &args), req("call", &missing, &args)];
+    let refs: Vec<&[u8]> = tasks.iter().map(Vec::as_slice).collect();
+    for r in rt.run_batch(&ctx(), &refs) {
+        let e = r.result.unwrap_err();
+        assert!(
+            e.message.starts_with("ModuleNotFoundError"),
+            "{}",
+            e.message
+        );
+    }
+    let e = rt.run(&ctx(), &req("call", &missing, &args)).unwrap_err();
+    assert!(
+        e.message.starts_with("ModuleNotFoundError"),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn a_busy_worker_can_be_killed_and_the_next_task_gets_a_fresh_one() {
+    let Some(py) = python() else { return };
+    let rt = Arc::new(Runtime::new(py.clone()));
+    assert!(rt.kill_busy().is_none(), "nothing runs");
+    rt.run(&ctx(), &req("push", b"", &pickled(&py, "", "{'a': 5}")))
+        .unwrap();
+    let sleep = pickled(&py, "time", "time.sleep");
+    let args = pickled(&py, "", "((30,), {})");
+    let task = req("call", &sleep, &args);
+    let runner = {
+        let rt = Arc::clone(&rt);
+        std::thread::spawn(move || rt.run(&ctx(), &task))
+    };
+    let start = Instant::now();
+    let said = loop {
+        if let Some(said) = rt.kill_busy() {
+            break said;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "never busy");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(said.contains("was killed"), "{said}");
+    let err = runner.join().unwrap().unwrap_err();
+    assert!(err.message.contains("SIGKILL"), "{}", err.message);
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let err = rt
+        .run(&ctx(), &req("pull", b"", &pickled(&py, "", "'a'")))
+        .unwrap_err();
+    assert!(
+        err.message.starts_with("NameError"),
+        "a fresh worker: {}",
+        err.message
+    );
+}
+
+/// Not a test: prints one-item task rates of the worker, one frame a task against batch
+/// frames, interleaved, best and median of 7 rounds
+/// (`cargo test -p cluster-engine --release -- --ignored --nocapture worker_rates`).
+#[test]
+#[ignore]
+fn worker_rates() {
+    let Some(py) = python() else { return };
+    let rt = Runtime::new(py.clone());
+    let f = pickled(&py, "operator", "operator.pos");
+    let task = req("map", &f, &pickled(&py, "", "([1], False)"));
+    let n = 10_000;
+    rt.run(&ctx(), &task).unwrap();
+    let sizes = [1, 4, 16, 64];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); sizes.len()];
+    for _ in 0..7 {
+        for (k, &size) in sizes.iter().enumerate() {
+            let start = Instant::now();
+            let mut done = 0;
+            while done < n {
+                if size == 1 {
+                    rt.run(&ctx(), &task).unwrap();
+                } else {
+                    let refs: Vec<&[u8]> = (0..size).map(|_| task.as_slice()).collect();
+                    rt.run_batch(&ctx(), &refs);
+                }
+                done += size;
+            }
+            rates[k].push(done as f64 / start.elapsed().as_secs_f64());
+        }
+    }
+    for (size, mut r) in sizes.into_iter().zip(rates) {
+        r.sort_by(f64::total_cmp);
+        println!(
+            "batch {size:>2}: best {:>7.0} tasks/s ({:.1} µs a task), median {:>7.0}",
+            r[r.len() - 1],
+            1e6 / r[r.len() - 1],
+            r[r.len() / 2]
+        );
+    }
+}

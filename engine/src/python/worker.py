@@ -14,6 +14,10 @@
 #                     b"g" [names]                  pull a name (str) or names (list)
 #                     b"e" [code]                   exec code (utf-8) in the namespace
 #                     b"f" []                       forget the cached functions
+#                     b"b" [request, ...]           a batch: each part is a request's body
+#                                                   (op byte and parts); one reply each,
+#                                                   in order; quick calls' and maps' replies
+#                                                   are written together (every 0.2 ms)
 #   worker -> engine: b"o" [value, stdout, stderr]  pickled value, captured output
 #                     b"x" [ename, evalue, traceback, stdout, stderr]
 #   first frame from the worker: b"r" [version] when ready, or b"x" [...] when it cannot
@@ -104,7 +108,6 @@ def main():
     ns = main_mod.__dict__
     sys.modules["__main__"] = main_mod
     functions = {}
-    dumps = cloudpickle.dumps
     loads = pickle.loads
     protocol = pickle.HIGHEST_PROTOCOL
     real_out, real_err = sys.stdout, sys.stderr
@@ -131,19 +134,41 @@ def main():
 
     def function(key, blob):
         if blob:
-            f = rebind(loads(blob))
+            try:
+                f = rebind(loads(blob))
+            except BaseException as e:
+                # The engine counts the function as sent: later tasks of it (in the same
+                # batch too) come without its pickle and must fail the same way.
+                functions[key] = e
+                raise
             functions[key] = f
             return f
-        return functions[key]
+        f = functions.get(key)
+        if f is None:
+            raise RuntimeError("the engine sent no function and this worker has none cached")
+        if isinstance(f, BaseException):
+            raise f.with_traceback(None)
+        return f
 
-    _write_all(wfd, _frame(b"r", [sys.version.split()[0].encode()]))
-    while True:
-        head = _read_exact(rfd, 4)
-        if head is None:
-            return
-        body = _read_exact(rfd, int.from_bytes(head, "little"))
-        if body is None:
-            return
+    # Results travel by cloudpickle (classes and functions defined here, by execute or in
+    # __main__, go by value); one pickler is kept, because making one costs more than
+    # pickling a small value with it.
+    out_buf = io.BytesIO()
+    pickler = cloudpickle.Pickler(out_buf, protocol=protocol)
+
+    def dumps(value):
+        out_buf.seek(0)
+        out_buf.truncate()
+        pickler.clear_memo()
+        # Per-dump state of cloudpickle (ids of globals dicts): a stale id must not match a
+        # new dict at the same address.
+        refs = getattr(pickler, "globals_ref", None)
+        if refs:
+            refs.clear()
+        pickler.dump(value)
+        return out_buf.getvalue()
+
+    def run(body):
         op = body[:1]
         parts = _parts(body, 1)
         out = io.StringIO()
@@ -176,11 +201,14 @@ def main():
                 value = None
             else:
                 raise ValueError("unknown op %r from the engine" % (op,))
-            # cloudpickle, so that classes and functions defined here (execute, __main__)
-            # travel by value.
-            blob = dumps(value, protocol)
-            reply = _frame(b"o", [blob, out.getvalue().encode("utf-8", "replace"),
-                                  err.getvalue().encode("utf-8", "replace")])
+            try:
+                blob = dumps(value)
+            except BaseException:
+                # A failed dump leaves the kept pickler in an unknown state.
+                pickler_reset()
+                raise
+            return _frame(b"o", [blob, out.getvalue().encode("utf-8", "replace"),
+                                 err.getvalue().encode("utf-8", "replace")])
         except BaseException as e:  # SystemExit and KeyboardInterrupt too: report, go on
             if isinstance(e, KeyError) and op == b"g":
                 e = NameError("name %s is not defined on this engine" % (e,))
@@ -189,13 +217,49 @@ def main():
             if tb is not None and tb.tb_next is not None:
                 tb = tb.tb_next
             tb = traceback.format_exception(type(e), e, tb)
-            reply = _frame(b"x", [type(e).__name__.encode(), str(e).encode("utf-8", "replace"),
-                                  "".join(tb).encode("utf-8", "replace"),
-                                  out.getvalue().encode("utf-8", "replace"),
-                                  err.getvalue().encode("utf-8", "replace")])
+            return _frame(b"x", [type(e).__name__.encode(), str(e).encode("utf-8", "replace"),
+                                 "".join(tb).encode("utf-8", "replace"),
+                                 out.getvalue().encode("utf-8", "replace"),
+                                 err.getvalue().encode("utf-8", "replace")])
         finally:
             sys.stdout, sys.stderr = real_out, real_err
-        _write_all(wfd, reply)
 
+    def pickler_reset():
+        nonlocal out_buf, pickler
+        out_buf = io.BytesIO()
+        pickler = cloudpickle.Pickler(out_buf, protocol=protocol)
+
+    from time import perf_counter as clock
+    FLUSH_S = 0.0002
+    NAMESPACE_OPS = (b"p", b"g", b"e")
+
+    _write_all(wfd, _frame(b"r", [sys.version.split()[0].encode()]))
+    while True:
+        head = _read_exact(rfd, 4)
+        if head is None:
+            return
+        body = _read_exact(rfd, int.from_bytes(head, "little"))
+        if body is None:
+            return
+        if body[:1] == b"b":
+            # A batch: run its requests in order. Replies of calls and maps are held back
+            # while they are quick and written together at least every FLUSH_S and at the
+            # end, so that a stream of tiny tasks costs few writes (each wakes the engine).
+            # Replies of namespace tasks (push, pull, execute) go out at once, with what
+            # was held: if this process dies, the engine runs the tasks without a reply
+            # again on a fresh worker, and those must not depend on a lost namespace.
+            held = []
+            last = clock()
+            for sub in _parts(body, 1):
+                held.append(run(sub))
+                now = clock()
+                if now - last >= FLUSH_S or sub[:1] in NAMESPACE_OPS:
+                    _write_all(wfd, b"".join(held))
+                    held.clear()
+                    last = now
+            if held:
+                _write_all(wfd, b"".join(held))
+        else:
+            _write_all(wfd, run(body))
 
 main()
