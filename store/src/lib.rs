@@ -227,10 +227,15 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 fn utc_stamp(secs: u64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(i64::MAX))
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    time::format_description::parse("[year][month][day]T[hour][minute][second]Z")
-        .ok()
-        .and_then(|f| t.format(&f).ok())
-        .unwrap_or_else(|| secs.to_string())
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 #[cfg(test)]
