@@ -11,7 +11,7 @@
 
 use super::results::from_disk;
 use super::tasks::{Task, TaskState};
-use super::{Action, Core, Route};
+use super::{reply, Action, Core, Route};
 use protocol::{RecordState, TaskId, ToClient};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +33,30 @@ pub(super) enum Deferred {
     History { route: Route },
     /// `FromClient::Status`: the report waits for the store's per-function figures.
     Status { route: Route },
+    /// `FromClient::Abort`: the answer, made from memory, waits for the store to say which of
+    /// the ids memory did not know had finished (their results left memory once delivered).
+    Abort { route: Route, answer: AbortAnswer },
+}
+
+/// An abort's answer, by list (see `ToClient::Aborted`).
+#[derive(Debug, Default)]
+pub(super) struct AbortAnswer {
+    pub(super) aborted: Vec<TaskId>,
+    pub(super) running: Vec<TaskId>,
+    pub(super) finished: Vec<TaskId>,
+    pub(super) unknown: Vec<TaskId>,
+}
+
+impl AbortAnswer {
+    /// The reply message.
+    pub(super) fn message(self) -> ToClient {
+        ToClient::Aborted {
+            aborted: self.aborted,
+            running: self.running,
+            finished: self.finished,
+            unknown: self.unknown,
+        }
+    }
 }
 
 /// The waiting requests, by tag.
@@ -186,6 +210,14 @@ impl Core {
         };
         match deferred {
             Deferred::Fetch { route, ids } => self.answer_fetch(&route, ids, &found, &mut out),
+            Deferred::Abort { route, mut answer } => {
+                let (finished, unknown) = std::mem::take(&mut answer.unknown)
+                    .into_iter()
+                    .partition(|id| matches!(found.get(id), Some(Lookup::Finished { .. })));
+                answer.finished.extend::<Vec<TaskId>>(finished);
+                answer.unknown = unknown;
+                reply(&mut out, &route, answer.message(), Vec::new());
+            }
             Deferred::History { .. } | Deferred::Status { .. } => {}
             Deferred::Submit {
                 route,

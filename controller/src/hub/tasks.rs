@@ -7,11 +7,11 @@
 
 use super::clients::{ClientSlot, SlotMap};
 use super::deps::{DepRequest, DepVerdict};
-use super::lookups::Deferred;
+use super::lookups::{AbortAnswer, Deferred};
 use super::queues::{ClassKey, Refusal};
 use super::results::Deliveries;
 use super::{failure, function_of, reply, Action, Core, Payload};
-use protocol::{Assignment, EngineId, ErrorKind, TaskId, TaskRequest, ToClient, Work};
+use protocol::{Assignment, EngineId, ErrorKind, TaskId, TaskRequest, Work};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -584,10 +584,13 @@ impl Core {
     /// `FromClient::Abort`: tasks not started yet (queued or waiting) fail as aborted, and
     /// their submitters hear so; the asker learns what became of each id.
     pub(super) fn abort(&mut self, route: &[u8], ids: Vec<TaskId>, out: &mut Vec<Action>) {
-        let mut aborted = Vec::new();
-        let mut running = Vec::new();
-        let mut finished = Vec::new();
-        let mut unknown = Vec::new();
+        let mut answer = AbortAnswer::default();
+        let AbortAnswer {
+            aborted,
+            running,
+            finished,
+            unknown,
+        } = &mut answer;
         let mut deliveries = Deliveries::default();
         for id in ids {
             match self.tasks.get(id).map(|t| t.state) {
@@ -614,13 +617,15 @@ impl Core {
         if !aborted.is_empty() {
             tracing::info!("aborted {} queued task(s)", aborted.len());
         }
-        let answer = ToClient::Aborted {
-            aborted,
-            running,
-            finished,
-            unknown,
-        };
-        reply(out, route, answer, Vec::new());
         self.deliver(deliveries, out);
+        // A finished task's result leaves memory once delivered: ask the store about ids
+        // memory does not know before calling them unknown.
+        if self.config.persist && !answer.unknown.is_empty() {
+            let ids = answer.unknown.clone();
+            let route = route.to_vec();
+            self.look_up(ids, Deferred::Abort { route, answer }, out);
+            return;
+        }
+        reply(out, route, answer.message(), Vec::new());
     }
 }

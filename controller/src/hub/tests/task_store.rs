@@ -350,3 +350,60 @@ fn without_a_store_history_is_refused_saying_why_and_status_is_at_once() {
     assert!(matches!(&replies(&actions)[..], [ToClient::Status(_)]));
     assert!(queries(&actions).is_empty());
 }
+
+/// Regression (seen in the Python suite): a finished task whose result had left memory was
+/// reported `unknown` by an abort; the store is asked before calling an id unknown.
+#[test]
+fn an_abort_asks_the_store_about_ids_memory_does_not_know() {
+    // No room for results in memory: every delivered one is gone at once.
+    let mut h = persisting(0);
+    h.hello(CLIENT);
+    h.register("a", &["f"]);
+    h.submit(vec![call(1, "f")]);
+    h.finish("a", &[tid(1)], 5);
+    let actions = h.client(
+        CLIENT,
+        FromClient::Abort {
+            ids: vec![tid(1), tid(99)],
+        },
+    );
+    assert!(
+        replies(&actions).is_empty(),
+        "the answer waits for the store"
+    );
+    let asked = lookups(&actions);
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].1, vec![tid(1), tid(99)]);
+    let outcome = TaskOutcome {
+        id: tid(1),
+        engine: Some(EngineId(0)),
+        status: Status::Ok,
+        started_us: 1,
+        elapsed_us: 5,
+    };
+    let answer = Answer::Lookup(Ok(vec![
+        (
+            tid(1),
+            Lookup::Finished {
+                outcome,
+                payload: Some(Arc::new(b"res-1".to_vec())),
+                payload_state: ::store::PayloadState::Kept,
+            },
+        ),
+        (tid(99), Lookup::Unknown),
+    ]));
+    let actions = h.core.on_lookup_answer(asked[0].0, answer, h.now);
+    match &replies(&actions)[..] {
+        [ToClient::Aborted {
+            aborted,
+            running,
+            finished,
+            unknown,
+        }] => {
+            assert!(aborted.is_empty() && running.is_empty());
+            assert_eq!(finished, &[tid(1)]);
+            assert_eq!(unknown, &[tid(99)]);
+        }
+        other => panic!("expected one Aborted reply, got {other:?}"),
+    }
+}
