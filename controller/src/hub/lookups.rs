@@ -59,10 +59,30 @@ impl AbortAnswer {
     }
 }
 
+impl Deferred {
+    /// The client connection the request came from.
+    fn route(&self) -> &Route {
+        match self {
+            Deferred::Fetch { route, .. }
+            | Deferred::Submit { route, .. }
+            | Deferred::History { route }
+            | Deferred::Status { route }
+            | Deferred::Abort { route, .. } => route,
+        }
+    }
+}
+
+/// A client message held back behind one of the same client that waits for the store.
+type Held = (protocol::FromClient, Vec<Vec<u8>>);
+
 /// The waiting requests, by tag.
 #[derive(Debug, Default)]
 pub(super) struct Lookups {
     waiting: HashMap<u64, Deferred>,
+    /// Messages of clients with a request waiting for the store, in arrival order: a client's
+    /// messages are handled in the order it sent them (an abort must not overtake the submit
+    /// of the task it aborts).
+    held: HashMap<Route, std::collections::VecDeque<Held>>,
     next_tag: u64,
     /// Purges of the last [`PURGE_MEMORY`] (when, which ids; empty: all): the store may
     /// not have committed them yet, so its answers for those ids are not believed.
@@ -94,6 +114,33 @@ impl Lookups {
         self.purges.iter().any(|(t, ids)| {
             now.saturating_sub(*t) <= PURGE_MEMORY && (ids.is_empty() || ids.contains(&id))
         })
+    }
+
+    /// Whether a message from `route` must wait behind an earlier one.
+    pub(super) fn holds(&self, route: &[u8]) -> bool {
+        self.held.contains_key(route) || self.waiting_on(route)
+    }
+
+    fn waiting_on(&self, route: &[u8]) -> bool {
+        self.waiting.values().any(|d| d.route().as_slice() == route)
+    }
+
+    /// Keeps a message from `route` until its earlier requests are answered.
+    pub(super) fn hold(&mut self, route: &[u8], held: Held) {
+        self.held.entry(route.to_vec()).or_default().push_back(held);
+    }
+
+    /// The next held message of `route`, once nothing of it waits for the store.
+    fn next_held(&mut self, route: &[u8]) -> Option<Held> {
+        if self.waiting_on(route) {
+            return None;
+        }
+        let queue = self.held.get_mut(route)?;
+        let next = queue.pop_front();
+        if queue.is_empty() {
+            self.held.remove(route);
+        }
+        next
     }
 
     fn add(&mut self, deferred: Deferred) -> u64 {
@@ -148,6 +195,18 @@ impl Core {
 
     /// The task store answered the lookup `tag`: the request waiting for it completes.
     pub fn on_lookup_answer(&mut self, tag: u64, answer: Answer, now: Duration) -> Vec<Action> {
+        let route = self.lookups.waiting.get(&tag).map(|d| d.route().clone());
+        let mut out = self.answer_lookup(tag, answer, now);
+        // Then what the same client sent meanwhile, in order, until one waits again.
+        if let Some(route) = route {
+            while let Some((msg, payloads)) = self.lookups.next_held(&route) {
+                out.extend(self.client_message(&route, msg, payloads));
+            }
+        }
+        out
+    }
+
+    fn answer_lookup(&mut self, tag: u64, answer: Answer, now: Duration) -> Vec<Action> {
         self.advance(now);
         let mut out = Vec::new();
         let Some(deferred) = self.lookups.waiting.remove(&tag) else {

@@ -331,13 +331,29 @@ impl Core {
         now: Duration,
     ) -> Vec<Action> {
         self.advance(now);
-        let mut out = Vec::new();
         // A client whose sends failed and that speaks again is reachable again.
         self.clients.heard(route, now);
+        // A client's messages are handled in the order it sent them: while one of its requests
+        // waits for the task store, the ones after it wait too.
+        if self.lookups.holds(route) {
+            self.lookups.hold(route, (msg, payloads));
+            return Vec::new();
+        }
+        self.client_message(route, msg, payloads)
+    }
+
+    /// Handles one client message (its turn has come).
+    fn client_message(
+        &mut self,
+        route: &[u8],
+        msg: FromClient,
+        payloads: Vec<Vec<u8>>,
+    ) -> Vec<Action> {
+        let mut out = Vec::new();
         match msg {
             FromClient::Hello => self.hello(route, &mut out),
             FromClient::Submit { tasks } => self.submit(route, tasks, payloads, &mut out),
-            FromClient::Status => self.status_request(route, now, &mut out),
+            FromClient::Status => self.status_request(route, self.now, &mut out),
             FromClient::QueueStatus => self.queue_status_request(route, &mut out),
             FromClient::Abort { ids } => self.abort(route, ids, &mut out),
             FromClient::Fetch { ids } => self.fetch(route, ids, &mut out),

@@ -407,3 +407,46 @@ fn an_abort_asks_the_store_about_ids_memory_does_not_know() {
         other => panic!("expected one Aborted reply, got {other:?}"),
     }
 }
+
+/// Regression (seen in the Python suite): a submit that waited for the store was overtaken by
+/// the same client's abort, which then called the task unknown. A client's messages are now
+/// handled in the order it sent them.
+#[test]
+fn a_clients_messages_wait_behind_its_submit_that_asks_the_store() {
+    let mut h = Harness::with_config(
+        CoreConfig {
+            hwm: Hwm::Limit(0),
+            persist: true,
+            stored_clients_upto: 1,
+            first_client_id: 2,
+            ..Default::default()
+        },
+        Duration::ZERO,
+    );
+    h.hello(CLIENT);
+    h.register("a", &["f"]);
+    // Client 1's ids may be on disk from before a restart: the submit asks the store first.
+    let actions = h.submit(vec![call(5, "f")]);
+    let asked = lookups(&actions);
+    assert_eq!(asked.len(), 1);
+    let actions = h.client(CLIENT, FromClient::Abort { ids: vec![tid(5)] });
+    assert!(
+        actions.is_empty(),
+        "the abort waits behind the submit: {actions:?}"
+    );
+    let answer = Answer::Lookup(Ok(vec![(tid(5), Lookup::Unknown)]));
+    let actions = h.core.on_lookup_answer(asked[0].0, answer, h.now);
+    match &replies(&actions)[..] {
+        [ToClient::Aborted {
+            aborted,
+            running,
+            unknown,
+            ..
+        }] => {
+            assert!(unknown.is_empty(), "{unknown:?}");
+            assert_eq!(aborted.len() + running.len(), 1);
+        }
+        other => panic!("expected one Aborted reply, got {other:?}"),
+    }
+    assert_eq!(h.core.lookups_pending(), 0);
+}
