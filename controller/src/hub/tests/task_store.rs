@@ -42,6 +42,23 @@ fn lookups(actions: &[Action]) -> Vec<(u64, Vec<TaskId>)> {
         .collect()
 }
 
+/// The store's answer for task `seq`, finished on engine 0 with `payload` kept.
+fn finished_on_disk(seq: u64, payload: &[u8]) -> (TaskId, Lookup) {
+    let outcome = TaskOutcome {
+        id: tid(seq),
+        engine: Some(EngineId(0)),
+        status: Status::Ok,
+        started_us: 1,
+        elapsed_us: 5,
+    };
+    let lookup = Lookup::Finished {
+        outcome,
+        payload: Some(Arc::new(payload.to_vec())),
+        payload_state: ::store::PayloadState::Kept,
+    };
+    (tid(seq), lookup)
+}
+
 fn kinds(records: &[Record]) -> Vec<&'static str> {
     records
         .iter()
@@ -128,21 +145,7 @@ fn memory_holds_a_bounded_cache_of_results_and_the_rest_is_looked_up() {
     assert_eq!(asked.len(), 1);
     assert_eq!(asked[0].1, vec![tid(3)]);
     assert_eq!(h.core.lookups_pending(), 1);
-    let outcome = TaskOutcome {
-        id: tid(3),
-        engine: Some(EngineId(0)),
-        status: Status::Ok,
-        started_us: 1,
-        elapsed_us: 5,
-    };
-    let answer = Answer::Lookup(Ok(vec![(
-        tid(3),
-        Lookup::Finished {
-            outcome,
-            payload: Some(Arc::new(b"res-3".to_vec())),
-            payload_state: ::store::PayloadState::Kept,
-        },
-    )]));
+    let answer = Answer::Lookup(Ok(vec![finished_on_disk(3, b"res-3")]));
     let actions = h.core.on_lookup_answer(asked[0].0, answer, h.now);
     let got = delivered(&actions);
     assert_eq!(got.len(), 1);
@@ -199,21 +202,7 @@ fn a_restart_queues_the_unfinished_again_and_answers_resubmitted_finished_tasks_
     let asked = lookups(&actions);
     assert_eq!(asked.len(), 1);
     assert_eq!(asked[0].1, [tid(1)]);
-    let outcome = TaskOutcome {
-        id: tid(1),
-        engine: Some(EngineId(0)),
-        status: Status::Ok,
-        started_us: 1,
-        elapsed_us: 5,
-    };
-    let answer = Answer::Lookup(Ok(vec![(
-        tid(1),
-        Lookup::Finished {
-            outcome,
-            payload: Some(Arc::new(b"one".to_vec())),
-            payload_state: ::store::PayloadState::Kept,
-        },
-    )]));
+    let answer = Answer::Lookup(Ok(vec![finished_on_disk(1, b"one")]));
     let actions = h.core.on_lookup_answer(asked[0].0, answer, h.now);
     // Task 1 is answered, not run again; task 2 keeps running where it is.
     assert!(sent_to(&actions).is_empty());
@@ -374,22 +363,8 @@ fn an_abort_asks_the_store_about_ids_memory_does_not_know() {
     let asked = lookups(&actions);
     assert_eq!(asked.len(), 1);
     assert_eq!(asked[0].1, vec![tid(1), tid(99)]);
-    let outcome = TaskOutcome {
-        id: tid(1),
-        engine: Some(EngineId(0)),
-        status: Status::Ok,
-        started_us: 1,
-        elapsed_us: 5,
-    };
     let answer = Answer::Lookup(Ok(vec![
-        (
-            tid(1),
-            Lookup::Finished {
-                outcome,
-                payload: Some(Arc::new(b"res-1".to_vec())),
-                payload_state: ::store::PayloadState::Kept,
-            },
-        ),
+        finished_on_disk(1, b"res-1"),
         (tid(99), Lookup::Unknown),
     ]));
     let actions = h.core.on_lookup_answer(asked[0].0, answer, h.now);
