@@ -296,8 +296,6 @@ struct Supervisor<'a> {
     next_key: u64,
     /// ssh engines watched, by (destination, pid).
     ssh: BTreeMap<(String, u32), SshWatch>,
-    /// Slots of ssh engines restarted, not registered yet.
-    ssh_restarted: BTreeMap<(String, u32), usize>,
     /// Whether the ssh engines run the binary `--copy-binary` sent.
     ssh_copied_binary: bool,
     /// When each ssh host was last checked for dead engines.
@@ -363,7 +361,6 @@ pub fn run_foreground(profile: &Profile, scale: &ScaleSettings, options: Options
         done_jobs: BTreeSet::new(),
         next_key: 1,
         ssh: BTreeMap::new(),
-        ssh_restarted: BTreeMap::new(),
         ssh_copied_binary,
         ssh_checked: BTreeMap::new(),
         quiet_since: None,
@@ -645,8 +642,8 @@ impl Supervisor<'_> {
         }
     }
 
-    /// ssh restarts: engines of the recorded ssh hosts that registered are watched; one
-    /// that left the controller is looked for over ssh (at most once a second per host),
+    /// ssh restarts: engines of the recorded ssh hosts that registered (and those it
+    /// restarted) are watched; one that is not registered is looked for over ssh (at most once a second per host),
     /// and if its process is gone it is crossed off and the policy decides (`Lost`: over
     /// ssh there is no exit status).
     fn watch_ssh(&mut self, now: Duration, status: &protocol::StatusReport) {
@@ -662,10 +659,7 @@ impl Supervisor<'_> {
                     .iter()
                     .any(|e| e.host == record.hostname && e.pid == pid);
                 if up && !self.ssh.contains_key(&key) {
-                    let slot = match self.ssh_restarted.remove(&key) {
-                        Some(slot) => slot,
-                        None => self.slot(),
-                    };
+                    let slot = self.slot();
                     self.ssh.insert(key, SshWatch { slot, since: now });
                 } else if !up && self.ssh.contains_key(&key) {
                     missing.push(pid);
@@ -929,7 +923,9 @@ impl Supervisor<'_> {
                     ) {
                         Ok(pid) => {
                             tracing::info!("restarted an engine on {destination} as pid {pid}");
-                            self.ssh_restarted.insert((destination, pid), slot);
+                            // Watched at once: one that dies before it registers counts too.
+                            self.ssh
+                                .insert((destination, pid), SshWatch { slot, since: now });
                             self.state.restarts += 1;
                         }
                         Err(e) => retry(

@@ -555,3 +555,84 @@ pub fn wait_port(addr: &str, timeout: Duration) -> bool {
         TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
     })
 }
+
+/// A profile `s` in a temporary `CLUSTER_DIR` whose `[slurm]` section reaches `slurm`, driven
+/// through the `cluster` binary; `cluster stop` on drop, whatever the test's outcome.
+#[derive(Debug)]
+pub struct Cli {
+    /// The `cluster` binary.
+    pub bin: PathBuf,
+    /// `CLUSTER_DIR`.
+    pub dir: tempfile::TempDir,
+}
+
+impl Cli {
+    /// Creates the profile; `slurm_extra` goes into `[slurm]`, `more` after it (other
+    /// tables).
+    pub fn new(slurm: &Slurm, slurm_extra: &str, more: &str) -> Cli {
+        let cli = Cli {
+            bin: cluster_bin(),
+            dir: tempfile::Builder::new()
+                .prefix("cluster-launch-")
+                .tempdir()
+                .expect("temp dir"),
+        };
+        let (code, out, err) = cli.run(&["profile", "create", "s"]);
+        assert_eq!(code, 0, "{out}{err}");
+        let file = cli.profile().config_file();
+        let mut toml = std::fs::read_to_string(&file).unwrap();
+        toml.push_str(&format!(
+            "\n[slurm]\nconf = \"{}\"\npoll_interval_ms = 200\n{slurm_extra}\n{more}\n",
+            slurm.conf.display()
+        ));
+        std::fs::write(&file, toml).unwrap();
+        cli
+    }
+
+    /// `cluster --profile s ARGS…`: exit code, stdout, stderr.
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(&self.bin)
+            .env("CLUSTER_DIR", self.dir.path())
+            .env_remove("CLUSTER_PROFILE")
+            .args(["--profile", "s"])
+            .args(args)
+            .output()
+            .expect("run cluster");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Like [`Cli::run`], failing the test unless it exits 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "cluster {args:?} failed:\n{out}{err}");
+        out
+    }
+
+    /// The profile.
+    pub fn profile(&self) -> profiles::Profile {
+        profiles::Profile::in_root(self.dir.path(), "s").expect("profile")
+    }
+
+    /// A client of its controller.
+    pub fn client(&self) -> client::Client {
+        client::Client::connect_file(self.profile().client_file()).expect("connect")
+    }
+
+    /// The autoscaler's or supervisor's `run/scale.json`, if there is one.
+    pub fn scale_state(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.profile().run_dir().join("scale.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        if self.profile().run_dir().exists() {
+            let _ = self.run(&["stop", "--grace", "1"]);
+        }
+    }
+}
