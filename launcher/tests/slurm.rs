@@ -608,3 +608,128 @@ fn a_failed_slurm_job_is_submitted_again() {
     let old = &states[&slurm::JobId(first_job)];
     assert_eq!(old.state.phase(), Phase::Failed, "{}", describe(old));
 }
+
+/// One autoscaling round with `launcher` (`local` or `slurm`) on a fresh cluster: seconds
+/// from a task queued with no engine to an engine running it, and from the last task done
+/// to every engine released (idle timeout 2 s, decisions every 0.2 s).
+fn scale_round(slurm: &common::Slurm, launcher: &str) -> (f64, f64) {
+    let cli = common::Cli::new(slurm, "", "");
+    cli.ok(&["start", "-n", "0", "--ip", &slurm.net.gateway, "--hwm", "1"]);
+    cli.ok(&[
+        "scale",
+        "--launcher",
+        launcher,
+        "--max",
+        "2",
+        "--idle-timeout",
+        "2s",
+        "--interval-ms",
+        "200",
+    ]);
+    let client = cli.client();
+    let t0 = Instant::now();
+    let map = client
+        .load_balanced_view()
+        .chunksize(1)
+        .map(SLEEP, vec![0.5f64; 4])
+        .unwrap();
+    let mut running = None;
+    assert!(common::eventually(Duration::from_secs(60), || {
+        let s = client.status().unwrap();
+        if running.is_none() && s.engines.iter().any(|e| e.outstanding > 0) {
+            running = Some(t0.elapsed());
+        }
+        s.tasks.done == 4
+    }));
+    let idle = Instant::now();
+    let _: Vec<()> = map.get(Some(Duration::from_secs(10))).unwrap();
+    assert!(common::eventually(Duration::from_secs(60), || client
+        .status()
+        .unwrap()
+        .engines
+        .is_empty()));
+    let released = idle.elapsed();
+    cli.ok(&["stop", "--grace", "1"]);
+    (
+        running.unwrap_or_default().as_secs_f64(),
+        released.as_secs_f64(),
+    )
+}
+
+fn summary(mut xs: Vec<f64>) -> String {
+    xs.sort_by(f64::total_cmp);
+    format!(
+        "median {:.2} s (min {:.2}, max {:.2}, {} runs)",
+        xs[xs.len() / 2],
+        xs[0],
+        xs[xs.len() - 1],
+        xs.len()
+    )
+}
+
+/// The figures, on Slurm 22.05 on 3 fake nodes (2 CPUs each):
+/// `cargo test -p cluster-launcher --test slurm -- --ignored --nocapture bench_` (add
+/// `--release` for a release build). Prints: `cluster start --launcher slurm -n 6 --jobs 2`
+/// to all registered (a fresh cluster each run, the same Slurm: the first run pays Slurm's
+/// first job); a task queued with no free engine to a new engine running it, local and
+/// Slurm; idle to released, local and Slurm.
+#[test]
+#[ignore = "benchmark: prints numbers"]
+fn bench_slurm_start_and_scale_figures() {
+    let Some(slurm) = common::or_skip("Slurm on fake hosts", common::Slurm::start(3, 2)) else {
+        return;
+    };
+    let runs = 5;
+    let mut starts = Vec::new();
+    for _ in 0..runs {
+        let cli = common::Cli::new(&slurm, "", "");
+        let t0 = Instant::now();
+        let out = cli.ok(&[
+            "start",
+            "--launcher",
+            "slurm",
+            "-n",
+            "6",
+            "--jobs",
+            "2",
+            "--ip",
+            &slurm.net.gateway,
+            "--json",
+        ]);
+        starts.push(t0.elapsed().as_secs_f64());
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["engines_ready"], 6, "{v}");
+        cli.ok(&["stop", "--grace", "1"]);
+        // The next start gets the nodes free.
+        let cmds = slurm::Slurm::system(slurm.settings());
+        let ids: Vec<_> = slurm::records(&cli.profile().run_dir())
+            .into_iter()
+            .map(|r| r.job_id)
+            .collect();
+        common::eventually(Duration::from_secs(30), || {
+            cmds.poll(&ids)
+                .map_or(true, |s| s.values().all(|j| j.state.is_final()))
+        });
+    }
+    println!(
+        "FIGURE slurm start: `cluster start --launcher slurm -n 6 --jobs 2` on 3 fake nodes to all registered: {}; runs {:?}",
+        summary(starts.clone()),
+        starts.iter().map(|s| (s * 100.0).round() / 100.0).collect::<Vec<_>>()
+    );
+    for launcher in ["local", "slurm"] {
+        let (mut queued, mut released) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let (q, r) = scale_round(&slurm, launcher);
+            queued.push(q);
+            released.push(r);
+        }
+        println!(
+            "FIGURE scale ({launcher}): task queued with no free engine -> a new engine running it: {}",
+            summary(queued)
+        );
+        println!(
+            "FIGURE scale ({launcher}): last task done -> all engines released (idle timeout 2 s, interval 0.2 s): {}",
+            summary(released)
+        );
+    }
+}
