@@ -302,6 +302,8 @@ struct Supervisor<'a> {
     ssh_checked: BTreeMap<String, Duration>,
     /// Since when no task has waited.
     quiet_since: Option<Duration>,
+    /// When the Slurm jobs were last polled.
+    last_poll: Option<Duration>,
 }
 
 /// What the loop does besides scaling.
@@ -364,6 +366,7 @@ pub fn run_foreground(profile: &Profile, scale: &ScaleSettings, options: Options
         ssh_copied_binary,
         ssh_checked: BTreeMap::new(),
         quiet_since: None,
+        last_poll: None,
         state: ScaleState {
             scaling,
             restart: mode_name(restart.mode).into(),
@@ -746,26 +749,39 @@ impl Supervisor<'_> {
             return;
         }
         let Some(slurm) = &self.slurm else { return };
-        let ids: Vec<JobId> = self.jobs.iter().map(|j| j.record.job_id.clone()).collect();
-        let states = match slurm.poll(&ids) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("cannot read the Slurm jobs' states: {e}");
-                return;
+        // squeue at most every poll_interval_ms of [slurm]; registrations count every round.
+        let every = Duration::from_millis(slurm.settings().poll_interval_ms.max(100));
+        if self
+            .last_poll
+            .is_none_or(|t| now.saturating_sub(t) >= every)
+        {
+            self.last_poll = Some(now);
+            let ids: Vec<JobId> = self.jobs.iter().map(|j| j.record.job_id.clone()).collect();
+            match slurm.poll(&ids) {
+                Ok(states) => {
+                    for j in &mut self.jobs {
+                        if let Some(st) = states.get(&j.record.job_id) {
+                            if st.state.phase() == slurm::Phase::Running
+                                && j.running_since.is_none()
+                            {
+                                j.running_since = Some(now);
+                            }
+                            j.state = Some(st.clone());
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("cannot read the Slurm jobs' states: {e}"),
             }
-        };
+        }
         let mut gone = Vec::new();
         let mut failed = Vec::new();
         let mut ended = Vec::new();
         let mut worked = false;
         for j in &mut self.jobs {
-            let Some(st) = states.get(&j.record.job_id) else {
+            let Some(st) = j.state.clone() else {
                 continue;
             };
-            if st.state.phase() == slurm::Phase::Running && j.running_since.is_none() {
-                j.running_since = Some(now);
-            }
-            j.state = Some(st.clone());
+            let st = &st;
             let have = in_job(status, &j.record.job_id);
             let is_final = st.state.is_final();
             if j.launch && j.released.is_none() {
