@@ -467,12 +467,12 @@ impl Supervisor<'_> {
             .collect();
         let mut engines = self.idle.observe(now, &seen);
         for view in &mut engines {
-            view.group = status
-                .engines
-                .iter()
-                .find(|e| e.id.0 == view.key)
-                .and_then(&group_of)
-                .map(|(key, _)| *key);
+            let Some(e) = status.engines.iter().find(|e| e.id.0 == view.key) else {
+                continue;
+            };
+            view.group = group_of(e).map(|(key, _)| *key);
+            // Only local engines and engines of followed Slurm jobs can be released here.
+            view.kept = view.group.is_none() && e.host != self.host;
         }
         if !self.scaling {
             self.state.engines = engines.len();

@@ -162,6 +162,8 @@ pub struct EngineView {
     pub idle_since: Option<Duration>,
     /// The engines it is released with (`None`: alone, a local process).
     pub group: Option<GroupKey>,
+    /// The caller cannot release it (an engine on an ssh host): it counts, and stays.
+    pub kept: bool,
 }
 
 /// What the caller observed at `now`.
@@ -363,7 +365,7 @@ pub fn decide(policy: &ScalePolicy, obs: &Observation, failures: &Failures) -> D
 fn idle_units(engines: &[EngineView]) -> Vec<(Duration, Vec<EngineKey>)> {
     let mut units = Vec::new();
     let mut groups: BTreeMap<GroupKey, (Option<Duration>, Vec<EngineKey>)> = BTreeMap::new();
-    for e in engines {
+    for e in engines.iter().filter(|e| !e.kept) {
         match (e.group, e.idle_since) {
             (None, Some(since)) => units.push((since, vec![e.key])),
             (None, None) => {}
@@ -415,6 +417,7 @@ impl IdleTracker {
                 key,
                 idle_since,
                 group: None,
+                kept: false,
             })
             .collect()
     }
@@ -553,16 +556,19 @@ mod tests {
                     key: 1,
                     idle_since: Some(s(30)),
                     group: None,
+                    kept: false,
                 },
                 EngineView {
                     key: 2,
                     idle_since: Some(s(10)),
                     group: None,
+                    kept: false,
                 },
                 EngineView {
                     key: 3,
                     idle_since: Some(s(90)),
                     group: None,
+                    kept: false,
                 },
             ],
             starting: 0,
@@ -588,11 +594,13 @@ mod tests {
                         key: 1,
                         idle_since: Some(s(90)),
                         group: None,
+                        kept: false,
                     },
                     EngineView {
                         key: 2,
                         idle_since: None,
                         group: None,
+                        kept: false,
                     },
                 ],
                 ..obs
@@ -614,6 +622,7 @@ mod tests {
                 key: 0,
                 idle_since: Some(s(0)),
                 group: None,
+                kept: false,
             }],
             starting: 1,
             launches: 1,
@@ -681,6 +690,7 @@ mod tests {
             key,
             idle_since,
             group: Some(group),
+            kept: false,
         }
     }
 
@@ -750,6 +760,7 @@ mod tests {
             key: 3,
             idle_since: Some(s(0)),
             group: None,
+            kept: false,
         };
         let busy = obs(
             s(100),
@@ -777,6 +788,40 @@ mod tests {
             panic!()
         };
         assert_eq!(until, None);
+    }
+
+    #[test]
+    fn engines_the_caller_cannot_release_count_and_stay() {
+        let p = policy();
+        let ssh = EngineView {
+            key: 1,
+            idle_since: Some(s(0)),
+            group: None,
+            kept: true,
+        };
+        let obs = Observation {
+            now: s(1000),
+            queued: 0,
+            engines: vec![ssh],
+            starting: 0,
+            launches: 0,
+            queued_launches: vec![],
+            quiet_since: Some(s(0)),
+        };
+        let Decision::Wait { until, .. } = decide(&p, &obs, &Failures::default()) else {
+            panic!()
+        };
+        assert_eq!(until, None);
+        // It is a free engine: one waiting task needs no start.
+        let one = Observation {
+            queued: 1,
+            quiet_since: None,
+            ..obs
+        };
+        assert!(matches!(
+            decide(&p, &one, &Failures::default()),
+            Decision::Wait { .. }
+        ));
     }
 
     /// A fake Slurm: each start is one job that pends `queue_delay`, then its engines
