@@ -541,7 +541,18 @@ impl Supervisor<'_> {
                 until = at.map(|at| at.saturating_sub(now));
             }
         }
-        self.state.starting = starting;
+        // Counted again: a start just made is on its way too.
+        self.state.starting = self.launches.iter().map(|l| l.waiting.len()).sum::<usize>()
+            + self
+                .jobs
+                .iter()
+                .filter(|j| j.launch && j.released.is_none())
+                .map(|j| {
+                    j.record
+                        .engines
+                        .saturating_sub(in_job(status, &j.record.job_id))
+                })
+                .sum::<usize>();
         until
     }
 
