@@ -111,9 +111,14 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Started> {
         return Ok(Started::Ssh(report));
     }
     if let Some(kind) = args.hosts.batch() {
-        let started = start_batch(args, &profile, &overrides, &settings, kind)?;
-        supervise(&profile, &restart, false)?;
-        return Ok(started);
+        let started = start_batch(args, &profile, &overrides, &settings, kind);
+        // Jobs still pending (exit status 5) stay queued: their engines are watched too.
+        let pending =
+            matches!(&started, Err(e) if e.downcast_ref::<crate::exit::NotFinished>().is_some());
+        if started.is_ok() || pending {
+            supervise(&profile, &restart, false)?;
+        }
+        return started;
     }
     let n = args.n.unwrap_or(if settings.engines > 0 {
         settings.engines
