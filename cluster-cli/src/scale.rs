@@ -556,6 +556,15 @@ impl Supervisor<'_> {
         until
     }
 
+    /// What local engines it starts run: the program `cluster start --engine-program`
+    /// recorded, else the settings' `engine_program` as they are now, else the stock engine.
+    fn program(&self) -> crate::launch::EngineProgram {
+        match crate::launch::EngineProgram::recorded(self.profile) {
+            custom @ crate::launch::EngineProgram::Custom(_) => custom,
+            _ => crate::launch::EngineProgram::Settings,
+        }
+    }
+
     /// A new restart slot.
     fn slot(&mut self) -> usize {
         self.histories.push(History::default());
@@ -884,16 +893,13 @@ impl Supervisor<'_> {
             };
             match redo {
                 Redo::Local => {
-                    // The settings as they are now: a fixed engine_program applies to the
-                    // next start.
+                    // The program `cluster start --engine-program` recorded, else the
+                    // settings as they are now (a fixed engine_program applies to the next
+                    // start).
                     let fresh = self.profile.settings(&[]);
                     let settings = fresh.as_ref().unwrap_or(self.settings);
-                    match crate::launch::spawn_engines(
-                        self.profile,
-                        settings,
-                        1,
-                        &crate::launch::EngineProgram::Settings,
-                    ) {
+                    let program = self.program();
+                    match crate::launch::spawn_engines(self.profile, settings, 1, &program) {
                         Ok(children) => {
                             for (child, log) in children {
                                 let pid = child.id();
@@ -1036,12 +1042,8 @@ impl Supervisor<'_> {
     }
 
     fn start_local(&mut self, now: Duration, n: usize) -> Result<String> {
-        let children = crate::launch::spawn_engines(
-            self.profile,
-            self.settings,
-            n,
-            &crate::launch::EngineProgram::Settings,
-        )?;
+        let children =
+            crate::launch::spawn_engines(self.profile, self.settings, n, &self.program())?;
         let waiting: BTreeSet<u32> = children.iter().map(|(c, _)| c.id()).collect();
         tracing::info!("starting {n} engine(s): pids {waiting:?}");
         let what = format!("pids {waiting:?}");
