@@ -550,7 +550,8 @@ fn scale_backs_off_after_refused_submissions_and_says_why() {
 
 /// `cluster start --launcher slurm --restart on-failure`: `kill -9` of the engine in a job
 /// makes the job fail; the supervisor submits it again (its kept script), the new job's
-/// engine registers, and `cluster status` counts the restart.
+/// engine registers, and `cluster status` counts the restart. With `limit = 1`, the second
+/// failure is a crash loop: no third job, and the status says so.
 #[test]
 fn a_failed_slurm_job_is_submitted_again() {
     let Some(slurm) = common::or_skip("Slurm on fake hosts", common::Slurm::start(1, 2)) else {
@@ -559,7 +560,7 @@ fn a_failed_slurm_job_is_submitted_again() {
     let cli = common::Cli::new(
         &slurm,
         "",
-        "[restart]\nbackoff_initial_ms = 100\nbackoff_max_ms = 200\n",
+        "[restart]\nlimit = 1\nbackoff_initial_ms = 100\nbackoff_max_ms = 200\n",
     );
     let (code, out, err) = cli.run(&[
         "start",
@@ -607,6 +608,24 @@ fn a_failed_slurm_job_is_submitted_again() {
         .unwrap();
     let old = &states[&slurm::JobId(first_job)];
     assert_eq!(old.state.phase(), Phase::Failed, "{}", describe(old));
+
+    // The second job's engine dies too: the limit stops there.
+    let second = client.status().unwrap().engines[0].clone();
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(second.pid as i32, libc::SIGKILL);
+    }
+    let mut shown = String::new();
+    let gave_up = common::eventually(Duration::from_secs(60), || {
+        shown = cli.ok(&["status"]);
+        shown.contains("gave up")
+    });
+    assert!(gave_up, "{shown}");
+    assert!(shown.contains("crash loop"), "{shown}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(client.status().unwrap().engines.is_empty());
+    let records = slurm::records(&cli.profile().run_dir());
+    assert_eq!(records.len(), 1, "no third job: {records:?}");
 }
 
 /// One autoscaling round with `launcher` (`local` or `slurm`) on a fresh cluster: seconds
