@@ -1,13 +1,27 @@
 //! `cluster scale`: the autoscaler's loop around the pure policy
-//! ([`launcher::scale::decide`]).
+//! ([`launcher::scale::decide`]), and the restarts of engines that die
+//! ([`launcher::restart::RestartPolicy`]).
 //!
 //! `cluster scale` starts this loop detached (`cluster scale --foreground`, its output in
-//! `log/scale.log`) and returns. Every `interval_ms` the loop reads the controller's status
-//! through the client crate, feeds each engine's outstanding count to an [`IdleTracker`], and
-//! asks `decide` what to do: start engines (local processes, not waited for: the next rounds
-//! see them register), release idle ones (SIGUSR1: the engine drains, hands back what it
-//! holds and leaves), or wait. A launch whose engines exit before registering, or do not
-//! register within [`REGISTER_TIMEOUT`], is a failed start: the policy backs off.
+//! `log/scale.log`) and returns; `cluster start --restart` starts it watch-only (no scaling).
+//! Every `interval_ms` the loop reads the controller's status through the client crate,
+//! feeds each engine's outstanding count to an [`IdleTracker`], and asks `decide` what to do:
+//!
+//! * start engines: local processes, or one Slurm job (`[scale] launcher = "slurm"`), not
+//!   waited for: the next rounds see them register. A pending job counts as engines on their
+//!   way. A launch whose engines exit (or whose job ends) before registering, or do not
+//!   register within [`REGISTER_TIMEOUT`] (of the job running), is a failed start: the
+//!   policy backs off;
+//! * release idle ones: a local engine gets SIGUSR1 (it drains, hands back what it holds and
+//!   leaves), a Slurm job `scancel --signal=USR1` (all its engines: a job goes whole);
+//! * cancel Slurm jobs still pending that nothing needs any more;
+//! * or wait.
+//!
+//! Restarts: local engines it watches (a child's exit status, else gone = lost), engines of
+//! the recorded ssh hosts (gone from the controller and, over ssh, from their host), and the
+//! Slurm jobs recorded in `run/` (one `squeue` per `[slurm] poll_interval_ms`; a job that
+//! ended badly is submitted again from its kept script). Each restart waits out the policy's
+//! back-off and counts towards its limit.
 //!
 //! What it decided and why goes to `run/scale.json` ([`ScaleState`], rewritten each round),
 //! which `cluster status` shows; `cluster stop` ends the loop first (SIGTERM, by the pid in
