@@ -396,8 +396,11 @@ pub fn run_foreground(profile: &Profile, scale: &ScaleSettings, options: Options
         },
         restart,
     };
-    sup.state.write(&profile.run_dir())?;
+    // The state is first written after the first round, so that `spawn` (which waits for
+    // it) returns once the engines running now are watched: one killed right after
+    // `cluster start --restart` returned is not missed.
     let client = client::Client::connect_file(profile.client_file())?;
+    let mut first = true;
     let t0 = Instant::now();
     tracing::info!(
         "autoscaler for profile {:?}: {} launcher, {}..{} engines, idle timeout {:?}, backlog {}",
@@ -427,8 +430,12 @@ pub fn run_foreground(profile: &Profile, scale: &ScaleSettings, options: Options
         };
         sup.state.time_us = transport::now_us();
         if let Err(e) = sup.state.write(&profile.run_dir()) {
+            if first {
+                return Err(e);
+            }
             tracing::warn!("{e:#}");
         }
+        first = false;
         let pause = wait.map_or(sup.interval, |w| w.min(sup.interval));
         let until = Instant::now() + pause;
         while !stop.load(Ordering::Relaxed) && Instant::now() < until {
