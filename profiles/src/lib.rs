@@ -332,9 +332,10 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 # hostfile = "hosts.txt"
 # options = []
 
-# Autoscaling (`cluster scale`): local engines started when tasks wait and none is free,
-# released when idle.
+# Autoscaling (`cluster scale`): engines started when tasks wait and none is free (local
+# processes, or one Slurm job per start), released when idle.
 # [scale]
+# launcher = "local"                # local or slurm (the [slurm] settings)
 # min = 0
 # max = 16
 # backlog = 2                       # launches whose engines have not registered yet, at most
@@ -343,8 +344,9 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 # max_failures = 10                 # failed starts in a row that pause starting
 # interval_ms = 1000
 
-# Engines that die are started again (`cluster start --restart on-failure`): local engines,
-# by the supervisor that flag starts (or `cluster scale --restart on-failure`).
+# Engines that die are started again (`cluster start --restart on-failure`): local and ssh
+# engines one by one, a Slurm job that fails as a whole, by the supervisor that flag starts
+# (or `cluster scale --restart on-failure`).
 # [restart]
 # mode = "never"                    # never, on-failure or always
 # limit = 5                         # restarts allowed within window_s: a crash loop ends
