@@ -241,6 +241,7 @@ pub(crate) mod tests {
                     hwm: 4,
                     rank: None,
                     job: None,
+                    usage: None,
                 })
                 .collect(),
             tasks: TaskCounts {
