@@ -91,10 +91,12 @@ function renderStream(s) {
     for (let i = 1; i < ids.length; i++) out += `<line class="row" x1="0" x2="${W}" y1="${(i * rowH).toFixed(1)}" y2="${(i * rowH).toFixed(1)}"/>`;
   }
   const pad = rowH > 4 ? 1 : 0;
-  for (const [engine, f, start, end, ok] of st.bars) {
+  // Failures last, so that they are drawn over the tasks around them.
+  const bars = st.bars.filter((b) => b[4]).concat(st.bars.filter((b) => !b[4]));
+  for (const [engine, f, start, end, ok] of bars) {
     const x = (start / span) * W;
-    // Very short tasks still show as a sliver.
-    const w = Math.max(((end - start) / span) * W, 1.5);
+    // Very short tasks still show as a sliver (failures a little wider).
+    const w = Math.max(((end - start) / span) * W, ok ? 1.5 : 4);
     const y = rowOf.get(engine) * rowH + pad;
     const fill = ok ? colour(st.functions[f]) : "#d33";
     out += `<rect class="${ok ? "ok" : "failed"}" data-engine="${engine}" data-function="${esc(st.functions[f])}" x="${x.toFixed(1)}" y="${y.toFixed(1)}" width="${w.toFixed(1)}" height="${Math.max(rowH - 2 * pad, 0.5).toFixed(1)}" fill="${fill}"/>`;
