@@ -280,3 +280,70 @@ fn the_feed_is_due_once_a_second_and_a_late_loop_does_not_burst() {
     assert_eq!(h.core.next_tick(), secs(8));
     assert!(feed(&h.tick(Duration::from_millis(7500))).0.is_none());
 }
+
+/// What the feed costs the core per task, in process (no sockets): one-item tasks submitted
+/// 64 a message to two engines that answer at once, with `events` off and on, interleaved,
+/// medians printed. Time is this thread's CPU time (`/proc/thread-self/schedstat`, in ns),
+/// so that other processes on a busy machine count less. A benchmark, not a timed
+/// assertion: run it optimised with
+/// `cargo test --release -p cluster-controller -- --ignored feed_cost --nocapture`.
+#[test]
+#[ignore]
+fn feed_cost_per_task_in_the_core() {
+    fn cpu_ns() -> Option<f64> {
+        let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        text.split_whitespace().next()?.parse().ok()
+    }
+    fn run(events: bool, n: u64) -> f64 {
+        let mut h = Harness::with_config(
+            CoreConfig {
+                hwm: Hwm::Limit(0),
+                events,
+                ..Default::default()
+            },
+            Duration::ZERO,
+        );
+        h.register("a", &["noop"]);
+        h.register("b", &["noop"]);
+        let start = std::time::Instant::now();
+        let cpu0 = cpu_ns();
+        let mut seq = 1;
+        while seq <= n {
+            let reqs: Vec<_> = (seq..seq + 64).map(|i| call(i, "noop")).collect();
+            seq += 64;
+            h.now += Duration::from_micros(100);
+            let now = h.now;
+            for (engine, ids, _) in sent(&h.submit(reqs)) {
+                let uuid = if engine.0 == 0 { "a" } else { "b" };
+                h.finish(uuid, &ids, 1);
+            }
+            if now >= h.core.next_tick() {
+                h.core.on_tick(now);
+            }
+            // Results stay in memory without a store: purge them so that the table does
+            // not grow through the run.
+            h.client(CLIENT, FromClient::Purge { ids: Vec::new() });
+        }
+        let wall = start.elapsed().as_secs_f64() * 1e9;
+        cpu_ns().zip(cpu0).map_or(wall, |(b, a)| b - a) / n as f64
+    }
+    let (mut on, mut off) = (Vec::new(), Vec::new());
+    for i in 0..15 {
+        if i % 2 == 0 {
+            off.push(run(false, 200_000));
+            on.push(run(true, 200_000));
+        } else {
+            on.push(run(true, 200_000));
+            off.push(run(false, 200_000));
+        }
+    }
+    on.sort_by(f64::total_cmp);
+    off.sort_by(f64::total_cmp);
+    let (m_on, m_off) = (on[on.len() / 2], off[off.len() / 2]);
+    println!(
+        "core, ns a task (median of 15): events off {m_off:.0}, on {m_on:.0} ({:+.1}%); fastest off {:.0}, on {:.0}",
+        (m_on / m_off - 1.0) * 100.0,
+        off[0],
+        on[0]
+    );
+}
