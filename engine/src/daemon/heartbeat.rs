@@ -258,6 +258,29 @@ mod tests {
     }
 
     #[test]
+    fn children_are_found_and_counted() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let found = child_pids().contains(&child.id());
+        let child_kib = read_rss_kib(&child.id().to_string()).unwrap_or(0);
+        let own_kib = read_rss_kib("self").unwrap();
+        let mut meter = UsageMeter::new();
+        let with_child = meter.sample(Instant::now()).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found, "the child {} is listed", child.id());
+        // Its memory counts with ours (a sleeping `sleep` holds some hundreds of KiB; ours
+        // may move a little between the readings).
+        assert!(child_kib > 0);
+        assert!(
+            with_child.rss_bytes / 1024 + 512 >= own_kib + child_kib,
+            "{with_child:?}, own {own_kib} KiB, child {child_kib} KiB"
+        );
+    }
+
+    #[test]
     fn the_meter_sees_this_process_work_and_its_memory() {
         let mut meter = UsageMeter::new();
         let t0 = Instant::now();
