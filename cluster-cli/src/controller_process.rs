@@ -96,6 +96,7 @@ fn config(
     config.result_cache_bytes = usize::try_from(settings.result_cache_mb)
         .unwrap_or(usize::MAX / 2)
         .saturating_mul(1 << 20);
+    config.events = settings.events;
     Ok(config)
 }
 

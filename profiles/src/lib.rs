@@ -123,6 +123,9 @@ pub struct Settings {
     pub dashboard: bool,
     /// The TCP port of the dashboard `cluster start` runs (0 picks a free one).
     pub dashboard_port: u16,
+    /// The controller publishes its activity (task counts, samples, failures) once a second
+    /// for the dashboard and `cluster top`.
+    pub events: bool,
     /// Task store: `sqlite` (records and results on disk, the default), `memory` (the same
     /// rules, in memory) or `none` (results in the controller's memory until purged).
     pub db: String,
@@ -208,6 +211,7 @@ impl Default for Settings {
             stop_grace_s: 5.0,
             dashboard: false,
             dashboard_port: 8787,
+            events: true,
             db: "sqlite".into(),
             db_path: None,
             db_commit_interval: "100ms".into(),
@@ -275,6 +279,9 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 # 127.0.0.1; `cluster status` shows its URL, `cluster stop` stops it.
 # dashboard = false
 # dashboard_port = 8787
+# The controller publishes task counts, samples of finished tasks and failures once a
+# second for the dashboard and `cluster top` (false: neither shows a task stream).
+# events = true
 
 # Task store: "sqlite" keeps every task's record and result in db_path (history, results
 # after restarts, nothing lost when the controller dies); "memory" the same in memory;

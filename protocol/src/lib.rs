@@ -71,8 +71,9 @@ mod launch;
 pub use ids::{ClientId, EngineId, ParseTaskIdError, TaskId};
 pub use launch::LaunchInfo;
 pub use status::{
-    ControllerStatus, DropCounts, EngineInfo, EngineQueue, EngineStatus, FunctionSummary,
-    HistoryFilter, HistoryRecord, QueueStatus, RecordState, StatusReport, TaskCounts,
+    ControllerStatus, DropCounts, EngineActivity, EngineInfo, EngineQueue, EngineStatus,
+    EngineUsage, FunctionActivity, FunctionSummary, HistoryFilter, HistoryRecord, MapProgress,
+    QueueStatus, RecordState, StatusReport, TaskCounts, TaskFailure, TaskSample, TaskStats,
 };
 pub use task::{
     Assignment, CommandOutput, CommandSpec, ErrorKind, Status, TaskError, TaskOptions, TaskOutcome,

@@ -385,6 +385,7 @@ impl FakeLoop {
                     hwm: 1,
                     rank: None,
                     job: None,
+                    usage: None,
                 })
                 .collect(),
             tasks: TaskCounts::default(),

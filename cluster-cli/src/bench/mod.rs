@@ -7,12 +7,15 @@
 //! * [`scale`]: many simulated engines ([`engine::sim`]) on a real controller
 //!   (`bench scale N`);
 //! * [`commands`]: `cluster map -- true` against `xargs -P` (`bench commands N,…`);
+//! * [`events`]: task rates with the controller's activity feed on and off
+//!   (`bench tasks --events-cost ROUNDS`);
 //! * [`store`]: task rates with and without the SQLite task store, the controller's memory
 //!   as records pile up, and a restart on a big database (`bench store`).
 //!
 //! Each returns a report that serialises to the `--json` line and renders as a table.
 
 pub mod commands;
+pub mod events;
 pub mod failover;
 pub mod scale;
 pub mod store;

@@ -28,6 +28,7 @@
 //! | `clients.rs` | [`Clients`]: client ids and connections ([`ClientSlot`](clients::ClientSlot)) | hello, goodbye, **when a client is forgotten** |
 //! | `status.rs` | (no state) | status and queue reports |
 //! | `lookups.rs` | [`Lookups`](lookups::Lookups): requests waiting for the task store | what is looked up on disk, and the answers |
+//! | `events.rs` | `Events`: the activity feed's counters | what is published once a second for the dashboard (`TaskStats`, samples, failures) |
 //!
 //! **The task store.** With `CoreConfig::persist`, the core reports every task's life as
 //! store records ([`Action::Record`], one batch an event: submitted, started, requeued,
@@ -48,6 +49,7 @@
 mod clients;
 mod deps;
 mod engines;
+mod events;
 mod free;
 mod heartbeat;
 mod lookups;
@@ -177,6 +179,8 @@ pub struct CoreConfig {
     /// Client ids up to this one may have tasks in the store (from a previous controller):
     /// their submissions are looked up there before they run.
     pub stored_clients_upto: u32,
+    /// Whether the activity feed is counted and published once a second (`events`).
+    pub events: bool,
 }
 
 impl Default for CoreConfig {
@@ -196,6 +200,7 @@ impl Default for CoreConfig {
             result_cache_bytes: DEFAULT_RESULT_CACHE_BYTES,
             epoch_us: 0,
             stored_clients_upto: 0,
+            events: true,
         }
     }
 }
@@ -225,6 +230,7 @@ pub struct Core {
     records: Vec<store::Record>,
     lookups: lookups::Lookups,
     store_health: Option<String>,
+    events: events::Events,
 }
 
 impl Core {
@@ -233,6 +239,7 @@ impl Core {
         config.heartbeat_period = config.heartbeat_period.max(Duration::from_millis(1));
         config.heartbeat_misses = config.heartbeat_misses.max(1);
         config.first_client_id = config.first_client_id.clamp(1, (1 << 23) - 1);
+        let (config_events, config_seed) = (config.events, config.seed);
         Core {
             rng: SmallRng::seed_from_u64(config.seed),
             results: Results::bounded(config.persist.then_some(config.result_cache_bytes)),
@@ -251,12 +258,13 @@ impl Core {
             records: Vec::new(),
             lookups: lookups::Lookups::default(),
             store_health: None,
+            events: events::Events::new(config_events, now, config_seed),
         }
     }
 
     /// When [`Core::on_tick`] is next due: the next heartbeat round or task time limit.
     pub fn next_tick(&self) -> Duration {
-        let ping = self.heartbeats.next_ping();
+        let ping = self.heartbeats.next_ping().min(self.events.next_due());
         self.timers.next_due().map_or(ping, |when| ping.min(when))
     }
 
@@ -372,15 +380,15 @@ impl Core {
         self.advance(now);
         let mut out = Vec::new();
         match msg {
-            Heartbeat::Pong { seq, uuid } => self.pong(route, seq, &uuid, &mut out),
+            Heartbeat::Pong { seq, uuid, usage } => self.pong(route, seq, &uuid, usage, &mut out),
             Heartbeat::Ping { .. } => tracing::debug!("ping received by the controller; ignored"),
         }
         self.flush_records(&mut out);
         out
     }
 
-    /// Time passes: sends heartbeat pings when due, declares silent engines dead, and fails
-    /// tasks past their time limits.
+    /// Time passes: sends heartbeat pings when due, declares silent engines dead, fails
+    /// tasks past their time limits, and publishes the activity feed once a second.
     pub fn on_tick(&mut self, now: Duration) -> Vec<Action> {
         self.advance(now);
         let mut out = Vec::new();
@@ -390,6 +398,7 @@ impl Core {
             self.forget_idle_clients(now);
         }
         self.expire_timers(now, &mut out);
+        self.publish_events(now, &mut out);
         self.flush_records(&mut out);
         out
     }

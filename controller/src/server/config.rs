@@ -50,6 +50,9 @@ pub struct ControllerConfig {
     pub db_reset: bool,
     /// Memory for recent results when a store is on (the rest is read back from the store).
     pub result_cache_bytes: usize,
+    /// Publish the activity feed once a second on the notification socket (task counts,
+    /// samples, failures, maps in flight: what the dashboard shows). On by default.
+    pub events: bool,
 }
 
 impl ControllerConfig {
@@ -74,6 +77,7 @@ impl ControllerConfig {
             store: store::StoreConfig::none(),
             db_reset: false,
             result_cache_bytes: crate::hub::DEFAULT_RESULT_CACHE_BYTES,
+            events: true,
         }
     }
 
