@@ -17,12 +17,14 @@ use std::time::{Duration, Instant};
 pub struct StoreReport {
     /// Engines used.
     pub engines: usize,
-    /// One-item tasks of each rate figure (the chunked map has ten times as many items).
+    /// One-item tasks of each rate figure (the chunked map has a hundred times as many
+    /// items: fewer would end within milliseconds).
     pub items: usize,
     /// Rounds of the rate figures.
     pub runs: usize,
-    /// `/proc/loadavg` (1, 5, 15 min) before the rates, and after them.
+    /// `/proc/loadavg` (1, 5, 15 min) before the rates.
     pub load_before: [f64; 3],
+    /// `/proc/loadavg` after the rates.
     pub load_after: [f64; 3],
     /// Median rates with `db = "memory"`.
     pub memory: Rates,
@@ -30,6 +32,9 @@ pub struct StoreReport {
     pub sqlite: Rates,
     /// Every round, in order: (memory, sqlite).
     pub rounds: Vec<(Rates, Rates)>,
+    /// Median over the rounds of sqlite's rate over memory's in the same round (one-item,
+    /// chunked): steadier than the ratio of the medians when the machine's load drifts.
+    pub paired_ratio: Rates,
     /// Controller memory with `db = "sqlite"` as one-item tasks pile up, the first entry
     /// before any task.
     pub checkpoints: Vec<Checkpoint>,
@@ -153,7 +158,7 @@ pub fn bench_store(
     // Warm up the connections and the adaptive hwm.
     for c in [&memory, &sqlite] {
         one_item_map(c, 1000)?;
-        chunked_map(c, 10_000)?;
+        chunked_map(c, 100_000)?;
     }
     for round in 0..runs {
         // Each round swaps which store goes first, so that a drift of the machine's load
@@ -170,7 +175,7 @@ pub fn bench_store(
         }
         for &(c, is_memory) in &order {
             let slot = if is_memory { &mut m } else { &mut s };
-            slot.map_auto_items_per_s = chunked_map(c, items * 10)?;
+            slot.map_auto_items_per_s = chunked_map(c, items * 100)?;
         }
         if progress {
             eprintln!(
@@ -197,6 +202,21 @@ pub fn bench_store(
     report.sqlite = Rates {
         map_chunk1_tasks_per_s: med(|r| r.map_chunk1_tasks_per_s, |r| &r.1),
         map_auto_items_per_s: med(|r| r.map_auto_items_per_s, |r| &r.1),
+    };
+
+    let ratio = |f: fn(&Rates) -> f64| {
+        median(
+            report
+                .rounds
+                .iter()
+                .filter(|(m, _)| f(m) > 0.0)
+                .map(|(m, s)| f(s) / f(m))
+                .collect(),
+        )
+    };
+    report.paired_ratio = Rates {
+        map_chunk1_tasks_per_s: ratio(|r| r.map_chunk1_tasks_per_s),
+        map_auto_items_per_s: ratio(|r| r.map_auto_items_per_s),
     };
 
     let overrides = [("db", "sqlite".to_owned())];
@@ -272,10 +292,16 @@ pub fn render_store(r: &StoreReport) -> String {
     ));
     s.push_str(&format!(
         "map noop, auto chunks ({:>8} items)    {:>12.0}/s {:>12.0}/s {:>7.1}%\n",
-        r.items * 10,
+        r.items * 100,
         r.memory.map_auto_items_per_s,
         r.sqlite.map_auto_items_per_s,
         pct(r.memory.map_auto_items_per_s, r.sqlite.map_auto_items_per_s)
+    ));
+    let paired = |x: f64| (x - 1.0) * 100.0;
+    s.push_str(&format!(
+        "sqlite against memory in the same round (median): one-item {:+.1}%, chunked {:+.1}%\n",
+        paired(r.paired_ratio.map_chunk1_tasks_per_s),
+        paired(r.paired_ratio.map_auto_items_per_s)
     ));
     let load = |l: &[f64; 3]| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]);
     s.push_str(&format!(

@@ -82,7 +82,7 @@ pub enum Which {
         /// Engines.
         #[arg(short = 'n', long = "engines", default_value_t = 2)]
         engines: usize,
-        /// One-item tasks of each rate figure (the chunked map gets ten times as many).
+        /// One-item tasks of each rate figure (the chunked map gets a hundred times as many).
         #[arg(long, default_value_t = 20_000)]
         items: usize,
         /// Rounds of the rate figures, each store in turn (medians are reported).

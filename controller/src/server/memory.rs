@@ -26,11 +26,19 @@ const AFTER_MESSAGES: u64 = 1000;
 /// The least time between two trims.
 const MIN_GAP: Duration = Duration::from_secs(1);
 
+/// How long no message may have come before the loop counts as idle: a gap between two
+/// messages of a burst is not the end of it (a trim mid-burst would hand back pages that
+/// the next messages fault in again).
+const QUIET: Duration = Duration::from_millis(200);
+
 /// When to give memory back.
 #[derive(Debug)]
 pub(super) struct Trim {
     last: Instant,
     handled_at_last: u64,
+    /// The message count when last seen, and since when it has not changed.
+    seen: u64,
+    quiet_since: Instant,
 }
 
 impl Trim {
@@ -38,14 +46,23 @@ impl Trim {
         Trim {
             last: Instant::now(),
             handled_at_last: 0,
+            seen: 0,
+            quiet_since: Instant::now(),
         }
     }
 
     /// The loop found nothing to do; `handled` counts the messages it has handled so far.
-    /// Trims if enough happened since the last trim and that was long enough ago.
+    /// Trims if enough happened since the last trim, that was long enough ago, and no
+    /// message has come for a while.
     pub(super) fn idle(&mut self, handled: u64) {
+        if handled != self.seen {
+            self.seen = handled;
+            self.quiet_since = Instant::now();
+            return;
+        }
         if handled.saturating_sub(self.handled_at_last) < AFTER_MESSAGES
             || self.last.elapsed() < MIN_GAP
+            || self.quiet_since.elapsed() < QUIET
         {
             return;
         }
