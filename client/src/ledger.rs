@@ -159,13 +159,17 @@ impl Ledger {
             path: self.path.clone(),
             error,
         };
-        let line = serde_json::to_string(value).map_err(|e| io(e.into()))?;
+        let mut line = serde_json::to_vec(value).map_err(|e| io(e.into()))?;
+        line.push(b'\n');
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
             .map_err(io)?;
-        writeln!(file, "{line}").map_err(io)
+        // One write of the whole line: `cluster submit`s run side by side (`xargs -P`) append
+        // to the same file, and with O_APPEND each write lands whole at the end, where a
+        // line written in pieces could interleave with another's.
+        file.write_all(&line).map_err(io)
     }
 
     /// Every entry not forgotten (none when the file does not exist). A line cut by a crash

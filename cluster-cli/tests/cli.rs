@@ -867,43 +867,8 @@ fn submit_appenders(folder: &Folder, n: usize, file: &std::path::Path, sleep: &s
         .collect()
 }
 
-/// Issue 11: the task store keeps results across a `kill -9` of the controller and every
-/// engine together; `cluster start` on the same profile answers them from disk, and none of
-/// the tasks ran twice.
-#[test]
-fn results_survive_killing_the_controller_and_every_engine() {
-    let folder = Folder::new();
-    let out = folder.run(&["start", "-n", "2"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let file = folder.dir.path().join("ran.txt");
-    let n = 200;
-    let ids = submit_appenders(&folder, n, &file, "0");
-    let mut wait = vec!["result", "--wait", "--json"];
-    wait.extend(ids.iter().map(String::as_str));
-    let out = folder.run(&wait);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    // One commit interval (100 ms) and then some.
-    std::thread::sleep(std::time::Duration::from_millis(400));
-    kill_everything(&folder);
-    let out = folder.run(&["start", "-n", "2"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let mut ask = vec!["result", "--json"];
-    ask.extend(ids.iter().map(String::as_str));
-    let out = folder.run(&ask);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let answered = text(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("\"ok\":true"))
-        .count();
-    assert_eq!(answered, n, "{}", text(&out.stdout));
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let ran = std::fs::read_to_string(&file).unwrap();
-    let mut lines: Vec<&str> = ran.lines().collect();
-    assert_eq!(lines.len(), n, "a task ran twice or not at all");
-    lines.sort_unstable();
-    lines.dedup();
-    assert_eq!(lines.len(), n);
-}
+// The crash test with 1,000 `cluster submit` tasks is in the end-to-end tests
+// (`tests/tests/e2e/task_store.rs`).
 
 /// Issue 11: `kill -9` of everything while tasks are queued and running; after `cluster
 /// start`, every task is answered (those unfinished ran again: at least once).

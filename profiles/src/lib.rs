@@ -216,7 +216,7 @@ impl Default for Settings {
             db_path: None,
             db_commit_interval: "100ms".into(),
             store_payload_max_bytes: "1048576".into(),
-            result_cache_mb: 32,
+            result_cache_mb: 8,
             retention: String::new(),
             max_db_mb: 0,
             ssh: SshSettings::default(),
@@ -294,7 +294,7 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 # Results and arguments larger than this keep their size only.
 # store_payload_max_bytes = 1048576
 # Memory (MiB) for recent results in the controller; older ones are read from the store.
-# result_cache_mb = 32
+# result_cache_mb = 8
 # Delete records older than this ("7d", "12h"; empty: keep until `cluster purge`).
 # retention = ""
 # Delete the oldest records past this database size in MiB (0: no limit).

@@ -62,7 +62,9 @@ const MIGRATIONS: &[&str] = &[];
 
 /// Settings of every connection: WAL (readers never block the writer), commits that survive
 /// a crash of the process (`synchronous = NORMAL` in WAL mode: a power cut may lose the last
-/// commits but never corrupts), and a bounded WAL file.
+/// commits but never corrupts), a bounded WAL file, and a 4 MiB page cache: the writer only
+/// appends and updates recent rows (the right edges of the table and its indexes), and every
+/// MiB of cache is controller memory once the database is larger than it.
 fn configure(conn: &Connection, path: &Path, busy: Duration) -> Result<(), StoreError> {
     let err = |e| StoreError::from_sqlite(path, e);
     conn.busy_timeout(busy).map_err(err)?;
@@ -81,7 +83,7 @@ fn configure(conn: &Connection, path: &Path, busy: Duration) -> Result<(), Store
     conn.execute_batch(
         "PRAGMA synchronous = NORMAL;
          PRAGMA journal_size_limit = 67108864;
-         PRAGMA cache_size = -16384;
+         PRAGMA cache_size = -4096;
          PRAGMA foreign_keys = OFF;",
     )
     .map_err(err)?;
@@ -119,7 +121,7 @@ pub(crate) fn open_reader(path: &Path, busy: Duration) -> Result<Connection, Sto
     .map_err(|e| StoreError::from_sqlite(path, e))?;
     conn.busy_timeout(busy)
         .map_err(|e| StoreError::from_sqlite(path, e))?;
-    conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -8192;")
+    conn.execute_batch("PRAGMA query_only = ON; PRAGMA cache_size = -4096;")
         .map_err(|e| StoreError::from_sqlite(path, e))?;
     Ok(conn)
 }

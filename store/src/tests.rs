@@ -754,6 +754,8 @@ fn write_errors_degrade_keep_the_records_and_resume() {
     let Store { writer, reader } = open(&config);
     writer.record(submitted(0, "f"));
     writer.flush().unwrap();
+    // Back-pressure reads the backlog while writing works...
+    assert_eq!(writer.backlog(), Some((0, 1000)));
     // Another program takes the write lock: commits fail (busy) until it lets go.
     let other = rusqlite::Connection::open(&config.path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -767,6 +769,8 @@ fn write_errors_degrade_keep_the_records_and_resume() {
     };
     assert!(why.contains("locked"), "{why}");
     assert!(matches!(writer.flush(), Err(StoreError::Degraded(_))));
+    // ... and not while it fails: the controller must not stop for a failing disk.
+    assert_eq!(writer.backlog(), None);
     // Past the backlog bound (1000 records, 901 waiting), records are dropped and counted.
     writer.send((2000..2100).map(|n| submitted(n, "f")).collect());
     let c = writer.counters();
@@ -785,6 +789,7 @@ fn write_errors_degrade_keep_the_records_and_resume() {
         "nothing queued was lost"
     );
     assert_eq!(writer.counters().backlog_records, 0);
+    assert_eq!(writer.backlog(), Some((0, 1000)));
 }
 
 #[test]

@@ -87,6 +87,9 @@ pub(crate) struct Shared {
     backlog_full: AtomicBool,
     /// Why writing fails, while it does.
     failing: Mutex<Option<String>>,
+    /// Whether `failing` holds a reason (read without the lock, on every turn of the
+    /// controller's loop).
+    failing_now: AtomicBool,
 }
 
 impl Shared {
@@ -124,6 +127,7 @@ impl Shared {
     }
 
     fn set_failing(&self, why: Option<String>) {
+        self.failing_now.store(why.is_some(), Ordering::Relaxed);
         *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = why;
     }
 }
@@ -361,6 +365,20 @@ impl Writer {
     /// The writer's counters.
     pub fn counters(&self) -> Counters {
         self.shared.counters()
+    }
+
+    /// For senders that can slow down (back-pressure): the records sent and not yet
+    /// committed, and `backlog_max_records`, past which [`Writer::send`] drops records.
+    /// `None` with no store (`db = "none"`) and while writing fails: a failing disk must not
+    /// stop the sender, whose records the bound then drops (degraded mode).
+    pub fn backlog(&self) -> Option<(usize, usize)> {
+        if self.tx.is_none() || self.shared.failing_now.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some((
+            self.shared.backlog_records.load(Ordering::Relaxed),
+            self.max_records,
+        ))
     }
 
     /// Commits what was sent and stops the thread; an error says records could not be
@@ -717,6 +735,12 @@ impl WriterThread {
                 self.retry_at = None;
                 self.retry_delay = RETRY_FIRST;
                 self.refresh_size();
+                // A burst of submissions grew the table of unfinished tasks; give the room
+                // back once most have finished.
+                let live = &mut self.state.live;
+                if live.capacity() > 4096 && live.len() * 8 < live.capacity() {
+                    live.shrink_to(live.len() * 2);
+                }
                 // Counters first, so that whoever a reply wakes sees them up to date.
                 let (mut records, mut counted, mut bytes) = (0u64, 0usize, 0u64);
                 for msg in &msgs {

@@ -1,7 +1,10 @@
 //! `cluster bench store`: what the task store costs. Task rates with `db = "memory"` and
-//! `db = "sqlite"` in the same run (one-item and chunked maps), the controller's resident
-//! memory as one-item tasks pile up in a SQLite store, and the time from a restart to serving
-//! with that many records in the database.
+//! `db = "sqlite"` measured side by side (two clusters up at once, rounds interleaved, the
+//! order swapped each round, medians and their ratio; one-item and chunked maps), the
+//! controller's resident memory as one-item tasks pile up in a SQLite store, and the time
+//! from a restart to serving with that many records in the database.
+//!
+//! The machine may be shared: the load average before and after is part of the report.
 
 use super::TempCluster;
 use crate::launch::{self, EngineLaunch};
@@ -14,15 +17,27 @@ use std::time::{Duration, Instant};
 pub struct StoreReport {
     /// Engines used.
     pub engines: usize,
-    /// One-item tasks of each rate figure (the chunked map has ten times as many items).
+    /// One-item tasks of each rate figure (the chunked map has a hundred times as many
+    /// items: fewer would end within milliseconds).
     pub items: usize,
-    /// Rates with `db = "memory"`.
+    /// Rounds of the rate figures.
+    pub runs: usize,
+    /// `/proc/loadavg` (1, 5, 15 min) before the rates.
+    pub load_before: [f64; 3],
+    /// `/proc/loadavg` after the rates.
+    pub load_after: [f64; 3],
+    /// Median rates with `db = "memory"`.
     pub memory: Rates,
-    /// Rates with `db = "sqlite"`.
+    /// Median rates with `db = "sqlite"`.
     pub sqlite: Rates,
-    /// Controller VmRSS (KiB) with `db = "sqlite"`: (one-item tasks run so far, KiB), the
-    /// first entry before any task.
-    pub rss_kib: Vec<(u64, u64)>,
+    /// Every round, in order: (memory, sqlite).
+    pub rounds: Vec<(Rates, Rates)>,
+    /// Median over the rounds of sqlite's rate over memory's in the same round (one-item,
+    /// chunked): steadier than the ratio of the medians when the machine's load drifts.
+    pub paired_ratio: Rates,
+    /// Controller memory with `db = "sqlite"` as one-item tasks pile up, the first entry
+    /// before any task.
+    pub checkpoints: Vec<Checkpoint>,
     /// Records in the database at the restart.
     pub restart_records: u64,
     /// Seconds from `start` on the same profile to the controller answering a status
@@ -33,22 +48,68 @@ pub struct StoreReport {
 }
 
 /// Task rates on one kind of store.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct Rates {
-    /// map(noop), one item a task: tasks per second (best of the runs).
+    /// map(noop), one item a task: tasks per second.
     pub map_chunk1_tasks_per_s: f64,
-    /// map(noop), automatic chunks: items per second (best of the runs).
+    /// map(noop), automatic chunks: items per second.
     pub map_auto_items_per_s: f64,
+}
+
+/// The controller's memory after some one-item tasks, read once it has been idle for a
+/// moment (it gives freed memory back when a burst is over).
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Checkpoint {
+    /// One-item tasks run so far (in maps of at most 100k).
+    pub tasks: u64,
+    /// `VmRSS` (KiB).
+    pub rss_kib: u64,
+    /// `VmHWM` (KiB): the peak so far, during a map.
+    pub hwm_kib: u64,
+    /// Seconds since the first task.
+    pub elapsed_s: f64,
+}
+
+/// How long the controller is left idle before its memory is read.
+const SETTLE: Duration = Duration::from_millis(1500);
+
+/// A field (KiB) of `/proc/<pid>/status`: `VmRSS`, `VmHWM`.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Controller resident memory in KiB (`VmRSS` of `/proc/<pid>/status`).
 pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
+    status_kib(pid, "VmRSS")
+}
+
+/// The load average (1, 5, 15 minutes), zeros where it cannot be read.
+fn load_average() -> [f64; 3] {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut it = text.split_whitespace().map(|v| v.parse().unwrap_or(0.0));
+    [
+        it.next().unwrap_or(0.0),
+        it.next().unwrap_or(0.0),
+        it.next().unwrap_or(0.0),
+    ]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn one_item_map(cluster: &TempCluster, n: usize) -> Result<f64> {
@@ -62,34 +123,19 @@ fn one_item_map(cluster: &TempCluster, n: usize) -> Result<f64> {
     Ok(out.len() as f64 / t.elapsed().as_secs_f64())
 }
 
-fn rates(engines: usize, db: &str, items: usize, runs: usize) -> Result<Rates> {
-    let cluster = TempCluster::start(engines, &[("db", db.to_owned())])?;
+fn chunked_map(cluster: &TempCluster, n: usize) -> Result<f64> {
     let client = cluster.client()?;
-    let view = client.load_balanced_view();
-    let limit = Some(Duration::from_secs(600));
-    let mut r = Rates::default();
-    // Warm up the connections and the adaptive hwm.
-    let _: Vec<()> = view
-        .clone()
-        .chunksize(1)
-        .map("noop", std::iter::repeat_n((), 1000))?
-        .get(limit)?;
-    for _ in 0..runs {
-        r.map_chunk1_tasks_per_s = r.map_chunk1_tasks_per_s.max(one_item_map(&cluster, items)?);
-        let t = Instant::now();
-        let out: Vec<()> = view
-            .map("noop", std::iter::repeat_n((), items * 10))?
-            .get(limit)?;
-        r.map_auto_items_per_s = r
-            .map_auto_items_per_s
-            .max(out.len() as f64 / t.elapsed().as_secs_f64());
-    }
-    Ok(r)
+    let t = Instant::now();
+    let out: Vec<()> = client
+        .load_balanced_view()
+        .map("noop", std::iter::repeat_n((), n))?
+        .get(Some(Duration::from_secs(600)))?;
+    Ok(out.len() as f64 / t.elapsed().as_secs_f64())
 }
 
-/// Runs the figures: rates on both stores (`runs` each, interleaved memory, sqlite), then
-/// one-item maps on a SQLite store up to each of `checkpoints` tasks (VmRSS after each),
-/// then a restart on that database.
+/// Runs the figures: rates on both stores (`runs` rounds, interleaved), then one-item maps
+/// on a SQLite store up to each of `checkpoints` tasks (memory after each), then a restart
+/// on that database.
 pub fn bench_store(
     engines: usize,
     items: usize,
@@ -100,20 +146,90 @@ pub fn bench_store(
     let mut report = StoreReport {
         engines,
         items,
+        runs,
+        load_before: load_average(),
         ..Default::default()
     };
     if progress {
-        eprintln!("task rates with db = memory…");
+        eprintln!("task rates with db = memory and db = sqlite, {runs} interleaved round(s)…");
     }
-    report.memory = rates(engines, "memory", items, runs)?;
-    if progress {
-        eprintln!("task rates with db = sqlite…");
+    let memory = TempCluster::start(engines, &[("db", "memory".to_owned())])?;
+    let sqlite = TempCluster::start(engines, &[("db", "sqlite".to_owned())])?;
+    // Warm up the connections and the adaptive hwm.
+    for c in [&memory, &sqlite] {
+        one_item_map(c, 1000)?;
+        chunked_map(c, 100_000)?;
     }
-    report.sqlite = rates(engines, "sqlite", items, runs)?;
+    for round in 0..runs {
+        // Each round swaps which store goes first, so that a drift of the machine's load
+        // does not favour one.
+        let order: [(&TempCluster, bool); 2] = if round % 2 == 0 {
+            [(&memory, true), (&sqlite, false)]
+        } else {
+            [(&sqlite, false), (&memory, true)]
+        };
+        let (mut m, mut s) = (Rates::default(), Rates::default());
+        for &(c, is_memory) in &order {
+            let slot = if is_memory { &mut m } else { &mut s };
+            slot.map_chunk1_tasks_per_s = one_item_map(c, items)?;
+        }
+        for &(c, is_memory) in &order {
+            let slot = if is_memory { &mut m } else { &mut s };
+            slot.map_auto_items_per_s = chunked_map(c, items * 100)?;
+        }
+        if progress {
+            eprintln!(
+                "round {}: one-item {:.0}/s (memory) {:.0}/s (sqlite), chunked {:.0}/s {:.0}/s",
+                round + 1,
+                m.map_chunk1_tasks_per_s,
+                s.map_chunk1_tasks_per_s,
+                m.map_auto_items_per_s,
+                s.map_auto_items_per_s
+            );
+        }
+        report.rounds.push((m, s));
+    }
+    drop(memory);
+    drop(sqlite);
+    report.load_after = load_average();
+    let med = |f: fn(&Rates) -> f64, pick: fn(&(Rates, Rates)) -> &Rates| {
+        median(report.rounds.iter().map(|r| f(pick(r))).collect())
+    };
+    report.memory = Rates {
+        map_chunk1_tasks_per_s: med(|r| r.map_chunk1_tasks_per_s, |r| &r.0),
+        map_auto_items_per_s: med(|r| r.map_auto_items_per_s, |r| &r.0),
+    };
+    report.sqlite = Rates {
+        map_chunk1_tasks_per_s: med(|r| r.map_chunk1_tasks_per_s, |r| &r.1),
+        map_auto_items_per_s: med(|r| r.map_auto_items_per_s, |r| &r.1),
+    };
+
+    let ratio = |f: fn(&Rates) -> f64| {
+        median(
+            report
+                .rounds
+                .iter()
+                .filter(|(m, _)| f(m) > 0.0)
+                .map(|(m, s)| f(s) / f(m))
+                .collect(),
+        )
+    };
+    report.paired_ratio = Rates {
+        map_chunk1_tasks_per_s: ratio(|r| r.map_chunk1_tasks_per_s),
+        map_auto_items_per_s: ratio(|r| r.map_auto_items_per_s),
+    };
+
     let overrides = [("db", "sqlite".to_owned())];
     let cluster = TempCluster::start(engines, &overrides)?;
     let pid = cluster.report.controller_pid;
-    report.rss_kib.push((0, rss_kib(pid).unwrap_or(0)));
+    let read = |tasks: u64, elapsed_s: f64| Checkpoint {
+        tasks,
+        rss_kib: rss_kib(pid).unwrap_or(0),
+        hwm_kib: status_kib(pid, "VmHWM").unwrap_or(0),
+        elapsed_s,
+    };
+    report.checkpoints.push(read(0, 0.0));
+    let started = Instant::now();
     let mut done = 0u64;
     for &target in checkpoints {
         while done < target {
@@ -121,11 +237,17 @@ pub fn bench_store(
             one_item_map(&cluster, n as usize)?;
             done += n;
         }
-        let rss = rss_kib(pid).unwrap_or(0);
+        let elapsed = started.elapsed().as_secs_f64();
+        std::thread::sleep(SETTLE);
+        let point = read(done, elapsed);
         if progress {
-            eprintln!("{done} one-item tasks: controller VmRSS {} MiB", rss / 1024);
+            eprintln!(
+                "{done} one-item tasks after {elapsed:.0} s: controller VmRSS {} MiB (peak {} MiB)",
+                point.rss_kib / 1024,
+                point.hwm_kib / 1024
+            );
         }
-        report.rss_kib.push((done, rss));
+        report.checkpoints.push(point);
     }
     // Let the last commit land, then restart on the same database.
     std::thread::sleep(Duration::from_millis(500));
@@ -155,11 +277,11 @@ pub fn bench_store(
 pub fn render_store(r: &StoreReport) -> String {
     let pct = |a: f64, b: f64| if a > 0.0 { (b / a - 1.0) * 100.0 } else { 0.0 };
     let mut s = format!(
-        "{} engines                         {:>14} {:>14} {:>8}\n",
-        r.engines, "db = memory", "db = sqlite", "change"
+        "{} engines, median of {} interleaved round(s) {:>10} {:>14} {:>8}\n",
+        r.engines, r.runs, "db = memory", "db = sqlite", "change"
     );
     s.push_str(&format!(
-        "map noop, 1 item a task ({:>7})  {:>11.0}/s {:>11.0}/s {:>7.1}%\n",
+        "map noop, 1 item a task ({:>8} tasks)  {:>12.0}/s {:>12.0}/s {:>7.1}%\n",
         r.items,
         r.memory.map_chunk1_tasks_per_s,
         r.sqlite.map_chunk1_tasks_per_s,
@@ -169,17 +291,32 @@ pub fn render_store(r: &StoreReport) -> String {
         )
     ));
     s.push_str(&format!(
-        "map noop, auto chunks ({:>8})  {:>11.0}/s {:>11.0}/s {:>7.1}%\n\n",
-        r.items * 10,
+        "map noop, auto chunks ({:>8} items)    {:>12.0}/s {:>12.0}/s {:>7.1}%\n",
+        r.items * 100,
         r.memory.map_auto_items_per_s,
         r.sqlite.map_auto_items_per_s,
         pct(r.memory.map_auto_items_per_s, r.sqlite.map_auto_items_per_s)
     ));
-    s.push_str("controller VmRSS with db = sqlite:\n");
-    for (n, kib) in &r.rss_kib {
+    let paired = |x: f64| (x - 1.0) * 100.0;
+    s.push_str(&format!(
+        "sqlite against memory in the same round (median): one-item {:+.1}%, chunked {:+.1}%\n",
+        paired(r.paired_ratio.map_chunk1_tasks_per_s),
+        paired(r.paired_ratio.map_auto_items_per_s)
+    ));
+    let load = |l: &[f64; 3]| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]);
+    s.push_str(&format!(
+        "load average before {}, after {}\n\n",
+        load(&r.load_before),
+        load(&r.load_after)
+    ));
+    s.push_str("controller memory with db = sqlite (VmRSS once idle; VmHWM: the peak so far):\n");
+    for c in &r.checkpoints {
         s.push_str(&format!(
-            "  after {n:>9} one-item tasks: {:>7.1} MiB\n",
-            *kib as f64 / 1024.0
+            "  after {:>9} one-item tasks ({:>6.0} s): {:>7.1} MiB, peak {:>7.1} MiB\n",
+            c.tasks,
+            c.elapsed_s,
+            c.rss_kib as f64 / 1024.0,
+            c.hwm_kib as f64 / 1024.0
         ));
     }
     s.push_str(&format!(
@@ -187,4 +324,40 @@ pub fn render_store(r: &StoreReport) -> String {
         r.restart_records, r.restart_to_serving_s, r.restart_engines_ready_s
     ));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_the_table() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(Vec::new()), 0.0);
+        let r = StoreReport {
+            engines: 2,
+            items: 1000,
+            runs: 3,
+            memory: Rates {
+                map_chunk1_tasks_per_s: 100.0,
+                map_auto_items_per_s: 1000.0,
+            },
+            sqlite: Rates {
+                map_chunk1_tasks_per_s: 95.0,
+                map_auto_items_per_s: 990.0,
+            },
+            checkpoints: vec![Checkpoint {
+                tasks: 100_000,
+                rss_kib: 2048,
+                hwm_kib: 4096,
+                elapsed_s: 1.0,
+            }],
+            ..Default::default()
+        };
+        let text = render_store(&r);
+        assert!(text.contains("-5.0%"), "{text}");
+        assert!(text.contains("-1.0%"), "{text}");
+        assert!(text.contains("2.0 MiB, peak     4.0 MiB"), "{text}");
+    }
 }

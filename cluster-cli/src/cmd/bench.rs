@@ -87,13 +87,14 @@ pub enum Which {
         /// Engines.
         #[arg(short = 'n', long = "engines", default_value_t = 2)]
         engines: usize,
-        /// One-item tasks of each rate figure (the chunked map gets ten times as many).
+        /// One-item tasks of each rate figure (the chunked map gets a hundred times as many).
         #[arg(long, default_value_t = 20_000)]
         items: usize,
-        /// Runs of each rate figure (the best is reported).
-        #[arg(long, default_value_t = 3)]
+        /// Rounds of the rate figures, each store in turn (medians are reported).
+        #[arg(long, default_value_t = 5)]
         runs: usize,
-        /// Task counts after which the controller's memory is read (comma-separated).
+        /// Task counts after which the controller's memory is read (comma-separated; e.g.
+        /// 100000,1000000,10000000).
         #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
         tasks: Vec<u64>,
     },

@@ -205,8 +205,8 @@ impl Default for CoreConfig {
     }
 }
 
-/// Default memory for recent results with a task store (`result_cache_mb = 32`).
-pub const DEFAULT_RESULT_CACHE_BYTES: usize = 32 << 20;
+/// Default memory for recent results with a task store (`result_cache_mb = 8`).
+pub const DEFAULT_RESULT_CACHE_BYTES: usize = 8 << 20;
 
 /// The controller's state machine. See the module documentation.
 #[derive(Debug)]

@@ -138,8 +138,8 @@ impl Results {
     /// Forgets the results of `ids`, or all of them when `ids` is empty.
     fn purge(&mut self, ids: Vec<TaskId>) {
         if ids.is_empty() {
-            self.store.clear();
-            self.order.clear();
+            self.store = HashMap::new();
+            self.order = std::collections::VecDeque::new();
             self.bytes = 0;
         } else {
             for id in ids {

@@ -120,6 +120,10 @@ impl Task {
     }
 }
 
+/// A task table with room for at most this many tasks is left as it is (see
+/// `Tasks::shrink_if_sparse`).
+const SHRINK_ABOVE: usize = 4096;
+
 /// The unfinished tasks.
 #[derive(Debug, Default)]
 pub(super) struct Tasks {
@@ -204,7 +208,25 @@ impl Tasks {
     pub(super) fn remove(&mut self, id: TaskId) -> Option<Task> {
         let task = self.table.remove(&id)?;
         self.count(task.client, false);
+        self.shrink_if_sparse();
         Some(task)
+    }
+
+    /// A burst of submissions grows the table (a 100k-task map: about 100 MB), and a hash
+    /// table never gives memory back by itself: once it holds an eighth of what it has room
+    /// for, it shrinks to twice its tasks. Each shrink moves the tasks left, and the next
+    /// comes only after most of them have gone, so the cost is a constant per task.
+    fn shrink_if_sparse(&mut self) {
+        let room = self.table.capacity();
+        if room > SHRINK_ABOVE && self.table.len() * 8 < room {
+            self.table.shrink_to(self.table.len() * 2);
+        }
+    }
+
+    /// Room for tasks the table has now (tests of the shrink).
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.table.capacity()
     }
 
     /// Task `id`'s result now goes to `client`.

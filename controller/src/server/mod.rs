@@ -12,6 +12,7 @@
 
 mod config;
 mod files;
+mod memory;
 mod sockets;
 
 pub use config::{ControllerConfig, ControllerError};
@@ -96,6 +97,8 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
         tracing::info!("queued again {requeued} task(s) the previous controller left unfinished");
     }
     let mut dropped_total = 0;
+    memory::configure();
+    let mut trim = memory::Trim::new();
     loop {
         if stop.load(Ordering::Relaxed) {
             tracing::info!("controller stopping (signal)");
@@ -111,7 +114,15 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
             // are rare (old results, history), so the loop sleeps in poll otherwise.
             wait = wait.min(LOOKUP_CHECK);
         }
+        let paused = socks.back_pressure().any();
+        if paused {
+            // The writer does not wake the loop: look at its backlog often.
+            wait = wait.min(sockets::PAUSE_CHECK);
+        }
         let ready = socks.poll(wait)?;
+        if !paused && core.lookups_pending() == 0 && !ready.iter().any(|&r| r) {
+            trim.idle(socks.handled());
+        }
 
         let dropped = socks.dropped();
         if dropped.total() > dropped_total {

@@ -18,6 +18,18 @@ const MAX_BURST: usize = 1024;
 /// How long closing waits for the last messages (shutdown orders, the final Ack) to leave.
 const FLUSH_MS: i32 = 1000;
 
+/// Back-pressure from the task store's writer, as fractions of `backlog_max_records` (past
+/// which the writer drops records): at half of it the loop stops reading clients (no new
+/// submissions), at three quarters engines too (no new results); each resumes once the
+/// backlog is down by half of its mark. Heartbeats are always read, so no engine is declared
+/// dead meanwhile. A commit of the backlog takes well under a second, so a pause is short;
+/// while writing fails there is no pause (see [`store::Writer::backlog`]).
+const PAUSE_CLIENTS: (usize, usize) = (1, 2);
+const PAUSE_ENGINES: (usize, usize) = (3, 4);
+
+/// How often a paused loop looks at the writer's backlog.
+pub(super) const PAUSE_CHECK: Duration = Duration::from_millis(2);
+
 /// The four sockets, with the send side of every action.
 pub(super) struct Sockets {
     engine: Socket,
@@ -25,6 +37,24 @@ pub(super) struct Sockets {
     client: Socket,
     notify: Socket,
     store: Option<StoreIo>,
+    /// Sockets not read while the store's writer catches up (see [`PAUSE_CLIENTS`]).
+    paused: Paused,
+    /// Messages taken from the engine and client sockets so far.
+    handled: u64,
+}
+
+/// Which sockets back-pressure holds.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Paused {
+    clients: bool,
+    engines: bool,
+}
+
+impl Paused {
+    /// Whether any socket is held.
+    pub(super) fn any(self) -> bool {
+        self.clients || self.engines
+    }
 }
 
 /// The task store's two ends: where records go, and the thread that answers lookups.
@@ -64,6 +94,8 @@ impl Sockets {
             client: make("client", Kind::Router)?,
             notify: make("notify", Kind::Pub)?,
             store: None,
+            paused: Paused::default(),
+            handled: 0,
         };
         for (sock, role) in [
             (&mut socks.engine, "engine monitor"),
@@ -95,6 +127,41 @@ impl Sockets {
         }
     }
 
+    /// Looks at the writer's backlog and holds or releases the client and engine sockets
+    /// (see [`PAUSE_CLIENTS`]); what is held now.
+    pub(super) fn back_pressure(&mut self) -> Paused {
+        let Some((backlog, max)) = self.store.as_ref().and_then(|s| s.writer.backlog()) else {
+            self.paused = Paused::default();
+            return self.paused;
+        };
+        let hold = |held: bool, (num, den): (usize, usize)| {
+            let mark = max / den * num;
+            if held {
+                backlog > mark / 2
+            } else {
+                backlog >= mark
+            }
+        };
+        let now = Paused {
+            clients: hold(self.paused.clients, PAUSE_CLIENTS),
+            engines: hold(self.paused.engines, PAUSE_ENGINES),
+        };
+        if now.any() != self.paused.any() {
+            if now.any() {
+                tracing::debug!("task store: {backlog} records wait to be written; reading fewer sockets until the writer catches up");
+            } else {
+                tracing::debug!("task store: the writer caught up ({backlog} records wait)");
+            }
+        }
+        self.paused = now;
+        now
+    }
+
+    /// Messages taken from the engine and client sockets so far.
+    pub(super) fn handled(&self) -> u64 {
+        self.handled
+    }
+
     /// Commits what the store was sent and stops its threads.
     pub(super) fn close_store(&mut self) {
         if let Some(io) = self.store.take() {
@@ -116,22 +183,30 @@ impl Sockets {
     }
 
     /// Waits up to `wait` for messages (or disconnects): the flags [`Sockets::drain`] takes.
+    /// Sockets held by back-pressure are left out (flagged false).
     pub(super) fn poll(&self, wait: Duration) -> Result<Vec<bool>, ControllerError> {
-        poll(
-            &[
-                Waitable::Socket(&self.heartbeat),
-                Waitable::Socket(&self.engine),
-                Waitable::Socket(&self.client),
-                Waitable::Disconnects(&self.engine),
-                Waitable::Disconnects(&self.client),
-            ],
+        let all = [
+            (true, Waitable::Socket(&self.heartbeat)),
+            (!self.paused.engines, Waitable::Socket(&self.engine)),
+            (!self.paused.clients, Waitable::Socket(&self.client)),
+            (!self.paused.engines, Waitable::Disconnects(&self.engine)),
+            (!self.paused.clients, Waitable::Disconnects(&self.client)),
+        ];
+        let asked: Vec<Waitable> = all.iter().filter(|(on, _)| *on).map(|(_, w)| *w).collect();
+        let got = poll(
+            &asked,
             // Round up so that a sub-millisecond wait does not spin.
             wait.as_micros().div_ceil(1000) as i64,
         )
         .map_err(|error| ControllerError::Socket {
             role: "poll",
             error,
-        })
+        })?;
+        let mut got = got.into_iter();
+        Ok(all
+            .iter()
+            .map(|(on, _)| *on && got.next().unwrap_or(false))
+            .collect())
     }
 
     /// The messages dropped so far (bad signature, replayed, malformed...), all sockets.
@@ -241,6 +316,13 @@ impl Sockets {
         let mut stop = false;
         let fail = |role| move |error| ControllerError::Socket { role, error };
         let flagged = |i: usize| ready.get(i).copied().unwrap_or(true);
+        // Sockets held by back-pressure wait, their disconnects too (after their messages).
+        let paused = self.paused;
+        let flagged = |i: usize| match i {
+            1 | 3 if paused.engines => false,
+            2 | 4 if paused.clients => false,
+            _ => flagged(i),
+        };
         for _ in 0..if flagged(0) { MAX_BURST } else { 0 } {
             match self
                 .heartbeat
@@ -258,6 +340,7 @@ impl Sockets {
         for _ in 0..if flagged(1) { MAX_BURST } else { 0 } {
             match self.engine.recv::<FromEngine>().map_err(fail("engine"))? {
                 Some(m) => {
+                    self.handled += 1;
                     let route = m.route.unwrap_or_default();
                     let actions = core.on_engine(&route, m.msg, m.payloads, now);
                     stop |= self.perform(core, actions, now);
@@ -285,6 +368,7 @@ impl Sockets {
         for _ in 0..if flagged(2) { MAX_BURST } else { 0 } {
             match self.client.recv::<FromClient>().map_err(fail("client"))? {
                 Some(m) => {
+                    self.handled += 1;
                     let route = m.route.unwrap_or_default();
                     let actions = core.on_client(&route, m.msg, m.payloads, now);
                     stop |= self.perform(core, actions, now);

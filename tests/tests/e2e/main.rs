@@ -21,3 +21,4 @@ mod controller_options;
 mod crate_arrows;
 mod local_cluster;
 mod ssh_engines;
+mod task_store;

@@ -425,3 +425,30 @@ fn a_clients_messages_wait_behind_its_submit_that_asks_the_store() {
     }
     assert_eq!(h.core.lookups_pending(), 0);
 }
+
+/// Memory flat at any task count: the task table a burst of submissions grew gives its room
+/// back once the burst has run, so that a controller that saw one 100k-task map does not keep
+/// room for 100k tasks.
+#[test]
+fn the_task_table_shrinks_once_a_burst_has_run() {
+    let mut h = persisting(1 << 20);
+    h.hello(CLIENT);
+    h.register("a", &["f"]);
+    let n = 20_000;
+    h.submit((0..n).map(|i| call(i, "f")).collect());
+    let grown = h.core.tasks.capacity();
+    assert!(grown >= n as usize, "{grown}");
+    let ids: Vec<TaskId> = (0..n).map(tid).collect();
+    for chunk in ids.chunks(500) {
+        h.finish("a", chunk, 5);
+    }
+    assert_eq!(h.core.tasks.len(), 0);
+    let left = h.core.tasks.capacity();
+    assert!(
+        left <= 4096 * 2,
+        "room for {left} tasks left after the burst"
+    );
+    // And it still works afterwards.
+    let out = h.submit(vec![call(n, "f")]);
+    assert_eq!(sent_to(&out).len(), 1);
+}
