@@ -267,9 +267,15 @@ impl Io {
             answer @ ToClient::Aborted { .. } => self.answer(Some(Expect::Aborted), answer),
             // Answers to requests made on their own connection (`requests.rs`).
             ToClient::Object { id, reply } => {
-                self.objects
-                    .on_reply(&self.shared, id, reply, payloads, Instant::now());
+                let instance =
+                    self.objects
+                        .on_reply(&self.shared, id, reply, payloads, Instant::now());
                 self.core.set_others(self.objects.outstanding());
+                // Lease renewals keep the connection busy, so no status probe would tell.
+                if instance.is_some_and(|i| self.core.on_instance(i)) {
+                    self.submit_again();
+                    self.objects_again();
+                }
             }
             ToClient::QueueStatus(_) | ToClient::History { .. } => {
                 tracing::debug!("ignoring an answer nobody asked for on this connection");

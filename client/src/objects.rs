@@ -491,7 +491,8 @@ impl IoObjects {
         );
     }
 
-    /// The answer to request `id` arrived.
+    /// The answer to request `id` arrived; for a lease renewal, the controller instance it
+    /// names (for the I/O thread to notice a restart).
     pub(crate) fn on_reply(
         &mut self,
         shared: &Shared,
@@ -499,10 +500,10 @@ impl IoObjects {
         reply: ObjectReply,
         payloads: Vec<Vec<u8>>,
         now: Instant,
-    ) {
+    ) -> Option<u64> {
         let Some(sent) = self.pending.remove(&id) else {
             tracing::debug!("answer to an unknown object request {id}; ignored");
-            return;
+            return None;
         };
         if let (ObjectReply::Lease { lease, lease_ms }, Some(t)) = (&reply, &sent.lease) {
             // Held from now on: renewed by this thread until released.
@@ -525,7 +526,10 @@ impl IoObjects {
             }
         }
         if sent.renewal {
-            if let ObjectReply::Renewed { lost } = &reply {
+            let ObjectReply::Renewed { lost, instance } = &reply else {
+                return None;
+            };
+            {
                 let mut leases = shared.objects.leases();
                 for lease in lost {
                     if let Some(r) = leases.remove(lease) {
@@ -537,11 +541,12 @@ impl IoObjects {
                     }
                 }
             }
-            return;
+            return (*instance != 0).then_some(*instance);
         }
         if let Some(slot) = sent.slot {
             slot.put(Ok((reply, payloads)));
         }
+        None
     }
 
     /// When the I/O thread must wake up to renew leases.

@@ -317,6 +317,12 @@ pub enum ObjectReply {
     Renewed {
         /// Leases not held (expired, released, or freed while the client was gone).
         lost: Vec<LeaseId>,
+        /// The controller's instance
+        /// ([`ControllerStatus::instance`](crate::ControllerStatus::instance)): renewals
+        /// keep a holder's connection busy, so this is how it learns of a restart without a
+        /// status probe.
+        #[serde(default)]
+        instance: u64,
     },
     /// Answer to [`ObjectOp::List`].
     Objects {

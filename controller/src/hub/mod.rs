@@ -250,6 +250,7 @@ impl Core {
                 config.objects,
                 config.persist,
                 config.seed ^ config.instance,
+                config.instance,
             ),
             heartbeats: Heartbeats::new(now + config.heartbeat_period),
             free: FreeEngines::new(config.scheduler),

@@ -314,3 +314,57 @@ fn the_seeds_producer_and_consumers_share_a_queue() {
     );
     assert!(stdout.contains("queues left: 0 and 0 items"), "{stdout}");
 }
+
+#[test]
+fn a_waiting_get_and_a_held_lock_outlive_a_controller_killed_and_started_with_reuse() {
+    use cluster_tests::{eventually, signal};
+    let c = TestCluster::new();
+    c.start(1, &[]);
+    let client = std::sync::Arc::new(c.client());
+    client.queue::<u64>("kept").put(&7).unwrap();
+    let guard = client
+        .lock("gpu")
+        .with_lease(Duration::from_millis(1500))
+        .acquire(None)
+        .unwrap();
+    let getter = {
+        let client = client.clone();
+        std::thread::spawn(move || client.queue::<u64>("later").get(None))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // Committed to the store before the kill (one commit interval).
+    std::thread::sleep(Duration::from_millis(300));
+    let old = c.controller_pid().unwrap();
+    signal(old, libc::SIGKILL);
+    assert!(eventually(Duration::from_secs(5), || {
+        !profiles::process_alive(old)
+    }));
+    let pid = c.spawn_controller(&["--reuse"]);
+    assert!(eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(c.client_file()).is_ok_and(|f| {
+            f.contains(&format!("\"controller_pid\": {pid}"))
+                || f.contains(&format!("\"controller_pid\":{pid}"))
+        })
+    }));
+    let other = c.client();
+    // The stored item is back; the waiting get was sent again and gets the next item.
+    assert_eq!(other.queue::<u64>("kept").get_nowait().unwrap(), 7);
+    assert!(eventually(Duration::from_secs(10), || {
+        other
+            .objects()
+            .unwrap()
+            .iter()
+            .any(|o| o.name == "later" && o.waiters == 1)
+    }));
+    other.queue::<u64>("later").put(&42).unwrap();
+    assert_eq!(getter.join().unwrap().unwrap(), 42);
+    // The holder's renewals took the lock back from the new controller, past its lease.
+    std::thread::sleep(Duration::from_millis(2000));
+    assert!(guard.is_held());
+    assert!(
+        other.lock("gpu").try_acquire().unwrap().is_none(),
+        "still held"
+    );
+    guard.release().unwrap();
+    assert!(other.lock("gpu").try_acquire().unwrap().is_some());
+}

@@ -227,6 +227,8 @@ pub(crate) struct Objects {
     rng: SmallRng,
     /// Whether changes become store records.
     persist: bool,
+    /// The controller's instance, told in renewals' answers.
+    instance: u64,
     records: Vec<ObjectRecord>,
 }
 
@@ -242,7 +244,7 @@ macro_rules! body {
 }
 
 impl Objects {
-    pub(crate) fn new(limits: ObjectLimits, persist: bool, seed: u64) -> Objects {
+    pub(crate) fn new(limits: ObjectLimits, persist: bool, seed: u64, instance: u64) -> Objects {
         Objects {
             by_name: HashMap::new(),
             bytes: 0,
@@ -254,6 +256,7 @@ impl Objects {
             next_token: 0,
             rng: SmallRng::seed_from_u64(seed ^ 0x006f_626a_6563_7473),
             persist,
+            instance,
             records: Vec::new(),
         }
     }
@@ -632,7 +635,8 @@ impl Objects {
                     .into_iter()
                     .filter_map(|r| (!self.renew(route, &r, now)).then_some(r.lease))
                     .collect();
-                Ok(Some((ObjectReply::Renewed { lost }, Vec::new())))
+                let instance = self.instance;
+                Ok(Some((ObjectReply::Renewed { lost, instance }, Vec::new())))
             }
             ObjectOp::EventSet | ObjectOp::EventClear => {
                 let set = op == ObjectOp::EventSet;

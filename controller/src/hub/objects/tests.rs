@@ -465,7 +465,13 @@ fn a_lease_not_renewed_runs_out_and_goes_to_the_next_waiter() {
         },
         vec![],
     );
-    assert_eq!(reply, ObjectReply::Renewed { lost: vec![] });
+    assert_eq!(
+        reply,
+        ObjectReply::Renewed {
+            lost: vec![],
+            instance: 0
+        }
+    );
     assert!(h.tick(ms(1000)).is_empty(), "renewed");
     let got = h.tick(ms(1600));
     assert_eq!(got.len(), 1);
@@ -479,7 +485,13 @@ fn a_lease_not_renewed_runs_out_and_goes_to_the_next_waiter() {
         },
         vec![],
     );
-    assert_eq!(reply, ObjectReply::Renewed { lost: vec![lease] });
+    assert_eq!(
+        reply,
+        ObjectReply::Renewed {
+            lost: vec![lease],
+            instance: 0
+        }
+    );
 }
 
 #[test]
@@ -543,7 +555,13 @@ fn a_renewal_takes_back_a_free_lease_after_a_controller_restart() {
         },
         vec![],
     );
-    assert_eq!(reply, ObjectReply::Renewed { lost: vec![] });
+    assert_eq!(
+        reply,
+        ObjectReply::Renewed {
+            lost: vec![],
+            instance: 0
+        }
+    );
     let (_, got) = h.acquire(B, "gpu", None, nowait());
     assert_eq!(
         error_kind(&got[0].2),
@@ -562,7 +580,8 @@ fn a_renewal_takes_back_a_free_lease_after_a_controller_restart() {
     assert_eq!(
         reply,
         ObjectReply::Renewed {
-            lost: vec![LeaseId(78)]
+            lost: vec![LeaseId(78)],
+            instance: 0
         }
     );
     let (reply, _) = h.ask(A, "gpu", ObjectOp::Release { lease: LeaseId(77) }, vec![]);
