@@ -913,3 +913,19 @@ fn many_waiters_on_many_objects_stay_fair_and_leave_nothing_behind() {
     let (_, leases, routes_left, _) = h.core.objects.sizes();
     assert_eq!((leases, routes_left), (0, 0));
 }
+
+#[test]
+fn renewals_tell_the_controller_instance() {
+    let mut h = H::with(CoreConfig {
+        instance: 77,
+        ..CoreConfig::default()
+    });
+    let (reply, _) = h.ask(A, "", ObjectOp::Renew { leases: vec![] }, vec![]);
+    assert_eq!(
+        reply,
+        ObjectReply::Renewed {
+            lost: vec![],
+            instance: 77
+        }
+    );
+}
