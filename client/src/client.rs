@@ -201,8 +201,9 @@ impl Client {
         self.shared.client_id
     }
 
-    /// Sends a request and waits (up to the connect timeout) for its answer.
-    fn request(&self, msg: FromClient, expect: Expect) -> Result<ToClient, Error> {
+    /// Sends a request on the client's own connection, after everything queued before it,
+    /// and waits (up to the connect timeout) for its answer.
+    pub(crate) fn request(&self, msg: FromClient, expect: Expect) -> Result<ToClient, Error> {
         self.shared.request(msg, expect)
     }
 

@@ -75,6 +75,7 @@
 //! | `cell`, `result` | where outcomes land, and the [`AsyncResult`]/[`AsyncMapResult`] handles |
 //! | `imap`, `wait`, `executor` | streaming maps, `concurrent.futures` helpers |
 //! | `fetch`, `requests` | results by id, queue status and abort on connections of their own |
+//! | `notifications` | [`Subscriber`]: the controller's notifications and activity feed (SUB), following restarts |
 //! | [`ledger`] | the submitted-task ledger file behind `cluster submit` / `cluster wait` |
 //! | `objects` | shared objects in the controller: [`RawQueue`], [`Queue`], [`Namespace`], [`Lock`], [`Semaphore`], [`Event`]; lease renewal |
 //! | `raw` | raw tasks: payloads in and out as bytes, for clients in other languages (the Python extension) |
@@ -93,6 +94,7 @@ mod function;
 mod imap;
 mod io;
 pub mod ledger;
+mod notifications;
 mod objects;
 mod raw;
 mod requests;
@@ -113,6 +115,7 @@ pub use fetch::{Lookup, ResultStore};
 pub use function::{Argument, IntoFunction};
 pub use imap::{Imap, ImapUnordered, TARGET_CHUNK};
 pub use ledger::{Ledger, LedgerEntry, LedgerError};
+pub use notifications::Subscriber;
 pub use objects::{
     Event, Item, Lock, LockGuard, Namespace, ObjectError, Queue, RawQueue, Semaphore,
     DEFAULT_LEASE, MIN_LEASE,
@@ -128,5 +131,6 @@ pub use wait::{as_completed, wait, AsCompleted, Completion, ReturnWhen, Waited};
 
 pub use protocol::{
     stock, ClientId, CommandOutput, CommandSpec, EngineId, ErrorKind, Function, FunctionSummary,
-    HistoryFilter, HistoryRecord, RecordState, StatusReport, TaskId, TaskOptions, Whoami,
+    HistoryFilter, HistoryRecord, Notification, RecordState, StatusReport, TaskId, TaskOptions,
+    Whoami,
 };

@@ -5,10 +5,13 @@
 //!
 //! Each request is a short synchronous exchange on a socket of its own (made from the
 //! client's connection file), apart from the client's I/O thread: the answers are not tied to
-//! any submission, and the exchange is all they need.
+//! any submission, and the exchange is all they need. Abort is the exception: it is about
+//! tasks this client may have just submitted, so it goes on the client's own connection,
+//! behind them (see [`Client::abort`]).
 
 use crate::client::{dial, Client};
 use crate::error::Error;
+use crate::shared::Expect;
 use protocol::{
     FromClient, HistoryFilter, HistoryRecord, MessageType, TaskId, TaskOutcome, TaskRequest,
     ToClient,
@@ -90,8 +93,24 @@ impl Client {
 
     /// Aborts tasks that have not started (queued, or waiting for dependencies). Tasks
     /// already running are not stopped; the report says which were which.
+    ///
+    /// The request goes on the client's own connection, after the submits queued before it:
+    /// the controller handles one connection's messages in order, so a task submitted just
+    /// before is known when the abort arrives. (On a connection of its own, the abort could
+    /// reach the controller first and find the task unknown, while the task went on to
+    /// run.) From the I/O thread (a done callback), which must not wait for its own
+    /// answers, and once the client's connection is lost, it uses a connection of its own.
     pub fn abort(&self, ids: &[TaskId]) -> Result<AbortReport, Error> {
-        match self.exchange(FromClient::Abort { ids: ids.to_vec() })? {
+        let request = FromClient::Abort { ids: ids.to_vec() };
+        let answer = if crate::cell::on_io_thread() {
+            self.exchange(request)?
+        } else {
+            match self.request(request.clone(), Expect::Aborted) {
+                Err(Error::ConnectionLost { .. }) => self.exchange(request)?,
+                answer => answer?,
+            }
+        };
+        match answer {
             ToClient::Aborted {
                 aborted,
                 running,

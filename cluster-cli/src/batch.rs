@@ -71,7 +71,7 @@ impl Launched {
 }
 
 /// The engine command line: the engine program (or `cluster engine`) with `--file`.
-fn engine_command(
+pub(crate) fn engine_command(
     profile: &Profile,
     settings: &profiles::Settings,
     program: Option<PathBuf>,

@@ -97,6 +97,7 @@ fn config(
         .unwrap_or(usize::MAX / 2)
         .saturating_mul(1 << 20);
     config.objects = object_limits(settings)?;
+    config.events = settings.events;
     Ok(config)
 }
 

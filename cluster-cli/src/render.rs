@@ -140,6 +140,7 @@ mod tests {
             hwm: 1,
             rank,
             job: job.map(str::to_owned),
+            usage: None,
         }
     }
 

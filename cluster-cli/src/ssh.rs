@@ -496,6 +496,12 @@ fn start_on_host(
     let script = start_script(&launch.remote_dir(), &program, count, stamp);
     let run = ssh_run(&args, destination, &script, engine_file.as_bytes())
         .map_err(|e| format!("{e:#}"))?;
+    read_started(destination, count, &run)
+}
+
+/// What the start script printed on `destination`: the engines' pids and logs, or why
+/// they did not start.
+fn read_started(destination: &str, count: usize, run: &SshRun) -> Result<HostStarted, String> {
     if run.code == Some(255) {
         return Err(explain_ssh_failure(destination, &run.stderr));
     }
@@ -544,6 +550,11 @@ fn start_on_host(
 
 /// Which of `pids` on a host have died, each with the last lines of its log.
 fn dead_engines(launch: &SshLaunch, host: &HostStarted) -> Result<Vec<(u32, String)>, String> {
+    dead_engines_with(&launch.ssh_args(), host)
+}
+
+/// [`dead_engines`] with the ssh options given.
+fn dead_engines_with(args: &[String], host: &HostStarted) -> Result<Vec<(u32, String)>, String> {
     let mut script = String::new();
     for (pid, log) in host.pids.iter().zip(&host.logs) {
         script.push_str(&format!(
@@ -551,8 +562,7 @@ fn dead_engines(launch: &SshLaunch, host: &HostStarted) -> Result<Vec<(u32, Stri
             log = shell_quote(log)
         ));
     }
-    let run = ssh_run(&launch.ssh_args(), &host.destination, &script, b"")
-        .map_err(|e| format!("{e:#}"))?;
+    let run = ssh_run(args, &host.destination, &script, b"").map_err(|e| format!("{e:#}"))?;
     if run.code == Some(255) {
         return Err(explain_ssh_failure(&host.destination, &run.stderr));
     }
@@ -568,6 +578,102 @@ fn dead_engines(launch: &SshLaunch, host: &HostStarted) -> Result<Vec<(u32, Stri
         }
     }
     Ok(dead)
+}
+
+/// Which of `pids` (engines of this cluster on `record`'s host) are gone, each with the last
+/// lines of its log: one ssh session, with the options recorded at the start (for restarts).
+pub fn dead_on_host(
+    profile: &Profile,
+    record: &SshHostRecord,
+    pids: &[u32],
+) -> Result<Vec<(u32, String)>, String> {
+    let logs: BTreeMap<u32, PathBuf> = profile
+        .engine_records()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(_, r)| r.host == record.hostname && r.launcher == "ssh")
+        .map(|(_, r)| (r.pid, r.log))
+        .collect();
+    let host = HostStarted {
+        destination: record.destination.clone(),
+        hostname: record.hostname.clone(),
+        pids: pids.to_vec(),
+        logs: pids
+            .iter()
+            .map(|p| {
+                logs.get(p)
+                    .map(|l| l.display().to_string())
+                    .unwrap_or_default()
+            })
+            .collect(),
+    };
+    dead_engines_with(&record.ssh_args, &host)
+}
+
+/// Starts one engine again on `record`'s host (a restart after one died there), with the
+/// options recorded at the start and the `[ssh]` settings' program (or the binary
+/// `--copy-binary` left in the remote folder); records it like the first ones and returns
+/// its pid. Does not wait for it to register: the supervisor's next rounds see it.
+pub fn restart_one(
+    profile: &Profile,
+    record: &SshHostRecord,
+    settings: &SshSettings,
+    copied_binary: bool,
+) -> Result<u32, String> {
+    let engine_file = engine_file_for_hosts(
+        &profile.engine_file(),
+        settings.controller_address.as_deref(),
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    let program = if copied_binary {
+        format!("{}/cluster", record.remote_dir.trim_end_matches('/'))
+    } else {
+        settings.cluster_path.clone()
+    };
+    let script = start_script(&record.remote_dir, &program, 1, transport::now_us());
+    let run = ssh_run(
+        &record.ssh_args,
+        &record.destination,
+        &script,
+        engine_file.as_bytes(),
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    let started = read_started(&record.destination, 1, &run)?;
+    let pid = started.pids[0];
+    profile
+        .write_remote_engine_record(&EngineRecord {
+            pid,
+            host: started.hostname.clone(),
+            launcher: "ssh".into(),
+            log: PathBuf::from(&started.logs[0]),
+        })
+        .map_err(|e| e.to_string())?;
+    let mut now = profile
+        .ssh_host_records()
+        .ok()
+        .and_then(|all| {
+            all.into_iter()
+                .find(|r| r.destination == record.destination)
+        })
+        .unwrap_or_else(|| record.clone());
+    now.pids.push(pid);
+    profile
+        .write_ssh_host_record(&now)
+        .map_err(|e| e.to_string())?;
+    Ok(pid)
+}
+
+/// Crosses `pid` off `record`'s host record (an engine that died there).
+pub fn forget_engine(profile: &Profile, destination: &str, pid: u32) {
+    let Some(mut now) = profile
+        .ssh_host_records()
+        .ok()
+        .and_then(|all| all.into_iter().find(|r| r.destination == destination))
+    else {
+        return;
+    };
+    now.pids.retain(|p| *p != pid);
+    let _ = profile.write_ssh_host_record(&now);
 }
 
 /// Starts engines on hosts over ssh for the running controller of `profile` and waits until

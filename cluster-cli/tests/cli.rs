@@ -727,6 +727,71 @@ fn engines_are_added_with_the_program_the_cluster_started_with() {
     assert_eq!(stock.len(), 1, "{stock:?}");
 }
 
+/// `cluster start --engine-program P --restart on-failure`: an engine that dies is started
+/// again with P (the program the cluster was started with), not the stock engine.
+#[test]
+fn a_restarted_engine_runs_the_program_the_cluster_started_with() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::time::Duration;
+    let folder = Folder::new();
+    let script = folder.dir.path().join("my-engine.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho my-engine-program\nexec '{}' engine \"$@\"\n",
+            env!("CARGO_BIN_EXE_cluster")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = folder
+        .command(&[
+            "start",
+            "-n",
+            "1",
+            "--engine-program",
+            "./my-engine.sh",
+            "--restart",
+            "on-failure",
+        ])
+        .current_dir(folder.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let client = client::Client::connect_file(folder.profile().client_file()).unwrap();
+    let first = client.status().unwrap().engines[0].pid;
+    // SAFETY: kill(2) on the engine this test's cluster started.
+    unsafe {
+        libc::kill(first as i32, libc::SIGKILL);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !client
+        .status()
+        .unwrap()
+        .engines
+        .iter()
+        .any(|e| e.pid != first)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new engine in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let logs = engine_logs(&folder);
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    for log in &logs {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        assert!(
+            text.starts_with("my-engine-program"),
+            "{}: {text}",
+            log.display()
+        );
+    }
+    let out = folder.run(&["stop"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 /// Issue 9 item 9: every start left a new `engine-<timestamp>-N.log` per engine, piling up,
 /// and N was not the engine id. Logs are named by engine id, the previous start's kept as
 /// `.1`: starting again and again leaves the same files.

@@ -1,6 +1,7 @@
 //! `cluster dashboard` against a real local cluster: the token check, the JSON snapshot and
 //! the event stream, recovery after a controller restart, and the page in headless Chromium
-//! (skipped with a message where `chromium`/`chromedriver` are not installed).
+//! (engines with CPU and memory, the task stream, maps, failures, a controller restart;
+//! skipped with a message where `chromium`/`chromedriver` are not installed).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -294,8 +295,16 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `cluster map` (which exits non-zero when some items fail) and returns its stderr.
+fn map_allowing_failures(folder: &Folder, args: &[&str]) -> String {
+    let mut all = vec!["map"];
+    all.extend_from_slice(args);
+    let out = folder.command(&all).output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
-fn the_page_shows_the_engines_in_headless_chromium() {
+fn the_page_shows_engines_task_stream_and_failures_in_headless_chromium() {
     let chromedriver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists());
@@ -308,7 +317,24 @@ fn the_page_shows_the_engines_in_headless_chromium() {
     let mut folder = Folder::new();
     folder.run_ok(&["start", "-n", "3", "--timeout", "30"]);
     let (addr, token) = folder.dashboard();
+    // The dashboard's subscriber hears only what is published after it joined.
+    wait_for(addr, &token, 15, |s| s["feed"]["live"] == true);
     folder.run_ok(&["map", "--function", "nth_prime", "0..30"]);
+    // A map with one failing item: a negative time is refused by the engine.
+    let err = map_allowing_failures(
+        &folder,
+        &[
+            "--function",
+            "busy_wait",
+            "0.05",
+            "0.05",
+            "-1",
+            "0.05",
+            "0.05",
+            "0.05",
+        ],
+    );
+    assert!(err.contains("1 of 6 items failed"), "{err}");
 
     let port = free_port();
     let driver = Command::new(chromedriver)
@@ -337,7 +363,7 @@ fn the_page_shows_the_engines_in_headless_chromium() {
         "--disable-background-networking".to_owned(),
         "--disable-component-update".to_owned(),
         "--disable-sync".to_owned(),
-        "--window-size=1200,900".to_owned(),
+        "--window-size=1280,1250".to_owned(),
         format!("--user-data-dir={}", profile_dir.path().display()),
     ];
     let session = webdriver(
@@ -398,6 +424,50 @@ fn the_page_shows_the_engines_in_headless_chromium() {
     assert!(rows[0].as_str().unwrap().contains("alive"), "{rows}");
     let conn = script("return document.getElementById('conn').textContent");
     assert_eq!(conn, "live");
+
+    // The task stream, the failure list and the engines' CPU and memory.
+    let page_state = "return {
+        bars: [...document.querySelectorAll('#stream-chart rect')].map(r => r.dataset.function + ' ' + r.getAttribute('class')),
+        failures: [...document.querySelectorAll('#failure-rows tr')].map(r => r.textContent),
+        rss: [...document.querySelectorAll('#engine-rows td.rss')].map(c => c.textContent),
+        cpu: [...document.querySelectorAll('#engine-rows td.cpu')].map(c => c.textContent),
+        note: document.getElementById('stream-note').textContent,
+    }";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let state = loop {
+        let state = script(page_state);
+        let texts = |k: &str| -> Vec<String> {
+            state[k]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| Some(x.as_str()?.to_owned()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let bars = texts("bars");
+        let shown = bars.iter().any(|b| b == "nth_prime ok")
+            && bars.iter().any(|b| b == "busy_wait ok")
+            && bars.iter().any(|b| b == "busy_wait failed");
+        let failed = texts("failures")
+            .iter()
+            .any(|f| f.contains("busy_wait") && f.contains("got -1"));
+        let usage = texts("rss").iter().all(|r| r.ends_with("MiB"))
+            && texts("cpu").iter().all(|c| c.parse::<f64>().is_ok());
+        if shown && failed && usage && texts("rss").len() == 3 {
+            break state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page's task stream, failures and engines: {state}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        state["note"].as_str().unwrap().contains("tasks drawn"),
+        "{state}"
+    );
     // Sorting by pid descending puts the highest pid first.
     script("document.querySelector('th[data-key=pid]').click(); document.querySelector('th[data-key=pid]').click();");
     let pids = script("return [...document.querySelectorAll('#engine-rows tr')].map(r => +r.cells[2].textContent)");
@@ -410,6 +480,52 @@ fn the_page_shows_the_engines_in_headless_chromium() {
     let mut sorted = pids.clone();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
     assert_eq!(pids, sorted);
+
+    // A controller restart (new ports, new key): the page says so, then shows the new
+    // cluster and its task stream again.
+    folder.run_ok(&["stop", "--grace", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while script("return document.getElementById('conn').textContent") == "live" {
+        assert!(
+            Instant::now() < deadline,
+            "the page did not notice the stop"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    folder.run_ok(&["start", "-n", "3", "--timeout", "30"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // Keep some work going until the new controller's tasks are drawn: the dashboard
+        // subscribes to the new controller within a few seconds.
+        folder.run_ok(&["map", "--function", "sum_range", "0..40"]);
+        let state = script(
+            "return [document.getElementById('conn').textContent, document.querySelectorAll('#engine-rows tr').length, document.querySelectorAll('#stream-chart rect[data-function=sum_range]').length]",
+        );
+        if state[0] == "live" && state[1] == 3 && state[2].as_u64() > Some(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the page after a controller restart: {state}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Some busy work for the picture, and the failure again.
+    folder.run_ok(&["map", "--function", "nth_prime", "0..3000"]);
+    map_allowing_failures(
+        &folder,
+        &[
+            "--function",
+            "busy_wait",
+            "0.2",
+            "-1",
+            "0.3",
+            "0.2",
+            "0.1",
+            "0.3",
+        ],
+    );
+
     // Keep a screenshot next to the build.
     std::thread::sleep(Duration::from_secs(2));
     let png = webdriver(

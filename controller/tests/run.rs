@@ -197,6 +197,7 @@ fn a_call_travels_client_to_engine_and_back() {
             &Heartbeat::Pong {
                 seq,
                 uuid: "fake-engine".into(),
+                usage: None,
             },
             &[],
         )

@@ -3,10 +3,13 @@
 //!
 //! Data flows one way: the [`poller`] thread asks the controller for its status and queue
 //! report once a second through [`client::Client`], [`snapshot::History`] turns the counters
-//! into rates and keeps the last minutes, and each [`snapshot::Snapshot`] goes out on a
-//! watch channel to the event streams of the pages and to `cluster top`. Nothing here runs
+//! into rates and keeps the last minutes; between polls the same thread reads the
+//! controller's activity feed ([`client::Subscriber`]: task counts, samples of finished
+//! tasks, failures, maps in flight) into a [`feed::Feed`]; and each [`snapshot::Snapshot`]
+//! goes out on a watch channel to the event streams of the pages and to `cluster top`. Nothing here runs
 //! inside the controller, and nothing changes the cluster: the page is read-only.
 
+pub mod feed;
 pub mod poller;
 pub mod server;
 pub mod snapshot;

@@ -4,9 +4,14 @@
 //!
 //! It reconnects by itself: a poll that fails drops the client, and the next tick connects
 //! afresh from the connection file, which a restarted controller has rewritten.
+//!
+//! Between polls it does not sleep but reads the controller's notifications (a
+//! [`Subscriber`], which follows a restarted controller by itself) into the [`Feed`] that
+//! each snapshot carries a view of.
 
+use crate::feed::Feed;
 use crate::snapshot::{History, Snapshot};
-use client::{Client, ClientOptions};
+use client::{Client, ClientOptions, Subscriber};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -76,24 +81,49 @@ fn poll_loop(
 ) {
     let mut history = History::new();
     let mut client: Option<Client> = None;
+    let mut subscriber: Option<Subscriber> = None;
+    let mut feed = Feed::new();
+    let mut instance = None;
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let snapshot = match poll_once(file, &mut client) {
-            Ok((status, queue)) => history.on_poll(now_s(), &status, &queue),
+        if subscriber.is_none() {
+            // The file may not be there yet (a controller starting): try again next time.
+            subscriber = Subscriber::connect_file(file).ok();
+        }
+        let mut snapshot = match poll_once(file, &mut client) {
+            Ok((status, queue)) => {
+                let now = Some(status.controller.instance);
+                if instance.is_some() && instance != now {
+                    feed.on_restart();
+                }
+                instance = now;
+                history.on_poll(now_s(), &status, &queue)
+            }
             Err(e) => {
                 client = None;
                 history.on_error(now_s(), e)
             }
         };
+        snapshot.feed = feed.view(snapshot.t);
         tx.send_replace(Arc::new(snapshot));
         next += interval;
-        // Sleep in short steps so that a dropped poller stops soon.
+        // Read notifications until the next poll, in short steps so that a dropped poller
+        // stops soon.
         loop {
             let now = Instant::now();
             if stop.load(Ordering::Relaxed) || now >= next {
                 break;
             }
-            std::thread::sleep((next - now).min(Duration::from_millis(100)));
+            let step = (next - now).min(Duration::from_millis(100));
+            match subscriber.as_mut().map(|s| s.next(step)) {
+                Some(Ok(Some(note))) => feed.on_notification(now_s(), note),
+                Some(Ok(None)) => {}
+                Some(Err(e)) => {
+                    tracing::debug!("notifications: {e}; subscribing again");
+                    subscriber = None;
+                }
+                None => std::thread::sleep(step),
+            }
         }
         // A poll that took longer than the interval does not make the next ones bunch up.
         next = next.max(Instant::now());

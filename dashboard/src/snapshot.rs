@@ -4,6 +4,7 @@
 //! Both are plain data with no clock or socket: the poller feeds them a time and the reports,
 //! and the tests feed them made-up ones.
 
+use crate::feed::FeedView;
 use protocol::{QueueStatus, StatusReport, TaskCounts};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -12,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 pub const HISTORY_POINTS: usize = 600;
 
 /// One engine's row in the engines table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EngineRow {
     /// Engine id.
     pub id: u32,
@@ -30,6 +31,10 @@ pub struct EngineRow {
     pub failed: u64,
     /// Its current limit on outstanding tasks.
     pub hwm: u32,
+    /// CPU use over the last second, percent of one core (`None`: not reported).
+    pub cpu_percent: Option<f32>,
+    /// Resident memory, bytes (`None`: not reported).
+    pub rss_bytes: Option<u64>,
 }
 
 /// The controller line.
@@ -83,6 +88,8 @@ pub struct Snapshot {
     pub engines: Vec<EngineRow>,
     /// Rates and queue depth, oldest first.
     pub history: Vec<Point>,
+    /// The controller's activity feed: task stream, maps in flight, failures.
+    pub feed: FeedView,
 }
 
 impl Snapshot {
@@ -96,6 +103,7 @@ impl Snapshot {
             tasks: TaskCounts::default(),
             engines: Vec::new(),
             history: Vec::new(),
+            feed: FeedView::default(),
         }
     }
 
@@ -163,6 +171,8 @@ impl History {
                 done: e.completed,
                 failed: failed.get(&e.id.0).copied().unwrap_or(0),
                 hwm: e.hwm,
+                cpu_percent: e.usage.map(|u| u.cpu_percent),
+                rss_bytes: e.usage.map(|u| u.rss_bytes),
             })
             .collect();
         engines.sort_by_key(|e| e.id);
@@ -183,6 +193,7 @@ impl History {
             tasks: tasks.clone(),
             engines,
             history: self.points.iter().copied().collect(),
+            feed: FeedView::default(),
         };
         self.latest = Some(snapshot.clone());
         snapshot
@@ -241,6 +252,7 @@ pub(crate) mod tests {
                     hwm: 4,
                     rank: None,
                     job: None,
+                    usage: None,
                 })
                 .collect(),
             tasks: TaskCounts {

@@ -16,10 +16,12 @@ use std::time::Duration;
 
 /// Draws one snapshot.
 pub fn draw(frame: &mut Frame, s: &Snapshot) {
-    let [head, charts, table] = Layout::vertical([
+    let failures = s.feed.failures.len().min(5) as u16;
+    let [head, charts, table, lists] = Layout::vertical([
         Constraint::Length(4),
         Constraint::Length(5),
         Constraint::Min(3),
+        Constraint::Length(2 + failures.max(1) + s.feed.maps.len().min(3) as u16),
     ])
     .areas(frame.area());
 
@@ -101,6 +103,10 @@ pub fn draw(frame: &mut Frame, s: &Snapshot) {
             e.done.to_string(),
             e.failed.to_string(),
             e.hwm.to_string(),
+            e.cpu_percent.map_or(String::new(), |c| format!("{c:.1}")),
+            e.rss_bytes.map_or(String::new(), |b| {
+                format!("{:.1}M", b as f64 / f64::from(1 << 20))
+            }),
         ])
     });
     let widths = [
@@ -112,6 +118,8 @@ pub fn draw(frame: &mut Frame, s: &Snapshot) {
         Constraint::Length(10),
         Constraint::Length(8),
         Constraint::Length(5),
+        Constraint::Length(6),
+        Constraint::Length(9),
     ];
     frame.render_widget(
         Table::new(rows, widths)
@@ -125,11 +133,50 @@ pub fn draw(frame: &mut Frame, s: &Snapshot) {
                     "done",
                     "failed",
                     "hwm",
+                    "cpu%",
+                    "rss",
                 ])
                 .style(Style::default().add_modifier(Modifier::BOLD)),
             )
             .block(Block::default().borders(Borders::ALL).title(" engines ")),
         table,
+    );
+
+    // Maps in flight, then the newest failures with their messages.
+    let mut lines: Vec<Line> = s
+        .feed
+        .maps
+        .iter()
+        .take(3)
+        .map(|m| {
+            Line::from(format!(
+                "map {} (client {}): {}/{} done",
+                m.function, m.client, m.done, m.total
+            ))
+        })
+        .collect();
+    for f in s.feed.failures.iter().take(5) {
+        let engine = f.engine.map_or("-".to_owned(), |e| e.to_string());
+        let message = f.message.lines().next().unwrap_or("");
+        lines.push(
+            Line::from(format!(
+                "task {} {} on engine {engine}: {}: {message}",
+                f.task, f.function, f.kind
+            ))
+            .style(Style::default().fg(ratatui::style::Color::Red)),
+        );
+    }
+    if s.feed.failures.is_empty() {
+        lines.push(Line::from(if s.feed.live {
+            "no failures"
+        } else {
+            "no activity feed from the controller (events = false?)"
+        }));
+    }
+    let title = format!(" maps and failures ({} failed so far) ", s.tasks.failed);
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)),
+        lists,
     );
 }
 
@@ -191,6 +238,60 @@ mod tests {
         assert!(text.contains("51.0 tasks/s"), "{text}");
         assert!(text.contains("node2"), "{text}");
         assert!(text.contains("1002"), "{text}");
+    }
+
+    #[test]
+    fn shows_cpu_memory_maps_and_failures() {
+        use crate::feed::Feed;
+        use protocol::{
+            ClientId, EngineUsage, ErrorKind, MapProgress, Notification, TaskFailure, TaskId,
+            TaskStats,
+        };
+        let mut h = History::new();
+        let mut status = report(2, 1, 10, 1);
+        status.engines[0].usage = Some(EngineUsage {
+            cpu_percent: 37.5,
+            rss_bytes: 12 << 20,
+        });
+        let mut s = h.on_poll(1.0, &status, &queue(2));
+        let mut feed = Feed::new();
+        feed.on_notification(
+            1.0,
+            Notification::TaskStats(Box::new(TaskStats {
+                maps: vec![MapProgress {
+                    client: ClientId(4),
+                    function: "nth_prime".into(),
+                    total: 100,
+                    done: 40,
+                    since_us: 0,
+                }],
+                ..TaskStats::default()
+            })),
+        );
+        feed.on_notification(
+            1.0,
+            Notification::Failures {
+                failures: vec![TaskFailure {
+                    id: TaskId::new(ClientId(4), 7),
+                    engine: Some(protocol::EngineId(1)),
+                    function: "nth_prime".into(),
+                    kind: ErrorKind::Remote,
+                    message: "index out of range".into(),
+                    time_us: 0,
+                }],
+                unlisted: 0,
+            },
+        );
+        s.feed = feed.view(1.0);
+        let text = screen(&s);
+        assert!(text.contains("37.5"), "{text}");
+        assert!(text.contains("12.0M"), "{text}");
+        assert!(
+            text.contains("map nth_prime (client 4): 40/100 done"),
+            "{text}"
+        );
+        assert!(text.contains("task 4:7 nth_prime on engine 1"), "{text}");
+        assert!(text.contains("index out of range"), "{text}");
     }
 
     #[test]

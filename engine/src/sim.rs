@@ -292,6 +292,7 @@ fn answer_pings(e: &mut SimEngine) -> Result<(), SimError> {
             let pong = Heartbeat::Pong {
                 seq,
                 uuid: e.uuid.clone(),
+                usage: None,
             };
             e.beats.send(None, &pong, &[])?;
         }

@@ -167,13 +167,14 @@ fn registers_runs_a_batch_answers_pings_and_shuts_down() {
     fake.ping(&route, 42);
     let pong = fake.recv_heartbeat();
     assert_eq!(pong.route.as_deref(), Some(route.as_slice()));
-    assert_eq!(
-        pong.msg,
-        Heartbeat::Pong {
-            seq: 42,
-            uuid: reg.uuid.clone()
+    match pong.msg {
+        Heartbeat::Pong { seq, uuid, usage } => {
+            assert_eq!((seq, uuid), (42, reg.uuid.clone()));
+            // The engine reports its resident memory with its answers.
+            assert!(usage.is_some_and(|u| u.rss_bytes > 0), "{usage:?}");
         }
-    );
+        other => panic!("expected a pong, got {other:?}"),
+    }
 
     fake.send_engine(&route, &ToEngine::Shutdown, &[]);
     let got = fake.recv_engine();

@@ -127,6 +127,19 @@ impl Exit {
         }
     }
 
+    /// How a Slurm job that ended in `state` ended, for its engines: COMPLETED is a
+    /// success (the engines exited 0, e.g. after a drain), CANCELLED was asked for
+    /// (`scancel`, by the cluster or a person), every other end (FAILED, TIMEOUT,
+    /// NODE_FAIL, PREEMPTED, OUT_OF_MEMORY…) and an unknown one count as lost.
+    pub fn from_job(state: &crate::slurm::JobState) -> Exit {
+        use crate::slurm::{JobState, Phase};
+        match (state, state.phase()) {
+            (JobState::Cancelled, _) => Exit::Requested,
+            (_, Phase::Completed) => Exit::Success,
+            _ => Exit::Lost,
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Exit::Success => "exited with 0".into(),
@@ -310,6 +323,18 @@ mod tests {
         assert_eq!(Exit::from_status(Some(2), None), Exit::Code(2));
         assert_eq!(Exit::from_status(None, Some(9)), Exit::Signal(9));
         assert_eq!(Exit::from_status(None, None), Exit::Lost);
+        use crate::slurm::JobState;
+        assert_eq!(Exit::from_job(&JobState::Completed), Exit::Success);
+        assert_eq!(Exit::from_job(&JobState::Cancelled), Exit::Requested);
+        for lost in [
+            JobState::Failed,
+            JobState::Timeout,
+            JobState::NodeFail,
+            JobState::OutOfMemory,
+            JobState::Other("WEIRD".into()),
+        ] {
+            assert_eq!(Exit::from_job(&lost), Exit::Lost, "{lost}");
+        }
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("cluster.toml");
         std::fs::write(&file, "[restart]\nmode = \"on-failure\"\nlimit = 2\n").unwrap();

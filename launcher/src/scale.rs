@@ -14,9 +14,14 @@
 //! 2. Tasks wait that neither a free engine nor an engine on its way will take: start that
 //!    many more, never above `max` in all, and only while fewer than `backlog` launches are
 //!    in flight (each launch is one batch: one Slurm job, or a set of local processes).
-//! 3. Nothing waits: release engines idle for `idle_timeout` or more, longest idle first,
-//!    keeping `min`.
-//! 4. Otherwise wait.
+//! 3. Nothing waits: launches still queued (a Slurm job pending, no engine of it started)
+//!    are cancelled once nothing has waited for `idle_timeout`, keeping `min`. A pending
+//!    job counts as engines on their way all along (rule 2), so a backlog that waits for
+//!    Slurm does not submit job after job.
+//! 4. Nothing waits: release engines idle for `idle_timeout` or more, longest idle first,
+//!    keeping `min`. Engines of one group (one Slurm job, released with `scancel`) go
+//!    together, once every one of them is idle that long.
+//! 5. Otherwise wait.
 //!
 //! After a failed start (a launch refused, or engines that never registered), further starts
 //! wait out a back-off that grows with each consecutive failure; after `max_failures` in a
@@ -25,12 +30,37 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+#[cfg(test)]
+use std::collections::BTreeSet;
 use std::time::Duration;
+
+/// Where the autoscaler starts engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleLauncher {
+    /// Local processes (the default).
+    #[default]
+    Local,
+    /// Slurm jobs (the `[slurm]` settings): one job per start, released with `scancel`.
+    Slurm,
+}
+
+impl ScaleLauncher {
+    /// Its name in settings and `cluster status`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ScaleLauncher::Local => "local",
+            ScaleLauncher::Slurm => "slurm",
+        }
+    }
+}
 
 /// The `[scale]` table and `cluster scale` flags.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ScaleSettings {
+    /// Where engines start: `local` or `slurm`.
+    pub launcher: ScaleLauncher,
     /// Engines kept even when idle.
     pub min: usize,
     /// Engines never exceeded.
@@ -50,6 +80,7 @@ pub struct ScaleSettings {
 impl Default for ScaleSettings {
     fn default() -> Self {
         ScaleSettings {
+            launcher: ScaleLauncher::Local,
             min: 0,
             max: 16,
             backlog: 2,
@@ -116,6 +147,12 @@ pub struct ScalePolicy {
 /// An engine's key for the caller (its engine id).
 pub type EngineKey = u32;
 
+/// Engines released together (one Slurm job); the caller numbers them.
+pub type GroupKey = u64;
+
+/// A launch's key for the caller (a Slurm job it numbered).
+pub type LaunchKey = u64;
+
 /// One registered engine as observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineView {
@@ -123,6 +160,10 @@ pub struct EngineView {
     pub key: EngineKey,
     /// Since when it has held no task (`None`: busy now).
     pub idle_since: Option<Duration>,
+    /// The engines it is released with (`None`: alone, a local process).
+    pub group: Option<GroupKey>,
+    /// The caller cannot release it (an engine on an ssh host): it counts, and stays.
+    pub kept: bool,
 }
 
 /// What the caller observed at `now`.
@@ -138,6 +179,11 @@ pub struct Observation {
     pub starting: usize,
     /// Launches in flight (each one batch of the `starting` engines).
     pub launches: usize,
+    /// Launches in flight none of whose engines has started (a pending Slurm job), with
+    /// their engine counts: what rule 3 may cancel.
+    pub queued_launches: Vec<(LaunchKey, usize)>,
+    /// Since when no task has waited (`None`: tasks wait now).
+    pub quiet_since: Option<Duration>,
 }
 
 /// Consecutive failed starts, and the last one.
@@ -167,8 +213,10 @@ impl Failures {
 pub enum Decision {
     /// Launch this many engines (one launch).
     Start(usize),
-    /// Drain and release these engines.
+    /// Drain and release these engines (whole groups only).
     Release(Vec<EngineKey>),
+    /// Cancel these launches: still queued, no longer needed.
+    Cancel(Vec<LaunchKey>),
     /// Nothing to do; `why` says so for `cluster status`, `until` when something may change
     /// on its own (a back-off or an idle timeout ending).
     Wait {
@@ -255,36 +303,90 @@ pub fn decide(policy: &ScalePolicy, obs: &Observation, failures: &Failures) -> D
             until: None,
         };
     }
-    // Nothing waits: release what has been idle long enough, above the floor.
-    let spare = registered.saturating_sub(policy.min);
-    let mut idle: Vec<(Duration, EngineKey)> = obs
-        .engines
-        .iter()
-        .filter_map(|e| e.idle_since.map(|s| (s, e.key)))
-        .collect();
-    idle.sort();
-    let expired: Vec<EngineKey> = idle
-        .iter()
-        .filter(|(since, _)| now.saturating_sub(*since) >= policy.idle_timeout)
-        .map(|(_, k)| *k)
-        .take(spare)
-        .collect();
+    // Nothing waits. Queued launches nobody has needed for the idle timeout go first.
+    let mut left = coming;
+    let mut next: Option<Duration> = None;
+    if let (Some(quiet), false) = (obs.quiet_since, obs.queued_launches.is_empty()) {
+        let at = quiet + policy.idle_timeout;
+        if now >= at {
+            let cancel: Vec<LaunchKey> = obs
+                .queued_launches
+                .iter()
+                .filter(|(_, n)| {
+                    let keep = left.saturating_sub(*n) >= policy.min;
+                    if keep {
+                        left -= n;
+                    }
+                    keep
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            if !cancel.is_empty() {
+                return Decision::Cancel(cancel);
+            }
+        } else {
+            next = Some(at);
+        }
+    }
+    // Then what has been idle long enough, whole groups at a time, above the floor.
+    let mut units = idle_units(&obs.engines);
+    units.sort();
+    let mut left = registered;
+    let mut expired = Vec::new();
+    for (since, keys) in &units {
+        if left.saturating_sub(keys.len()) < policy.min {
+            continue;
+        }
+        let at = *since + policy.idle_timeout;
+        if now >= at {
+            left -= keys.len();
+            expired.extend(keys.iter().copied());
+        } else {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+    }
     if !expired.is_empty() {
         return Decision::Release(expired);
     }
-    let next = idle
-        .iter()
-        .take(spare)
-        .map(|(since, _)| *since + policy.idle_timeout)
-        .min();
     Decision::Wait {
-        why: if registered == 0 {
+        why: if registered == 0 && obs.starting == 0 {
             "no tasks, no engines".into()
+        } else if registered == 0 {
+            format!("nothing waiting; {} engine(s) starting", obs.starting)
         } else {
             format!("{registered} engine(s), {free} idle, nothing waiting")
         },
         until: next,
     }
+}
+
+/// What may be released on its own: each idle engine without a group, and each group whose
+/// engines are all idle (idle since its last one became so), with their keys.
+fn idle_units(engines: &[EngineView]) -> Vec<(Duration, Vec<EngineKey>)> {
+    let mut units = Vec::new();
+    let mut groups: BTreeMap<GroupKey, (Option<Duration>, Vec<EngineKey>)> = BTreeMap::new();
+    for e in engines.iter().filter(|e| !e.kept) {
+        match (e.group, e.idle_since) {
+            (None, Some(since)) => units.push((since, vec![e.key])),
+            (None, None) => {}
+            (Some(g), idle) => {
+                let entry = groups
+                    .entry(g)
+                    .or_insert((Some(Duration::ZERO), Vec::new()));
+                entry.0 = match (entry.0, idle) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+                entry.1.push(e.key);
+            }
+        }
+    }
+    units.extend(
+        groups
+            .into_values()
+            .filter_map(|(since, keys)| since.map(|s| (s, keys))),
+    );
+    units
 }
 
 /// Keeps each engine's idle-since time from successive observations of its outstanding
@@ -311,7 +413,12 @@ impl IdleTracker {
         self.since = next;
         self.since
             .iter()
-            .map(|(&key, &idle_since)| EngineView { key, idle_since })
+            .map(|(&key, &idle_since)| EngineView {
+                key,
+                idle_since,
+                group: None,
+                kept: false,
+            })
             .collect()
     }
 }
@@ -326,6 +433,7 @@ mod tests {
 
     fn policy() -> ScalePolicy {
         ScaleSettings {
+            launcher: ScaleLauncher::Local,
             min: 0,
             max: 4,
             backlog: 2,
@@ -357,6 +465,8 @@ mod tests {
                 engines: views,
                 starting: self.launching.iter().map(|(_, n)| n).sum(),
                 launches: self.launching.len(),
+                queued_launches: vec![],
+                quiet_since: None,
             }
         }
 
@@ -413,6 +523,7 @@ mod tests {
                         released_at = Some(w.now);
                     }
                 }
+                Decision::Cancel(_) => panic!("no queued launches here"),
                 Decision::Wait { .. } => {}
             }
             peak = peak.max(w.engines.len() + w.launching.iter().map(|(_, n)| n).sum::<usize>());
@@ -444,18 +555,26 @@ mod tests {
                 EngineView {
                     key: 1,
                     idle_since: Some(s(30)),
+                    group: None,
+                    kept: false,
                 },
                 EngineView {
                     key: 2,
                     idle_since: Some(s(10)),
+                    group: None,
+                    kept: false,
                 },
                 EngineView {
                     key: 3,
                     idle_since: Some(s(90)),
+                    group: None,
+                    kept: false,
                 },
             ],
             starting: 0,
             launches: 0,
+            queued_launches: vec![],
+            quiet_since: None,
         };
         assert_eq!(
             decide(&p, &obs, &Failures::default()),
@@ -474,10 +593,14 @@ mod tests {
                     EngineView {
                         key: 1,
                         idle_since: Some(s(90)),
+                        group: None,
+                        kept: false,
                     },
                     EngineView {
                         key: 2,
                         idle_since: None,
+                        group: None,
+                        kept: false,
                     },
                 ],
                 ..obs
@@ -498,9 +621,13 @@ mod tests {
             engines: vec![EngineView {
                 key: 0,
                 idle_since: Some(s(0)),
+                group: None,
+                kept: false,
             }],
             starting: 1,
             launches: 1,
+            queued_launches: vec![],
+            quiet_since: None,
         };
         assert_eq!(decide(&p, &obs, &Failures::default()), Decision::Start(1));
         let full = Observation {
@@ -528,6 +655,8 @@ mod tests {
             engines: vec![],
             starting: 0,
             launches: 0,
+            queued_launches: vec![],
+            quiet_since: None,
         };
         assert_eq!(decide(&p, &obs(s(0)), &failures), Decision::Start(4));
         failures.failed(s(1), "sbatch: invalid partition");
@@ -554,6 +683,241 @@ mod tests {
         assert_eq!(until, None);
         failures.succeeded();
         assert_eq!(decide(&p, &obs(s(10_001)), &failures), Decision::Start(4));
+    }
+
+    fn grouped(key: EngineKey, idle_since: Option<Duration>, group: GroupKey) -> EngineView {
+        EngineView {
+            key,
+            idle_since,
+            group: Some(group),
+            kept: false,
+        }
+    }
+
+    #[test]
+    fn pending_jobs_count_as_coming_and_are_cancelled_once_not_needed() {
+        let p = policy();
+        let pending = Observation {
+            now: s(5),
+            queued: 3,
+            engines: vec![],
+            starting: 3,
+            launches: 1,
+            queued_launches: vec![(7, 3)],
+            quiet_since: None,
+        };
+        // The pending job's 3 engines will take the 3 tasks: nothing more is submitted.
+        let Decision::Wait { why, .. } = decide(&p, &pending, &Failures::default()) else {
+            panic!()
+        };
+        assert!(why.contains("free or starting"), "{why}");
+        // One more task: one more engine, not four.
+        let more = Observation {
+            queued: 4,
+            ..pending.clone()
+        };
+        assert_eq!(decide(&p, &more, &Failures::default()), Decision::Start(1));
+        // The tasks went elsewhere; the job is cancelled after the idle timeout, not before.
+        let quiet = Observation {
+            now: s(30),
+            queued: 0,
+            quiet_since: Some(s(10)),
+            ..pending.clone()
+        };
+        let Decision::Wait { until, .. } = decide(&p, &quiet, &Failures::default()) else {
+            panic!()
+        };
+        assert_eq!(until, Some(s(70)));
+        let later = Observation {
+            now: s(70),
+            ..quiet.clone()
+        };
+        assert_eq!(
+            decide(&p, &later, &Failures::default()),
+            Decision::Cancel(vec![7])
+        );
+        // Unless it is what keeps the floor.
+        let floor = ScalePolicy { min: 2, ..p };
+        assert!(matches!(
+            decide(&floor, &later, &Failures::default()),
+            Decision::Wait { .. }
+        ));
+    }
+
+    #[test]
+    fn a_group_goes_once_all_its_engines_are_idle() {
+        let p = policy();
+        let obs = |now, engines| Observation {
+            now,
+            queued: 0,
+            engines,
+            starting: 0,
+            launches: 0,
+            queued_launches: vec![],
+            quiet_since: Some(s(0)),
+        };
+        let alone = EngineView {
+            key: 3,
+            idle_since: Some(s(0)),
+            group: None,
+            kept: false,
+        };
+        let busy = obs(
+            s(100),
+            vec![grouped(1, Some(s(0)), 9), grouped(2, None, 9), alone],
+        );
+        assert_eq!(
+            decide(&p, &busy, &Failures::default()),
+            Decision::Release(vec![3])
+        );
+        let both = vec![grouped(1, Some(s(0)), 9), grouped(2, Some(s(50)), 9)];
+        let Decision::Wait { until, .. } =
+            decide(&p, &obs(s(100), both.clone()), &Failures::default())
+        else {
+            panic!()
+        };
+        assert_eq!(until, Some(s(110)), "idle since its last engine became so");
+        assert_eq!(
+            decide(&p, &obs(s(110), both.clone()), &Failures::default()),
+            Decision::Release(vec![1, 2])
+        );
+        // A group that would take the engines below min stays.
+        let floor = ScalePolicy { min: 1, ..p };
+        let Decision::Wait { until, .. } = decide(&floor, &obs(s(500), both), &Failures::default())
+        else {
+            panic!()
+        };
+        assert_eq!(until, None);
+    }
+
+    #[test]
+    fn engines_the_caller_cannot_release_count_and_stay() {
+        let p = policy();
+        let ssh = EngineView {
+            key: 1,
+            idle_since: Some(s(0)),
+            group: None,
+            kept: true,
+        };
+        let obs = Observation {
+            now: s(1000),
+            queued: 0,
+            engines: vec![ssh],
+            starting: 0,
+            launches: 0,
+            queued_launches: vec![],
+            quiet_since: Some(s(0)),
+        };
+        let Decision::Wait { until, .. } = decide(&p, &obs, &Failures::default()) else {
+            panic!()
+        };
+        assert_eq!(until, None);
+        // It is a free engine: one waiting task needs no start.
+        let one = Observation {
+            queued: 1,
+            quiet_since: None,
+            ..obs
+        };
+        assert!(matches!(
+            decide(&p, &one, &Failures::default()),
+            Decision::Wait { .. }
+        ));
+    }
+
+    /// A fake Slurm: each start is one job that pends `queue_delay`, then its engines
+    /// register together; a job is released whole. Never more engines submitted than `max`,
+    /// never more pending jobs than `backlog`, and back to none after the idle timeout.
+    #[test]
+    fn slurm_jobs_from_zero_to_max_and_back_without_over_submitting() {
+        let p = ScalePolicy {
+            backlog: 1,
+            ..policy()
+        };
+        let queue_delay = s(20);
+        let mut now = s(0);
+        let mut queued = 40usize;
+        // (job, engines, submitted at); running jobs' engines: (key, busy, job).
+        let mut pending: Vec<(LaunchKey, usize, Duration)> = Vec::new();
+        let mut engines: Vec<(EngineKey, u32, LaunchKey)> = Vec::new();
+        let mut tracker = IdleTracker::default();
+        let (mut next_job, mut next_key) = (1, 0);
+        let mut quiet_since = None;
+        let mut submitted = Vec::new();
+        let mut gone_at = None;
+        for _ in 0..400 {
+            let seen: Vec<(EngineKey, u32)> = engines.iter().map(|e| (e.0, e.1)).collect();
+            let mut views = tracker.observe(now, &seen);
+            for v in &mut views {
+                v.group = engines.iter().find(|e| e.0 == v.key).map(|e| e.2);
+            }
+            quiet_since = if queued > 0 {
+                None
+            } else {
+                quiet_since.or(Some(now))
+            };
+            let obs = Observation {
+                now,
+                queued,
+                engines: views,
+                starting: pending.iter().map(|j| j.1).sum(),
+                launches: pending.len(),
+                queued_launches: pending.iter().map(|j| (j.0, j.1)).collect(),
+                quiet_since,
+            };
+            match decide(&p, &obs, &Failures::default()) {
+                Decision::Start(n) => {
+                    submitted.push(n);
+                    pending.push((next_job, n, now));
+                    next_job += 1;
+                }
+                Decision::Release(keys) => {
+                    let jobs: BTreeSet<LaunchKey> = engines
+                        .iter()
+                        .filter(|e| keys.contains(&e.0))
+                        .map(|e| e.2)
+                        .collect();
+                    let whole = engines
+                        .iter()
+                        .filter(|e| jobs.contains(&e.2))
+                        .all(|e| keys.contains(&e.0));
+                    assert!(whole, "released a job in part: {keys:?}");
+                    engines.retain(|e| !jobs.contains(&e.2));
+                    if engines.is_empty() && queued == 0 {
+                        gone_at = Some(now);
+                    }
+                }
+                Decision::Cancel(jobs) => pending.retain(|j| !jobs.contains(&j.0)),
+                Decision::Wait { .. } => {}
+            }
+            let total = engines.len() + pending.iter().map(|j| j.1).sum::<usize>();
+            assert!(total <= p.max, "{total} engines submitted, max {}", p.max);
+            assert!(pending.len() <= p.backlog);
+            if gone_at.is_some() {
+                break;
+            }
+            now += s(1);
+            // Jobs whose wait is over start; each engine takes a task per second.
+            let (run, wait): (Vec<_>, Vec<_>) =
+                pending.drain(..).partition(|j| j.2 + queue_delay <= now);
+            pending = wait;
+            for (job, n, _) in run {
+                for _ in 0..n {
+                    engines.push((next_key, 0, job));
+                    next_key += 1;
+                }
+            }
+            for e in &mut engines {
+                e.1 = u32::from(queued > 0);
+                queued = queued.saturating_sub(1);
+            }
+        }
+        assert_eq!(
+            submitted,
+            vec![4],
+            "one job of max engines, not one per round"
+        );
+        let gone_at = gone_at.expect("back to no engines");
+        assert!(gone_at > s(60) && gone_at < s(120), "{gone_at:?}");
     }
 
     #[test]

@@ -26,7 +26,7 @@ fn ranks_of(pid: u32) -> Option<mpi::Rank> {
 
 fn four_engines_through(program: &str, package: &str, want: Flavor) {
     let ready =
-        common::unavailable(&[(program, package)]).map_or_else(|| common::Net::new(&["m1"]), Err);
+        common::unavailable(&[(program, package)]).map_or_else(|| common::net(&["m1"]), Err);
     let Some(net) = common::or_skip("a fake host for mpiexec", ready) else {
         return;
     };

@@ -414,3 +414,341 @@ fn the_cli_starts_lists_and_stops_slurm_engines() {
             .all(|s| s.state.is_final())
     }));
 }
+
+/// `cluster scale --launcher slurm`: from no engines to `--max` under a backlog with one job
+/// (a pending job counts as engines on their way, so no second job is submitted while the
+/// first waits), every result back, and back to none once the job's engines have been idle
+/// for `--idle-timeout` (released with a drain signal: the job ends COMPLETED and its record
+/// goes). Prints the figures: a task queued with no engine to an engine running it, and idle
+/// to released.
+#[test]
+fn scale_submits_slurm_jobs_for_a_backlog_and_releases_them_when_idle() {
+    let Some(slurm) = common::or_skip("Slurm on fake hosts", common::Slurm::start(2, 2)) else {
+        return;
+    };
+    let cli = common::Cli::new(&slurm, "", "");
+    cli.ok(&["start", "-n", "0", "--ip", &slurm.net.gateway, "--hwm", "1"]);
+    let out = cli.ok(&[
+        "scale",
+        "--launcher",
+        "slurm",
+        "--max",
+        "4",
+        "--idle-timeout",
+        "3s",
+        "--interval-ms",
+        "200",
+    ]);
+    assert!(out.contains("autoscaler started"), "{out}");
+    let client = cli.client();
+    let view = client.load_balanced_view().chunksize(1);
+    let queued = Instant::now();
+    let map = view.map(SLEEP, vec![1.0f64; 12]).unwrap();
+    let mut first_running = None;
+    let mut most = 0;
+    let mut jobs = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status = client.status().unwrap();
+        most = most.max(status.engines.len());
+        if first_running.is_none() && status.engines.iter().any(|e| e.outstanding > 0) {
+            first_running = Some(queued.elapsed());
+        }
+        jobs.extend(
+            slurm::records(&cli.profile().run_dir())
+                .into_iter()
+                .map(|r| r.job_id),
+        );
+        if status.tasks.done == 12 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tasks not done in 90 s: {status:?}\n{}",
+            cli.ok(&["status"])
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let idle_from = Instant::now();
+    let results: Vec<()> = map.get(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(results.len(), 12);
+    assert_eq!(most, 4, "scaled to --max and not above");
+    assert_eq!(jobs.len(), 1, "one job of 4 engines: {jobs:?}");
+    let status = cli.ok(&["status"]);
+    assert!(status.contains("slurm launcher"), "{status}");
+    assert!(status.contains("Slurm job"), "{status}");
+
+    assert!(
+        common::eventually(Duration::from_secs(60), || client
+            .status()
+            .unwrap()
+            .engines
+            .is_empty()),
+        "engines not released in 60 s:\n{}",
+        cli.ok(&["status"])
+    );
+    let released = idle_from.elapsed();
+    eprintln!(
+        "MEASURE scale (slurm): task queued with no engine -> an engine in a new Slurm job running it {:.2} s; idle -> all released {:.2} s (idle timeout 3 s, interval 0.2 s)",
+        first_running.unwrap_or_default().as_secs_f64(),
+        released.as_secs_f64()
+    );
+    // The drained job ended well, and the autoscaler forgot it.
+    let cmds = slurm::Slurm::system(slurm.settings());
+    let ids: Vec<_> = jobs.into_iter().collect();
+    let mut last = String::new();
+    assert!(
+        common::eventually(Duration::from_secs(30), || {
+            let states = cmds.poll(&ids).unwrap();
+            last = describe(&states[&ids[0]]);
+            states[&ids[0]].state == JobState::Completed
+                && slurm::records(&cli.profile().run_dir()).is_empty()
+        }),
+        "{last}"
+    );
+    let state = cli.scale_state().expect("scale.json");
+    assert_eq!(state["started"], 4, "{state}");
+    assert_eq!(state["released"], 4, "{state}");
+    let out = cli.ok(&["stop", "--grace", "1"]);
+    assert!(out.contains("stopped the autoscaler"), "{out}");
+}
+
+/// `cluster scale --launcher slurm` with a partition Slurm refuses: no job, a back-off, and
+/// `cluster status` says why (sbatch's own words).
+#[test]
+fn scale_backs_off_after_refused_submissions_and_says_why() {
+    let Some(slurm) = common::or_skip("Slurm on fake hosts", common::Slurm::start(1, 2)) else {
+        return;
+    };
+    let cli = common::Cli::new(&slurm, "partition = \"nope\"", "");
+    cli.ok(&["start", "-n", "0", "--ip", &slurm.net.gateway]);
+    cli.ok(&[
+        "scale",
+        "--launcher",
+        "slurm",
+        "--max",
+        "2",
+        "--interval-ms",
+        "200",
+    ]);
+    let client = cli.client();
+    let _map = client
+        .load_balanced_view()
+        .map(SLEEP, vec![0.1f64; 2])
+        .unwrap();
+    let mut shown = String::new();
+    let said = common::eventually(Duration::from_secs(30), || {
+        shown = cli.ok(&["status"]);
+        shown.contains("backing off") && shown.to_lowercase().contains("invalid partition")
+    });
+    assert!(said, "{shown}");
+    assert!(slurm::records(&cli.profile().run_dir()).is_empty());
+    let state = cli.scale_state().expect("scale.json");
+    assert!(state["failures"].as_u64().unwrap() >= 1, "{state}");
+    assert_eq!(state["started"], 0, "{state}");
+}
+
+/// `cluster start --launcher slurm --restart on-failure`: `kill -9` of the engine in a job
+/// makes the job fail; the supervisor submits it again (its kept script), the new job's
+/// engine registers, and `cluster status` counts the restart. With `limit = 1`, the second
+/// failure is a crash loop: no third job, and the status says so.
+#[test]
+fn a_failed_slurm_job_is_submitted_again() {
+    let Some(slurm) = common::or_skip("Slurm on fake hosts", common::Slurm::start(1, 2)) else {
+        return;
+    };
+    let cli = common::Cli::new(
+        &slurm,
+        "",
+        "[restart]\nlimit = 1\nbackoff_initial_ms = 100\nbackoff_max_ms = 200\n",
+    );
+    let (code, out, err) = cli.run(&[
+        "start",
+        "--launcher",
+        "slurm",
+        "-n",
+        "1",
+        "--ip",
+        &slurm.net.gateway,
+        "--restart",
+        "on-failure",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("supervisor pid"), "{err}");
+    let client = cli.client();
+    let first = client.status().unwrap().engines[0].clone();
+    let first_job = first.job.clone().expect("the engine knows its job");
+    let killed = Instant::now();
+    // SAFETY: kill(2) on the engine of this test's job (same pid namespace).
+    unsafe {
+        libc::kill(first.pid as i32, libc::SIGKILL);
+    }
+    let mut last = String::new();
+    let back = common::eventually(Duration::from_secs(60), || {
+        let engines = client.status().unwrap().engines;
+        last = format!("{engines:?}");
+        engines.len() == 1 && engines[0].job.as_deref() != Some(first_job.as_str())
+    });
+    assert!(
+        back,
+        "no engine from a new job: {last}\n{}",
+        cli.ok(&["status"])
+    );
+    eprintln!(
+        "MEASURE restart (slurm): kill -9 of the engine in a job -> the job resubmitted and its engine registered in {:.2} s",
+        killed.elapsed().as_secs_f64()
+    );
+    let status = cli.ok(&["status"]);
+    assert!(status.contains("1 restart(s)"), "{status}");
+    let records = slurm::records(&cli.profile().run_dir());
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_ne!(records[0].job_id.0, first_job);
+    let states = slurm::Slurm::system(slurm.settings())
+        .poll(&[slurm::JobId(first_job.clone())])
+        .unwrap();
+    let old = &states[&slurm::JobId(first_job)];
+    assert_eq!(old.state.phase(), Phase::Failed, "{}", describe(old));
+
+    // The second job's engine dies too: the limit stops there.
+    let second = client.status().unwrap().engines[0].clone();
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(second.pid as i32, libc::SIGKILL);
+    }
+    let mut shown = String::new();
+    let gave_up = common::eventually(Duration::from_secs(60), || {
+        shown = cli.ok(&["status"]);
+        shown.contains("gave up")
+    });
+    assert!(gave_up, "{shown}");
+    assert!(shown.contains("crash loop"), "{shown}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(client.status().unwrap().engines.is_empty());
+    let records = slurm::records(&cli.profile().run_dir());
+    assert_eq!(records.len(), 1, "no third job: {records:?}");
+}
+
+/// One autoscaling round with `launcher` (`local` or `slurm`) on a fresh cluster: seconds
+/// from a task queued with no engine to an engine running it, and from the last task done
+/// to every engine released (idle timeout 2 s, decisions every 0.2 s).
+fn scale_round(slurm: &common::Slurm, launcher: &str) -> (f64, f64) {
+    let cli = common::Cli::new(slurm, "", "");
+    cli.ok(&["start", "-n", "0", "--ip", &slurm.net.gateway, "--hwm", "1"]);
+    cli.ok(&[
+        "scale",
+        "--launcher",
+        launcher,
+        "--max",
+        "2",
+        "--idle-timeout",
+        "2s",
+        "--interval-ms",
+        "200",
+    ]);
+    let client = cli.client();
+    let t0 = Instant::now();
+    let map = client
+        .load_balanced_view()
+        .chunksize(1)
+        .map(SLEEP, vec![0.5f64; 4])
+        .unwrap();
+    let mut running = None;
+    assert!(common::eventually(Duration::from_secs(60), || {
+        let s = client.status().unwrap();
+        if running.is_none() && s.engines.iter().any(|e| e.outstanding > 0) {
+            running = Some(t0.elapsed());
+        }
+        s.tasks.done == 4
+    }));
+    let idle = Instant::now();
+    let _: Vec<()> = map.get(Some(Duration::from_secs(10))).unwrap();
+    assert!(common::eventually(Duration::from_secs(60), || client
+        .status()
+        .unwrap()
+        .engines
+        .is_empty()));
+    let released = idle.elapsed();
+    cli.ok(&["stop", "--grace", "1"]);
+    (
+        running.unwrap_or_default().as_secs_f64(),
+        released.as_secs_f64(),
+    )
+}
+
+fn summary(mut xs: Vec<f64>) -> String {
+    xs.sort_by(f64::total_cmp);
+    format!(
+        "median {:.2} s (min {:.2}, max {:.2}, {} runs)",
+        xs[xs.len() / 2],
+        xs[0],
+        xs[xs.len() - 1],
+        xs.len()
+    )
+}
+
+/// The figures, on Slurm 22.05 on 3 fake nodes (2 CPUs each):
+/// `cargo test -p cluster-launcher --test slurm -- --ignored --nocapture bench_` (add
+/// `--release` for a release build). Prints: `cluster start --launcher slurm -n 6 --jobs 2`
+/// to all registered (a fresh cluster each run, the same Slurm: the first run pays Slurm's
+/// first job); a task queued with no free engine to a new engine running it, local and
+/// Slurm; idle to released, local and Slurm.
+#[test]
+#[ignore = "benchmark: prints numbers"]
+fn bench_slurm_start_and_scale_figures() {
+    let Some(slurm) = common::or_skip("Slurm on fake hosts", common::Slurm::start(3, 2)) else {
+        return;
+    };
+    let runs = 5;
+    let mut starts = Vec::new();
+    for _ in 0..runs {
+        let cli = common::Cli::new(&slurm, "", "");
+        let t0 = Instant::now();
+        let out = cli.ok(&[
+            "start",
+            "--launcher",
+            "slurm",
+            "-n",
+            "6",
+            "--jobs",
+            "2",
+            "--ip",
+            &slurm.net.gateway,
+            "--json",
+        ]);
+        starts.push(t0.elapsed().as_secs_f64());
+        let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["engines_ready"], 6, "{v}");
+        cli.ok(&["stop", "--grace", "1"]);
+        // The next start gets the nodes free.
+        let cmds = slurm::Slurm::system(slurm.settings());
+        let ids: Vec<_> = slurm::records(&cli.profile().run_dir())
+            .into_iter()
+            .map(|r| r.job_id)
+            .collect();
+        common::eventually(Duration::from_secs(30), || {
+            cmds.poll(&ids)
+                .map_or(true, |s| s.values().all(|j| j.state.is_final()))
+        });
+    }
+    println!(
+        "FIGURE slurm start: `cluster start --launcher slurm -n 6 --jobs 2` on 3 fake nodes to all registered: {}; runs {:?}",
+        summary(starts.clone()),
+        starts.iter().map(|s| (s * 100.0).round() / 100.0).collect::<Vec<_>>()
+    );
+    for launcher in ["local", "slurm"] {
+        let (mut queued, mut released) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let (q, r) = scale_round(&slurm, launcher);
+            queued.push(q);
+            released.push(r);
+        }
+        println!(
+            "FIGURE scale ({launcher}): task queued with no free engine -> a new engine running it: {}",
+            summary(queued)
+        );
+        println!(
+            "FIGURE scale ({launcher}): last task done -> all engines released (idle timeout 2 s, interval 0.2 s): {}",
+            summary(released)
+        );
+    }
+}

@@ -123,6 +123,9 @@ pub struct Settings {
     pub dashboard: bool,
     /// The TCP port of the dashboard `cluster start` runs (0 picks a free one).
     pub dashboard_port: u16,
+    /// The controller publishes its activity (task counts, samples, failures) once a second
+    /// for the dashboard and `cluster top`.
+    pub events: bool,
     /// Task store: `sqlite` (records and results on disk, the default), `memory` (the same
     /// rules, in memory) or `none` (results in the controller's memory until purged).
     pub db: String,
@@ -214,6 +217,7 @@ impl Default for Settings {
             stop_grace_s: 5.0,
             dashboard: false,
             dashboard_port: 8787,
+            events: true,
             db: "sqlite".into(),
             db_path: None,
             db_commit_interval: "100ms".into(),
@@ -284,6 +288,9 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 # 127.0.0.1; `cluster status` shows its URL, `cluster stop` stops it.
 # dashboard = false
 # dashboard_port = 8787
+# The controller publishes task counts, samples of finished tasks and failures once a
+# second for the dashboard and `cluster top` (false: neither shows a task stream).
+# events = true
 
 # Task store: "sqlite" keeps every task's record and result in db_path (history, results
 # after restarts, nothing lost when the controller dies); "memory" the same in memory;
@@ -349,9 +356,10 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 # hostfile = "hosts.txt"
 # options = []
 
-# Autoscaling (`cluster scale`): local engines started when tasks wait and none is free,
-# released when idle.
+# Autoscaling (`cluster scale`): engines started when tasks wait and none is free (local
+# processes, or one Slurm job per start), released when idle.
 # [scale]
+# launcher = "local"                # local or slurm (the [slurm] settings)
 # min = 0
 # max = 16
 # backlog = 2                       # launches whose engines have not registered yet, at most
@@ -360,8 +368,9 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 # max_failures = 10                 # failed starts in a row that pause starting
 # interval_ms = 1000
 
-# Engines that die are started again (`cluster start --restart on-failure`): local engines,
-# by the supervisor that flag starts (or `cluster scale --restart on-failure`).
+# Engines that die are started again (`cluster start --restart on-failure`): local and ssh
+# engines one by one, a Slurm job that fails as a whole, by the supervisor that flag starts
+# (or `cluster scale --restart on-failure`).
 # [restart]
 # mode = "never"                    # never, on-failure or always
 # limit = 5                         # restarts allowed within window_s: a crash loop ends

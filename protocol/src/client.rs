@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::codec::message_types;
 use crate::{
     ClientId, EngineId, EngineInfo, HistoryFilter, HistoryRecord, ObjectReply, ObjectRequest,
-    QueueStatus, StatusReport, TaskId, TaskOutcome, TaskRequest,
+    QueueStatus, StatusReport, TaskFailure, TaskId, TaskOutcome, TaskRequest, TaskSample,
+    TaskStats,
 };
 
 /// Client → controller, on the client socket.
@@ -171,5 +172,133 @@ pub enum Notification {
         /// Why (unregistered, heartbeat, disconnected, shutdown).
         reason: String,
     },
+    /// What happened over the last second: counts, engines, busiest functions, maps in
+    /// flight. Once a second while the controller's `events` setting is on (the default).
+    TaskStats(Box<TaskStats>),
+    /// Some of the tasks that finished on engines over the last second: all of them up to
+    /// 200, else 200 picked uniformly at random. Published after [`Notification::TaskStats`]
+    /// when any finished.
+    TaskSamples {
+        /// The sampled tasks.
+        samples: Vec<TaskSample>,
+        /// How many finished on engines in that second (`samples` is all of them when equal).
+        finished: u64,
+    },
+    /// The first failures of the last second (at most 10), with their messages. Published
+    /// after [`Notification::TaskStats`] when any failed.
+    Failures {
+        /// The failures.
+        failures: Vec<TaskFailure>,
+        /// Failures of that second left out of the list.
+        unlisted: u64,
+    },
 }
-message_types!(Notification { EngineJoined => "engine_joined", EngineLeft => "engine_left" });
+message_types!(Notification {
+    EngineJoined => "engine_joined",
+    EngineLeft => "engine_left",
+    TaskStats => "task_stats",
+    TaskSamples => "task_samples",
+    Failures => "failures",
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{decode, encode, EngineUsage, Heartbeat, TaskStats};
+
+    /// A pong and a status engine as an older peer writes them (no `usage`) still decode,
+    /// and an older peer reading the new ones skips the field it does not know.
+    #[test]
+    fn usage_fields_are_additive() {
+        #[derive(Serialize)]
+        #[serde(rename_all = "snake_case")]
+        enum OldHeartbeat {
+            Pong { seq: u64, uuid: String },
+        }
+        let old = encode(&OldHeartbeat::Pong {
+            seq: 3,
+            uuid: "u".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            decode::<Heartbeat>(&old).unwrap(),
+            Heartbeat::Pong {
+                seq: 3,
+                uuid: "u".into(),
+                usage: None
+            }
+        );
+        // Without figures the new pong is byte for byte the old one.
+        let none = Heartbeat::Pong {
+            seq: 3,
+            uuid: "u".into(),
+            usage: None,
+        };
+        assert_eq!(encode(&none).unwrap(), old);
+        let new = Heartbeat::Pong {
+            seq: 3,
+            uuid: "u".into(),
+            usage: Some(EngineUsage {
+                cpu_percent: 50.0,
+                rss_bytes: 1 << 30,
+            }),
+        };
+        #[derive(Deserialize, Debug, PartialEq)]
+        #[serde(rename_all = "snake_case")]
+        enum OldHeartbeatIn {
+            Pong { seq: u64, uuid: String },
+        }
+        assert_eq!(
+            decode::<OldHeartbeatIn>(&encode(&new).unwrap()).unwrap(),
+            OldHeartbeatIn::Pong {
+                seq: 3,
+                uuid: "u".into()
+            }
+        );
+        assert_eq!(decode::<Heartbeat>(&encode(&new).unwrap()).unwrap(), new);
+    }
+
+    #[test]
+    fn the_feed_round_trips_with_its_field_names() {
+        let notes = [
+            Notification::TaskStats(Box::new(TaskStats {
+                time_us: 1,
+                submitted: 5,
+                ..TaskStats::default()
+            })),
+            Notification::TaskSamples {
+                samples: vec![crate::TaskSample {
+                    engine: EngineId(2),
+                    function: "f".into(),
+                    start_us: 10,
+                    end_us: 20,
+                    ok: true,
+                }],
+                finished: 9,
+            },
+            Notification::Failures {
+                failures: vec![crate::TaskFailure {
+                    id: TaskId(7),
+                    engine: None,
+                    function: "g".into(),
+                    kind: crate::ErrorKind::Timeout,
+                    message: "late".into(),
+                    time_us: 3,
+                }],
+                unlisted: 4,
+            },
+        ];
+        for note in notes {
+            let bytes = encode(&note).unwrap();
+            assert_eq!(decode::<Notification>(&bytes).unwrap(), note);
+        }
+        // Field names travel, for subscribers in other languages.
+        let bytes = encode(&Notification::TaskSamples {
+            samples: vec![],
+            finished: 9,
+        })
+        .unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("task_samples") && text.contains("finished"));
+    }
+}

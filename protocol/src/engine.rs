@@ -93,7 +93,7 @@ message_types!(ToEngine {
 });
 
 /// Heartbeats, on their own socket in both directions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Heartbeat {
     /// Controller → engine.
@@ -107,6 +107,10 @@ pub enum Heartbeat {
         seq: u64,
         /// The engine's uuid (the heartbeat socket's routing id is the same).
         uuid: String,
+        /// The engine's CPU and memory use, sampled about once a second (absent from
+        /// engines that do not report it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<crate::EngineUsage>,
     },
 }
 message_types!(Heartbeat { Ping => "ping", Pong => "pong" });

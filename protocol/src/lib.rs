@@ -78,8 +78,9 @@ pub use objects::{
     ObjectReply, ObjectRequest, Renewal, Wait, DEFAULT_NAMESPACE, MAX_OBJECT_NAME,
 };
 pub use status::{
-    ControllerStatus, DropCounts, EngineInfo, EngineQueue, EngineStatus, FunctionSummary,
-    HistoryFilter, HistoryRecord, QueueStatus, RecordState, StatusReport, TaskCounts,
+    ControllerStatus, DropCounts, EngineActivity, EngineInfo, EngineQueue, EngineStatus,
+    EngineUsage, FunctionActivity, FunctionSummary, HistoryFilter, HistoryRecord, MapProgress,
+    QueueStatus, RecordState, StatusReport, TaskCounts, TaskFailure, TaskSample, TaskStats,
 };
 pub use task::{
     Assignment, CommandOutput, CommandSpec, ErrorKind, Status, TaskError, TaskOptions, TaskOutcome,

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ClientId, EngineId, TaskError, TaskId, Work};
+use crate::{ClientId, EngineId, ErrorKind, TaskError, TaskId, Work};
 
 /// A registered engine as reported to clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,7 +20,7 @@ pub struct EngineInfo {
 }
 
 /// One engine in a status report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EngineStatus {
     /// Engine id.
     pub id: EngineId,
@@ -42,6 +42,21 @@ pub struct EngineStatus {
     /// The Slurm job it runs in, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    /// Its latest CPU and memory use, as its heartbeats report them (`None` from an engine
+    /// that does not report them, or before its first report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<EngineUsage>,
+}
+
+/// An engine's resource use, sampled by the engine about once a second and sent with its
+/// heartbeat answers: the engine process and its Python worker, if it runs one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineUsage {
+    /// CPU time used over the last interval, in percent of one core (above 100 when it uses
+    /// more than one).
+    pub cpu_percent: f32,
+    /// Resident memory, bytes.
+    pub rss_bytes: u64,
 }
 
 /// Task counters in a status report.
@@ -282,4 +297,118 @@ pub struct FunctionSummary {
     pub p50_us: Option<u64>,
     /// 99th percentile run time, µs.
     pub p99_us: Option<u64>,
+}
+
+// ---- Activity published once a second (the dashboard's feed) ----
+
+/// What the controller did over the last interval (about a second), published as
+/// [`Notification::TaskStats`](crate::Notification::TaskStats). Counts are of the interval;
+/// `queued`, `running` and `waiting` are as of its end.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskStats {
+    /// End of the interval, µs since the epoch (the controller's clock).
+    pub time_us: u64,
+    /// Length of the interval, ms.
+    pub interval_ms: u64,
+    /// Tasks submitted (new ones, not submissions again).
+    pub submitted: u64,
+    /// Tasks given to an engine.
+    pub started: u64,
+    /// Tasks finished successfully.
+    pub finished: u64,
+    /// Tasks finished with an error.
+    pub failed: u64,
+    /// Tasks waiting for an engine now.
+    pub queued: u64,
+    /// Tasks on engines now.
+    pub running: u64,
+    /// Tasks waiting for their dependencies now.
+    pub waiting: u64,
+    /// Every registered engine, by id.
+    pub engines: Vec<EngineActivity>,
+    /// The busiest functions of the interval (at most 32), busiest first.
+    pub functions: Vec<FunctionActivity>,
+    /// Submissions in flight, one per client with unfinished tasks (at most 32); one that
+    /// finished in the interval is listed once more with `done == total`.
+    pub maps: Vec<MapProgress>,
+}
+
+/// One engine in [`TaskStats`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineActivity {
+    /// Engine id.
+    pub id: EngineId,
+    /// Tasks assigned to it and not finished, now.
+    pub outstanding: u32,
+    /// Tasks it finished successfully in the interval.
+    pub finished: u64,
+    /// Tasks that failed on it in the interval.
+    pub failed: u64,
+    /// Its latest CPU and memory use (`None` before its first report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<EngineUsage>,
+}
+
+/// One function (or program, for commands) in [`TaskStats`]. Finishes are counted for
+/// tasks that ran on an engine, timed out, lost their engine or could not be scheduled.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionActivity {
+    /// Function name, or the program of a command.
+    pub function: String,
+    /// Submitted in the interval.
+    pub submitted: u64,
+    /// Given to an engine in the interval.
+    pub started: u64,
+    /// Finished successfully in the interval.
+    pub finished: u64,
+    /// Failed in the interval.
+    pub failed: u64,
+}
+
+/// The progress of one client's submissions: from the moment it had no unfinished task,
+/// how many it submitted and how many of those have finished. A map is one such run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapProgress {
+    /// The client that submitted them.
+    pub client: ClientId,
+    /// The function (or program) of its first submission in this run.
+    pub function: String,
+    /// Tasks submitted in this run.
+    pub total: u64,
+    /// Of those, finished (well or not).
+    pub done: u64,
+    /// When the run began, µs since the epoch.
+    pub since_us: u64,
+}
+
+/// One finished task in [`Notification::TaskSamples`](crate::Notification::TaskSamples).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSample {
+    /// The engine that ran it.
+    pub engine: EngineId,
+    /// Its function, or the program of a command.
+    pub function: String,
+    /// When it started on the engine, µs since the epoch (the engine's clock).
+    pub start_us: u64,
+    /// When it ended there, µs since the epoch (the engine's clock).
+    pub end_us: u64,
+    /// Whether it succeeded.
+    pub ok: bool,
+}
+
+/// One failed task in [`Notification::Failures`](crate::Notification::Failures).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    /// The task.
+    pub id: TaskId,
+    /// The engine it failed on, if it ran.
+    pub engine: Option<EngineId>,
+    /// Its function, or the program of a command.
+    pub function: String,
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// The error message (at most 1,000 bytes).
+    pub message: String,
+    /// When the controller saw it fail, µs since the epoch.
+    pub time_us: u64,
 }

@@ -236,13 +236,6 @@ def test_ten_megabyte_arguments_and_results(rc):
     assert rc[:].apply_sync(lambda b: len(b), blob) == [len(blob)] * 2
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open bug found at the end of the session: after a task timed out or was cancelled "
-    "on this cluster (test_timeouts_name_the_task, test_executor_is_a_concurrent_futures_executor)"
-    ", an abort sent right after a submit reaches the controller first and calls the task "
-    "unknown; reproduce with pytest tests/test_api.py -k 'timeouts_name or queue_status_abort'",
-)
 def test_queue_status_abort_and_purge(rc):
     q = rc.queue_status()
     assert set(rc.ids) <= set(q) and "unassigned" in q
@@ -250,7 +243,7 @@ def test_queue_status_abort_and_purge(rc):
     busy = [v.apply_async(time.sleep, 0.5) for _ in range(2)]
     queued = v.apply_async(time.sleep, 0)
     report = rc.abort(queued)
-    assert queued.msg_id in report["aborted"] + report["running"] + report["finished"]
+    assert queued.msg_id in report["aborted"] + report["running"] + report["finished"], report
     for b in busy:
         b.get(10)
     rc.purge_results("all")

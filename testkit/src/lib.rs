@@ -16,9 +16,13 @@
 //!   given its id, with what it sent.
 //! * [`recv`], [`send_retrying`] and [`encode`]: waiting for a message with a deadline,
 //!   sending while a peer's connection is still being made, msgpack without ceremony.
+//! * [`netns`]: fake hosts in network namespaces on a bridge of their own (root only), for
+//!   the ssh, Slurm and MPI tests.
 //!
 //! Every wait here has a deadline and panics with a message when it passes, so a broken
 //! peer fails its test instead of hanging it.
+
+pub mod netns;
 
 use protocol::{
     EngineId, FromEngine, Heartbeat, MessageType, Registration, ToEngine, PROTOCOL_VERSION,

@@ -1,13 +1,14 @@
 //! Fake hosts for ssh tests: network namespaces with their own address, host name and sshd.
 //!
 //! ```text
-//!  root namespace                              namespace cl-A-B-h1 (host name clBh1)
+//!  root namespace                              namespace cl-A-B-clAxBh1 (host name clAxBh1)
 //!  bridge clbr-A-B  10.A.B.254/24  ──veth──►   eth0 10.A.B.1/24, sshd on :22
 //!  (the controller binds here)     ──veth──►   namespace cl-A-B-h2 …
 //! ```
 //!
-//! Each [`FakeHosts`] takes a /24 of its own: creating the bridge named after the subnet is the
-//! lock, so parallel tests (and parallel test runs) never share addresses or names. Every host
+//! The namespaces and the bridge are `testkit::netns`'s (shared with the Slurm and MPI
+//! tests): each [`FakeHosts`] takes a /24 of its own, so parallel tests (and parallel test
+//! runs) never share addresses or names. Every host
 //! runs sshd in its own UTS namespace (`unshare --uts`), so commands run over ssh there see the
 //! host's own name. Drop kills every process left in the namespaces and deletes them and the
 //! bridge, whatever the test's outcome.
@@ -18,9 +19,8 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+use testkit::netns::{self, run, Net};
 
 /// One fake host.
 #[derive(Debug, Clone)]
@@ -38,114 +38,69 @@ pub struct FakeHost {
 /// Fake hosts on a bridge of their own.
 #[derive(Debug)]
 pub struct FakeHosts {
-    /// Keys, sshd configs and logs.
-    pub dir: tempfile::TempDir,
-    /// The bridge in the root namespace.
-    pub bridge: String,
-    /// Address of this (root) namespace on the bridge: bind the controller here.
-    pub gateway: String,
     /// The hosts.
     pub hosts: Vec<FakeHost>,
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{cmd} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    /// Address of this (root) namespace on the bridge: bind the controller here.
+    pub gateway: String,
+    /// The bridge in the root namespace.
+    pub bridge: String,
+    // Dropped after the fields above, before `dir`: kills what runs in the namespaces
+    // (sshd, engines) and deletes them and the bridge.
+    net: Net,
+    /// Keys, sshd configs and logs.
+    pub dir: tempfile::TempDir,
 }
 
 /// Why fake hosts cannot be made here, if they cannot.
 pub fn unavailable() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root (network namespaces need it)".into());
-    }
-    for (path, package) in [
+    netns::unavailable(&[
         ("/usr/sbin/sshd", "openssh-server"),
         ("/usr/bin/ssh", "openssh-client"),
         ("/usr/bin/ssh-keygen", "openssh-client"),
-    ] {
-        if !Path::new(path).exists() {
-            return Some(format!("{path} is missing (apt-get install {package})"));
-        }
-    }
-    for tool in ["ip", "unshare", "nsenter"] {
-        if run("sh", &["-c", &format!("command -v {tool}")]).is_err() {
-            return Some(format!(
-                "{tool} is missing (apt-get install iproute2 util-linux)"
-            ));
-        }
-    }
-    None
+    ])
 }
 
 /// Skips the calling test (returns `None`) when fake hosts are not possible here, printing
 /// why; under CI that is a failure instead.
 pub fn fake_hosts_or_skip(n: usize) -> Option<FakeHosts> {
-    let reason = match unavailable() {
-        None => match FakeHosts::new(n) {
-            Ok(h) => return Some(h),
-            Err(e) => e,
-        },
-        Some(r) => r,
+    let made = match unavailable() {
+        None => FakeHosts::new(n),
+        Some(r) => Err(r),
     };
-    if std::env::var_os("CI").is_some() {
-        panic!("fake ssh hosts are required under CI but cannot be made: {reason}");
-    }
-    eprintln!("SKIPPED: fake ssh hosts cannot be made here: {reason}");
-    None
+    netns::or_skip("fake ssh hosts", made)
 }
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
 
 impl FakeHosts {
     /// Makes `n` hosts (at most 200), each running sshd.
     pub fn new(n: usize) -> Result<FakeHosts, String> {
-        assert!((1..=200).contains(&n));
         let dir = tempfile::Builder::new()
             .prefix("cluster-hosts-")
             .tempdir()
             .map_err(|e| e.to_string())?;
-        // Claim a subnet: 10.A.B.0/24 with A in 160..=223, starting from this process's pid.
-        let pid = std::process::id();
-        let mut claimed = None;
-        for _ in 0..512 {
-            let k = pid
-                .wrapping_mul(7919)
-                .wrapping_add(NEXT.fetch_add(1, Ordering::SeqCst));
-            let (a, b) = (160 + (k / 256) % 64, k % 256);
-            let bridge = format!("clbr-{a}-{b}");
-            if run("ip", &["link", "add", &bridge, "type", "bridge"]).is_ok() {
-                claimed = Some((a, b, bridge));
-                break;
-            }
-        }
-        let (a, b, bridge) = claimed.ok_or("no free subnet for a test bridge")?;
+        // 10.A.B.0/24 with A in 160..=223; host i is `clAxBhi`.
+        let net = Net::new("cl", 160..=223, n, |a, b, i| format!("cl{a}x{b}h{i}"))?;
         let mut hosts = FakeHosts {
+            hosts: net
+                .hosts
+                .iter()
+                .map(|h| FakeHost {
+                    ns: h.ns.clone(),
+                    hostname: h.hostname.clone(),
+                    address: h.address.clone(),
+                    sshd_pid: 0,
+                })
+                .collect(),
+            gateway: net.gateway.clone(),
+            bridge: net.bridge.clone(),
+            net,
             dir,
-            bridge: bridge.clone(),
-            gateway: format!("10.{a}.{b}.254"),
-            hosts: Vec::new(),
         };
         // From here on, drop cleans up whatever was made.
-        hosts.setup(a, b, n)?;
+        hosts.setup()?;
         Ok(hosts)
     }
 
-    fn setup(&mut self, a: u32, b: u32, n: usize) -> Result<(), String> {
-        let gw = format!("{}/24", self.gateway);
-        run("ip", &["addr", "add", &gw, "dev", &self.bridge])?;
-        run("ip", &["link", "set", &self.bridge, "up"])?;
+    fn setup(&mut self) -> Result<(), String> {
         let d = self.dir.path().to_owned();
         for key in ["host_ed25519", "id_ed25519", "other_ed25519"] {
             let path = d.join(key);
@@ -165,41 +120,8 @@ impl FakeHosts {
         std::fs::copy(d.join("id_ed25519.pub"), d.join("authorized_keys"))
             .map_err(|e| e.to_string())?;
         std::fs::create_dir_all("/run/sshd").map_err(|e| format!("/run/sshd: {e}"))?;
-        for i in 1..=n {
-            let ns = format!("cl-{a}-{b}-h{i}");
-            let veth = format!("clv{a}-{b}-{i}");
-            let address = format!("10.{a}.{b}.{i}");
-            let hostname = format!("cl{a}x{b}h{i}");
-            run("ip", &["netns", "add", &ns])?;
-            self.hosts.push(FakeHost {
-                ns: ns.clone(),
-                hostname: hostname.clone(),
-                address: address.clone(),
-                sshd_pid: 0,
-            });
-            run(
-                "ip",
-                &[
-                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-                ],
-            )?;
-            run("ip", &["link", "set", &veth, "master", &self.bridge])?;
-            run("ip", &["link", "set", &veth, "up"])?;
-            run(
-                "ip",
-                &[
-                    "-n",
-                    &ns,
-                    "addr",
-                    "add",
-                    &format!("{address}/24"),
-                    "dev",
-                    "eth0",
-                ],
-            )?;
-            run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
-            run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
-            self.start_sshd(i - 1)?;
+        for i in 0..self.hosts.len() {
+            self.start_sshd(i)?;
         }
         Ok(())
     }
@@ -307,9 +229,9 @@ impl FakeHosts {
     /// Pids running in host `index`'s namespace, apart from its sshd listener.
     pub fn processes(&self, index: usize) -> Vec<(u32, String)> {
         let h = &self.hosts[index];
-        let text = run("ip", &["netns", "pids", &h.ns]).unwrap_or_default();
-        text.split_whitespace()
-            .filter_map(|p| p.parse::<u32>().ok())
+        self.net
+            .pids(&self.net.hosts[index])
+            .into_iter()
             .filter(|p| *p != h.sshd_pid)
             .filter(|p| profiles::process_alive(*p))
             .map(|p| {
@@ -319,26 +241,5 @@ impl FakeHosts {
                 (p, cmd)
             })
             .collect()
-    }
-}
-
-impl Drop for FakeHosts {
-    fn drop(&mut self) {
-        for h in &self.hosts {
-            let text = run("ip", &["netns", "pids", &h.ns]).unwrap_or_default();
-            for p in text
-                .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-            {
-                // SAFETY: kill(2) on processes inside a namespace this harness made.
-                unsafe {
-                    libc::kill(p, libc::SIGKILL);
-                }
-            }
-        }
-        for h in &self.hosts {
-            let _ = run("ip", &["netns", "del", &h.ns]);
-        }
-        let _ = run("ip", &["link", "del", &self.bridge]);
     }
 }

@@ -120,3 +120,47 @@ fn cancel_ends_waits_with_aborted_and_done_tasks_stay_done() {
     assert!(m.ready());
     assert_eq!(m.metadata()[0].state, TaskState::Failed(ErrorKind::Aborted));
 }
+
+#[test]
+fn an_abort_goes_on_the_clients_own_connection_behind_its_submits() {
+    // The controller handles one connection's messages in order. An abort sent on a
+    // connection of its own could reach it before the submit of the task it aborts, still
+    // queued on the client's connection, and find the task unknown while it went on to run
+    // (seen as a flaky Python test on a loaded machine).
+    let f = fake(Config::default());
+    let client = Client::connect_file(&f.file).unwrap();
+    let view = client.load_balanced_view();
+    let held = view.apply::<(), ()>("hold", ()).unwrap();
+    let report = client.abort(&[held.id()]).unwrap();
+    let received = f.received.lock().unwrap().clone();
+    let kinds: Vec<&str> = received.iter().map(|(_, kind)| *kind).collect();
+    let submit = kinds.iter().position(|k| *k == "submit").unwrap();
+    let abort = kinds.iter().position(|k| *k == "abort").unwrap();
+    assert_eq!(
+        received[submit].0, received[abort].0,
+        "the abort came on another connection than the submit: {kinds:?}"
+    );
+    assert!(submit < abort, "{kinds:?}");
+    assert_eq!(report.aborted, [held.id()], "{report:?}");
+    assert!(matches!(held.get(SECOND), Err(Error::Aborted { .. })));
+}
+
+#[test]
+fn an_abort_from_a_done_callback_answers_without_waiting_for_the_io_thread() {
+    // The I/O thread runs done callbacks and cannot wait for its own answers: there the
+    // abort takes a connection of its own.
+    let f = fake(Config::default());
+    let client = Arc::new(Client::connect_file(&f.file).unwrap());
+    let view = client.load_balanced_view();
+    let held = view.apply::<(), ()>("hold", ()).unwrap();
+    let id = held.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c = client.clone();
+    view.apply(DOUBLE, 1u64)
+        .unwrap()
+        .add_done_callback(move |_| tx.send(c.abort(&[id])).unwrap());
+    let report = rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(report.aborted, [id]);
+    // (The fake sends the aborted outcome to the asking connection, not to the submitter.)
+    drop(held);
+}

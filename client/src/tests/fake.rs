@@ -30,6 +30,9 @@ impl Default for Config {
     }
 }
 
+/// Each message the fake received: its route and its type.
+pub(super) type Received = Arc<std::sync::Mutex<Vec<(Vec<u8>, &'static str)>>>;
+
 /// A running fake controller; dropping it stops its thread.
 pub(super) struct Fake {
     pub(super) address: String,
@@ -42,6 +45,8 @@ pub(super) struct Fake {
     pub(super) tasks: Arc<AtomicUsize>,
     /// Results sent when the latest status request was answered.
     pub(super) sent_at_status: Arc<AtomicUsize>,
+    /// Every message received: the route it came from (one a connection) and its type.
+    pub(super) received: Received,
 }
 
 impl Drop for Fake {
@@ -61,6 +66,7 @@ pub(super) fn fake(config: Config) -> Fake {
     let submits = Arc::new(AtomicUsize::new(0));
     let tasks = Arc::new(AtomicUsize::new(0));
     let sent_at_status = Arc::new(AtomicUsize::new(0));
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
     let state = FakeLoop {
         sock,
         config,
@@ -68,6 +74,7 @@ pub(super) fn fake(config: Config) -> Fake {
         submits: submits.clone(),
         tasks: tasks.clone(),
         sent_at_status: sent_at_status.clone(),
+        received: received.clone(),
         queue: VecDeque::new(),
         sent: 0,
         address: address.clone(),
@@ -86,6 +93,7 @@ pub(super) fn fake(config: Config) -> Fake {
         submits,
         tasks,
         sent_at_status,
+        received,
     }
 }
 
@@ -96,6 +104,7 @@ struct FakeLoop {
     submits: Arc<AtomicUsize>,
     tasks: Arc<AtomicUsize>,
     sent_at_status: Arc<AtomicUsize>,
+    received: Received,
     queue: VecDeque<(Vec<u8>, TaskOutcome, Vec<u8>)>,
     sent: usize,
     address: String,
@@ -132,6 +141,10 @@ impl FakeLoop {
 
     fn on_message(&mut self, route: &[u8], msg: FromClient, payloads: Vec<Vec<u8>>) {
         self.route = route.to_vec();
+        self.received
+            .lock()
+            .unwrap()
+            .push((route.to_vec(), protocol::MessageType::msg_type(&msg)));
         let answer = match msg {
             FromClient::Hello => ToClient::Welcome {
                 client_id: ClientId(CLIENT_ID),
@@ -379,6 +392,7 @@ impl FakeLoop {
                     hwm: 1,
                     rank: None,
                     job: None,
+                    usage: None,
                 })
                 .collect(),
             tasks: TaskCounts::default(),

@@ -8,6 +8,7 @@ mod failures;
 mod fake;
 mod futures;
 mod liveness;
+mod notifications;
 mod views;
 
 use crate::*;

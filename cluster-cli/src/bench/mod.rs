@@ -9,12 +9,15 @@
 //! * [`commands`]: `cluster map -- true` against `xargs -P` (`bench commands N,…`);
 //! * [`objects`]: shared queues and locks: put→get round trip, items/s with one producer and
 //!   two consumers, lock acquire + release (`bench objects`);
+//! * [`events`]: task rates with the controller's activity feed on and off
+//!   (`bench tasks --events-cost ROUNDS`);
 //! * [`store`]: task rates with and without the SQLite task store, the controller's memory
 //!   as records pile up, and a restart on a big database (`bench store`).
 //!
 //! Each returns a report that serialises to the `--json` line and renders as a table.
 
 pub mod commands;
+pub mod events;
 pub mod failover;
 pub mod objects;
 pub mod scale;

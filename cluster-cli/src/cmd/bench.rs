@@ -4,7 +4,7 @@
 //! `bench --failover`, `bench --scale N`, `bench --commands N,…`, and `bench -n 2 --calls …`.
 
 use super::secs;
-use crate::bench::{commands, failover, objects, scale, store, tasks};
+use crate::bench::{commands, events, failover, objects, scale, store, tasks};
 use crate::ctx::Ctx;
 use crate::output::Rendered;
 use anyhow::Result;
@@ -38,6 +38,11 @@ pub struct TaskArgs {
     /// Start-up runs (`start -n 4`) to take the median of.
     #[arg(long, default_value_t = 3)]
     pub start_runs: usize,
+    /// Instead of the usual figures: task rates with the controller's activity feed
+    /// (`events`) on and off, side by side in this many interleaved rounds (`--items`
+    /// one-item tasks a round).
+    #[arg(long, value_name = "ROUNDS")]
+    pub events_cost: Option<usize>,
 }
 
 /// The benchmarks.
@@ -153,6 +158,15 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<()> {
     let which = args.which.unwrap_or_else(|| args.old.which());
     let out = &ctx.out;
     match which {
+        Which::Tasks(TaskArgs {
+            engines,
+            items,
+            events_cost: Some(rounds),
+            ..
+        }) => {
+            let r = events::bench_events(engines, items, rounds.max(1), progress)?;
+            out.report(&Rendered(&r, &events::render_events))?;
+        }
         Which::Tasks(t) => {
             let r = tasks::bench(t.engines, t.calls, t.items, t.start_runs, progress)?;
             let text = move |r: &tasks::BenchReport| tasks::render_bench(r, t.calls, t.items);

@@ -1,4 +1,5 @@
-//! `cluster scale`: keeps local engines matched to the queue (see [`crate::scale`]).
+//! `cluster scale`: keeps engines (local processes or Slurm jobs) matched to the queue (see
+//! [`crate::scale`]).
 
 use crate::ctx::Ctx;
 use crate::output::ScaleStarted;
@@ -8,6 +9,10 @@ use launcher::scale::ScaleSettings;
 /// Start engines when tasks wait and none is free; release engines idle for a while.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Where engines start: local (processes here) or slurm (one job per start, with the
+    /// [slurm] settings) [default: `[scale] launcher`, local].
+    #[arg(long, value_name = "LAUNCHER", value_parser = ["local", "slurm"])]
+    pub launcher: Option<String>,
     /// Engines kept even when idle [default: `[scale] min`, 0].
     #[arg(long)]
     pub min: Option<usize>,
@@ -24,8 +29,8 @@ pub struct Args {
     /// Milliseconds between two decisions [default: `[scale] interval_ms`, 1000].
     #[arg(long)]
     pub interval_ms: Option<u64>,
-    /// Start local engines that die again: never, on-failure or always [default: `[restart]
-    /// mode`, never].
+    /// Start engines that die again (local, ssh, Slurm jobs): never, on-failure or always
+    /// [default: `[restart] mode`, never].
     #[arg(long, value_name = "MODE")]
     pub restart: Option<String>,
     /// Run the loop in this process instead of detached (what `cluster scale` starts).
@@ -34,6 +39,9 @@ pub struct Args {
     /// Only restart engines that die, no scaling (what `cluster start --restart` starts).
     #[arg(long, hide = true)]
     pub watch_only: bool,
+    /// The ssh engines run the binary `--copy-binary` sent (restarts run it too).
+    #[arg(long, hide = true)]
+    pub ssh_copied_binary: bool,
     /// Print what was started as JSON.
     #[arg(long)]
     pub json: bool,
@@ -43,6 +51,9 @@ impl Args {
     /// The flags given, as `[scale]` overrides.
     fn overrides(&self) -> Vec<(&'static str, String)> {
         let mut o = Vec::new();
+        if let Some(v) = &self.launcher {
+            o.push(("launcher", v.clone()));
+        }
         if let Some(v) = self.min {
             o.push(("min", v.to_string()));
         }
@@ -84,6 +95,9 @@ impl Args {
         if self.watch_only {
             flags.push("--watch-only".into());
         }
+        if self.ssh_copied_binary {
+            flags.push("--ssh-copied-binary".into());
+        }
         flags
     }
 }
@@ -118,7 +132,12 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<ScaleStarted> {
     }
     let restart = restart_policy(&profile, args.restart.as_deref())?;
     if args.foreground {
-        crate::scale::run_foreground(&profile, &scale, !args.watch_only, restart)?;
+        let options = crate::scale::Options {
+            scaling: !args.watch_only,
+            restart,
+            ssh_copied_binary: args.ssh_copied_binary,
+        };
+        crate::scale::run_foreground(&profile, &scale, options)?;
         return Ok(ScaleStarted::Ran);
     }
     let pid = crate::scale::spawn(&profile, &args.passed_on())?;

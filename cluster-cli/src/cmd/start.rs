@@ -28,8 +28,9 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub hosts: LaunchFlags,
-    /// Start local engines that die (killed, out of memory, a crash) again, with a back-off
-    /// and a limit: never, on-failure or always [default: `[restart] mode`, never].
+    /// Start engines that die (killed, out of memory, a crash) again, with a back-off and a
+    /// limit: local and ssh engines one by one, a Slurm job that fails as a whole: never,
+    /// on-failure or always [default: `[restart] mode`, never].
     #[arg(long, value_name = "MODE")]
     pub restart: Option<String>,
     /// Move the task database aside (as `<file>.corrupt-<time>`) before starting, so the
@@ -101,21 +102,29 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Started> {
             );
         }
     }
+    let restart = super::scale::restart_policy(&profile, args.restart.as_deref())?;
     if args.hosts.ssh() {
         let hosts = args.hosts.hosts(&settings, args.n)?;
         let launch = args.hosts.ssh_launch(&profile, &settings, args.timeout)?;
         let report = crate::ssh_start::start(&profile, &overrides, &launch, &hosts)?;
+        supervise(&profile, &restart, args.hosts.copy_binary)?;
         return Ok(Started::Ssh(report));
     }
     if let Some(kind) = args.hosts.batch() {
-        return start_batch(args, &profile, &overrides, &settings, kind);
+        let started = start_batch(args, &profile, &overrides, &settings, kind);
+        // Jobs still pending (exit status 5) stay queued: their engines are watched too.
+        let pending =
+            matches!(&started, Err(e) if e.downcast_ref::<crate::exit::NotFinished>().is_some());
+        if started.is_ok() || pending {
+            supervise(&profile, &restart, false)?;
+        }
+        return started;
     }
     let n = args.n.unwrap_or(if settings.engines > 0 {
         settings.engines
     } else {
         launch::physical_cores()
     });
-    let restart = super::scale::restart_policy(&profile, args.restart.as_deref())?;
     let engines = EngineLaunch {
         count: n,
         program: EngineProgram::from_flag(args.engine_program),
@@ -123,20 +132,32 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<Started> {
     };
     let report = launch::start(&profile, &overrides, &engines)
         .map_err(|e| launch::start_failed(e, &profile))?;
-    if restart.mode != launcher::restart::Mode::Never {
-        let mode = crate::scale::mode_name(restart.mode);
-        let pid = crate::scale::spawn(
-            &profile,
-            &["--watch-only".into(), format!("--restart={mode}")],
-        )?;
-        eprintln!("engines that die are started again (restart = {mode:?}; supervisor pid {pid})");
-    }
+    supervise(&profile, &restart, false)?;
     if settings.dashboard {
         let record = super::dashboard::spawn_for_start(&profile, settings.dashboard_port)?;
         // On stderr: the start report's shape stays as it is.
         eprintln!("dashboard: {} (pid {})", record.url, record.pid);
     }
     Ok(Started::Local(report))
+}
+
+/// With a restart mode, the supervisor that starts dead engines again (local, ssh, Slurm).
+fn supervise(
+    profile: &profiles::Profile,
+    restart: &launcher::restart::RestartPolicy,
+    copied_binary: bool,
+) -> Result<()> {
+    if restart.mode == launcher::restart::Mode::Never {
+        return Ok(());
+    }
+    let mode = crate::scale::mode_name(restart.mode);
+    let mut flags = vec!["--watch-only".to_owned(), format!("--restart={mode}")];
+    if copied_binary {
+        flags.push("--ssh-copied-binary".into());
+    }
+    let pid = crate::scale::spawn(profile, &flags)?;
+    eprintln!("engines that die are started again (restart = {mode:?}; supervisor pid {pid})");
+    Ok(())
 }
 
 /// `--launcher slurm|mpi`: the controller here first, then the engines through the launcher.

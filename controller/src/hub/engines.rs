@@ -51,6 +51,8 @@ pub(super) struct Engine {
     pub(super) draining: bool,
     /// Its rank and batch job, when `mpiexec` or `srun` started it.
     pub(super) launch: Option<LaunchInfo>,
+    /// Its latest CPU and memory use, from its heartbeat answers.
+    pub(super) usage: Option<protocol::EngineUsage>,
 }
 
 impl Engine {
@@ -76,6 +78,7 @@ impl Engine {
             limit: 1,
             draining: false,
             launch: None,
+            usage: None,
         }
     }
 
@@ -537,6 +540,8 @@ impl Core {
                 )
             };
             let outcome = failure(tid, Some(id), ErrorKind::EngineLost, message);
+            self.events
+                .finished(task.func, &outcome, false, self.wall_us());
             self.finish(task.client, outcome, Arc::default(), &mut deliveries);
         }
         out.push(Action::Publish(Notification::EngineLeft {

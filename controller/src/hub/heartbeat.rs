@@ -51,7 +51,14 @@ impl Heartbeats {
 
 impl Core {
     /// A pong for round `seq` from the engine `uuid` (or whose heartbeat route is `route`).
-    pub(super) fn pong(&mut self, route: &[u8], seq: u64, uuid: &str, out: &mut Vec<Action>) {
+    pub(super) fn pong(
+        &mut self,
+        route: &[u8],
+        seq: u64,
+        uuid: &str,
+        usage: Option<protocol::EngineUsage>,
+        out: &mut Vec<Action>,
+    ) {
         let id = self.engines.with_uuid(uuid).or_else(|| {
             std::str::from_utf8(route)
                 .ok()
@@ -63,6 +70,9 @@ impl Core {
         // A pong from the future is forged or from another controller's life.
         if seq > self.heartbeats.seq {
             return;
+        }
+        if usage.is_some() {
+            e.usage = usage;
         }
         if e.alive {
             e.last_pong_seq = e.last_pong_seq.max(seq);

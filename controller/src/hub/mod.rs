@@ -29,6 +29,7 @@
 //! | `status.rs` | (no state) | status and queue reports |
 //! | `objects/` | [`Objects`](objects::Objects): shared queues, namespaces, locks, semaphores, events | blocking waits with deadlines, leases, limits, store records |
 //! | `lookups.rs` | [`Lookups`](lookups::Lookups): requests waiting for the task store | what is looked up on disk, and the answers |
+//! | `events.rs` | `Events`: the activity feed's counters | what is published once a second for the dashboard (`TaskStats`, samples, failures) |
 //!
 //! **The task store.** With `CoreConfig::persist`, the core reports every task's life as
 //! store records ([`Action::Record`], one batch an event: submitted, started, requeued,
@@ -49,6 +50,7 @@
 mod clients;
 mod deps;
 mod engines;
+mod events;
 mod free;
 mod heartbeat;
 mod lookups;
@@ -184,6 +186,8 @@ pub struct CoreConfig {
     pub stored_clients_upto: u32,
     /// Limits of the shared objects.
     pub objects: ObjectLimits,
+    /// Whether the activity feed is counted and published once a second (`events`).
+    pub events: bool,
 }
 
 impl Default for CoreConfig {
@@ -204,6 +208,7 @@ impl Default for CoreConfig {
             epoch_us: 0,
             stored_clients_upto: 0,
             objects: ObjectLimits::default(),
+            events: true,
         }
     }
 }
@@ -234,6 +239,7 @@ pub struct Core {
     lookups: lookups::Lookups,
     store_health: Option<String>,
     objects: objects::Objects,
+    events: events::Events,
 }
 
 impl Core {
@@ -242,6 +248,7 @@ impl Core {
         config.heartbeat_period = config.heartbeat_period.max(Duration::from_millis(1));
         config.heartbeat_misses = config.heartbeat_misses.max(1);
         config.first_client_id = config.first_client_id.clamp(1, (1 << 23) - 1);
+        let (config_events, config_seed) = (config.events, config.seed);
         Core {
             rng: SmallRng::seed_from_u64(config.seed),
             results: Results::bounded(config.persist.then_some(config.result_cache_bytes)),
@@ -266,12 +273,13 @@ impl Core {
             records: Vec::new(),
             lookups: lookups::Lookups::default(),
             store_health: None,
+            events: events::Events::new(config_events, now, config_seed),
         }
     }
 
     /// When [`Core::on_tick`] is next due: the next heartbeat round or task time limit.
     pub fn next_tick(&self) -> Duration {
-        let ping = self.heartbeats.next_ping();
+        let ping = self.heartbeats.next_ping().min(self.events.next_due());
         let next = self.timers.next_due().map_or(ping, |when| ping.min(when));
         self.objects.next_due().map_or(next, |when| next.min(when))
     }
@@ -392,15 +400,15 @@ impl Core {
         self.advance(now);
         let mut out = Vec::new();
         match msg {
-            Heartbeat::Pong { seq, uuid } => self.pong(route, seq, &uuid, &mut out),
+            Heartbeat::Pong { seq, uuid, usage } => self.pong(route, seq, &uuid, usage, &mut out),
             Heartbeat::Ping { .. } => tracing::debug!("ping received by the controller; ignored"),
         }
         self.flush_records(&mut out);
         out
     }
 
-    /// Time passes: sends heartbeat pings when due, declares silent engines dead, and fails
-    /// tasks past their time limits.
+    /// Time passes: sends heartbeat pings when due, declares silent engines dead, fails
+    /// tasks past their time limits, and publishes the activity feed once a second.
     pub fn on_tick(&mut self, now: Duration) -> Vec<Action> {
         self.advance(now);
         let mut out = Vec::new();
@@ -411,6 +419,7 @@ impl Core {
         }
         self.expire_timers(now, &mut out);
         self.expire_objects(now, &mut out);
+        self.publish_events(now, &mut out);
         self.flush_records(&mut out);
         out
     }

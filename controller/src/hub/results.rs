@@ -260,6 +260,8 @@ impl Core {
             let Some(task) = self.tasks.remove(tid) else {
                 continue;
             };
+            self.events
+                .finished(task.func, &outcome, true, self.wall_us());
             self.finish(task.client, outcome, payload, &mut deliveries);
         }
         let e = &mut self.engines[id];

@@ -108,6 +108,7 @@ impl Core {
         };
         let work = work?;
         task.move_to(TaskState::Running(eid));
+        self.events.started(task.func);
         // The run timer is armed when the engine reports the start (`on_started`): the
         // task may first wait in the engine's own queue, for as long as the task ahead runs.
         let start_within_ms = task.start_deadline.map(|deadline| {

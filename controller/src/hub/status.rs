@@ -43,6 +43,7 @@ impl Core {
                 hwm: if e.limit == u32::MAX { 0 } else { e.limit },
                 rank: e.launch.as_ref().map(|l| l.rank),
                 job: e.launch.as_ref().and_then(|l| l.job_id.clone()),
+                usage: e.usage,
             })
             .collect();
         let running: u64 = self.engines.all().map(|e| e.running.len() as u64).sum();

@@ -7,6 +7,7 @@
 
 use super::clients::{ClientSlot, SlotMap};
 use super::deps::{DepRequest, DepVerdict};
+use super::events::{FuncIdx, UNKNOWN_FUNC};
 use super::lookups::{AbortAnswer, Deferred};
 use super::queues::{ClassKey, Refusal};
 use super::results::Deliveries;
@@ -59,6 +60,8 @@ pub(super) struct Task {
     /// Changes whenever a timer armed for it stops applying (it started running, or went
     /// back to the queue), so such timers are recognised as stale.
     pub(super) epoch: u32,
+    /// Its function's index in the activity feed (`events.rs`).
+    pub(super) func: FuncIdx,
 }
 
 impl Task {
@@ -81,6 +84,7 @@ impl Task {
             follows: false,
             follow_engine: None,
             epoch: 0,
+            func: UNKNOWN_FUNC,
         }
     }
 
@@ -332,6 +336,9 @@ impl Core {
         let n_payloads = payloads.len();
         let mut payloads = payloads.into_iter();
         let mut cache = ClassCache::default();
+        let (client_id, first_func) = (first.id.client(), first.work.name());
+        let first_func = self.events.intern(first_func);
+        let mut fresh = 0u64;
         for req in requests {
             let payload = payloads.next().unwrap_or_default();
             let tid = req.id;
@@ -361,8 +368,12 @@ impl Core {
                 self.finish(Some(client), outcome, Arc::default(), &mut deliveries);
                 continue;
             }
+            fresh += 1;
             self.submit_new(client, req, payload, &mut cache, &mut deliveries);
         }
+        let time_us = self.wall_us();
+        self.events
+            .submission(client, client_id, first_func, fresh, time_us);
         self.schedule(out);
         self.deliver(deliveries, out);
     }
@@ -378,6 +389,8 @@ impl Core {
         deliveries: &mut Deliveries,
     ) {
         let payload = Arc::new(payload);
+        let func = self.events.intern(req.work.name());
+        self.events.submitted(func);
         if self.config.persist {
             let record = Record::submitted(
                 req.clone(),
@@ -411,6 +424,7 @@ impl Core {
             follows: !options.follow.is_empty(),
             follow_engine: None,
             epoch: 0,
+            func,
         };
         if !options.after.is_empty() || !options.follow.is_empty() {
             let deps = DepRequest {
@@ -422,6 +436,7 @@ impl Core {
                 DepVerdict::Met(task) => *task,
                 DepVerdict::Fails(message) => {
                     let outcome = failure(tid, None, ErrorKind::Dependency, message);
+                    self.events.finished(func, &outcome, false, self.wall_us());
                     self.finish(Some(client), outcome, Arc::default(), deliveries);
                     return;
                 }
@@ -446,6 +461,7 @@ impl Core {
             }
             Err((kind, message)) => {
                 let outcome = failure(tid, None, kind, message);
+                self.events.finished(func, &outcome, false, self.wall_us());
                 self.finish(Some(client), outcome, Arc::default(), deliveries);
             }
         }

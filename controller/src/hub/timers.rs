@@ -163,6 +163,8 @@ impl Core {
         let message =
             format!("task {tid} did not start within its time limit of {limit} ms ({why})");
         let outcome = failure(tid, None, ErrorKind::Timeout, message);
+        self.events
+            .finished(task.func, &outcome, false, self.wall_us());
         self.finish(task.client, outcome, Arc::default(), deliveries);
     }
 
@@ -192,6 +194,8 @@ impl Core {
             "task {tid} ran longer than its time limit of {limit} ms on engine {engine}, which did not stop it or report back"
         );
         let outcome = failure(tid, Some(engine), ErrorKind::Timeout, message);
+        self.events
+            .finished(task.func, &outcome, false, self.wall_us());
         self.finish(task.client, outcome, Arc::default(), deliveries);
     }
 }

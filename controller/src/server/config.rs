@@ -52,6 +52,9 @@ pub struct ControllerConfig {
     pub result_cache_bytes: usize,
     /// Limits of the shared objects (bytes per object and in total, number of objects).
     pub objects: crate::hub::ObjectLimits,
+    /// Publish the activity feed once a second on the notification socket (task counts,
+    /// samples, failures, maps in flight: what the dashboard shows). On by default.
+    pub events: bool,
 }
 
 impl ControllerConfig {
@@ -77,6 +80,7 @@ impl ControllerConfig {
             db_reset: false,
             result_cache_bytes: crate::hub::DEFAULT_RESULT_CACHE_BYTES,
             objects: crate::hub::ObjectLimits::default(),
+            events: true,
         }
     }
 

@@ -161,6 +161,7 @@ fn core_config(
         hwm: config.hwm,
         heartbeat_period: config.heartbeat_period,
         heartbeat_misses: config.heartbeat_misses,
+        events: config.events,
         pid,
         host,
         addresses,

@@ -429,6 +429,26 @@ impl<R: CommandRunner> Slurm<R> {
         Ok(record)
     }
 
+    /// Submits `record`'s job again (its kept script, as it was), for a restart; the new
+    /// job is recorded like the first and the old record is removed.
+    pub fn resubmit(&self, record: &JobRecord, run_dir: &Path) -> Result<JobRecord, SlurmError> {
+        let script = std::fs::read_to_string(&record.script).map_err(|source| SlurmError::Io {
+            path: record.script.clone(),
+            source,
+        })?;
+        let folder = record.output.parent().unwrap_or(Path::new("."));
+        let plan = JobPlan {
+            index: 1,
+            name: record.name.clone(),
+            engines: record.engines,
+            script,
+            output: folder.join(format!("slurm-{}-%j.out", record.name)),
+        };
+        let again = self.submit(&plan, run_dir)?;
+        forget(run_dir, &record.job_id);
+        Ok(again)
+    }
+
     /// Submits every planned job; if one fails, cancels those already submitted (no job is
     /// left behind by a failed start) and returns the error.
     pub fn submit_all(

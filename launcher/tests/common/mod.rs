@@ -1,256 +1,31 @@
 //! Harness for the launcher's tests against real Slurm and MPI: fake hosts in network
-//! namespaces, a multi-node Slurm 22.05 (Debian `slurm-wlm`, `auth/none`) on them, and a real
-//! `cluster` controller the engines register with.
+//! namespaces (`testkit::netns`), a multi-node Slurm 22.05 (Debian `slurm-wlm`,
+//! `auth/none`) on them, and a real `cluster` controller the engines register with.
 //!
 //! ```text
-//!  root namespace                         namespace ls-A-B-ctl  (host name lsctl)
-//!  bridge lsbr-A-B 10.A.B.254/24 ──veth──► 10.A.B.100: slurmctld
+//!  root namespace                         namespace ls-A-B-lsctl  (host name lsctl)
+//!  bridge lsbr-A-B 10.A.B.254/24 ──veth──► 10.A.B.1: slurmctld
 //!  controller binds here, sbatch/squeue ──► namespaces ls-A-B-n1..nN (host names n1..nN)
-//!  run here with SLURM_CONF               10.A.B.i: slurmd -N ni, the jobs' engines
+//!  run here with SLURM_CONF               10.A.B.2..: slurmd -N ni, the jobs' engines
 //! ```
 //!
-//! Each [`Net`] claims a /24 of its own (creating the bridge named after the subnet is the
-//! lock; 10.224-253.x, apart from the ssh tests' 10.160-223.x). Drop kills every process in
-//! its namespaces, by pid, and deletes them and the bridge, whatever the test's outcome.
-//! Tests skip (with a message) when not root or Slurm/MPI are not installed, except under CI
-//! (`CI` set), where that is a failure.
+//! Each net claims a /24 of its own in 10.224-253.x (the ssh tests use 10.160-223.x). Tests
+//! skip (with a message) when not root or Slurm/MPI are not installed, except under CI (`CI`
+//! set), where that is a failure.
 
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+pub use testkit::netns::{eventually, or_skip, unavailable, Host, Net};
 
-/// Runs a command, returning stdout or a message with stderr.
-pub fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run {cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "`{cmd} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Why the tests cannot run here, if they cannot: not root, or a program missing.
-pub fn unavailable(programs: &[(&str, &str)]) -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root (network namespaces need it)".into());
-    }
-    for tool in ["ip", "unshare", "nsenter"] {
-        if run("sh", &["-c", &format!("command -v {tool}")]).is_err() {
-            return Some(format!(
-                "{tool} is missing (apt-get install iproute2 util-linux)"
-            ));
-        }
-    }
-    for (path, package) in programs {
-        if run("sh", &["-c", &format!("command -v {path}")]).is_err() {
-            return Some(format!("{path} is missing (apt-get install {package})"));
-        }
-    }
-    None
-}
-
-/// Skips the test (returns `None`, printing why) or, under CI, fails it.
-pub fn or_skip<T>(what: &str, made: Result<T, String>) -> Option<T> {
-    match made {
-        Ok(t) => Some(t),
-        Err(reason) => {
-            if std::env::var_os("CI").is_some() {
-                panic!("{what} is required under CI but cannot be made: {reason}");
-            }
-            eprintln!("SKIPPED: {what} cannot be made here: {reason}");
-            None
-        }
-    }
-}
-
-/// Polls `f` every 20 ms until it is true or `timeout` passes.
-pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// One fake host.
-#[derive(Debug, Clone)]
-pub struct Host {
-    /// Network namespace.
-    pub ns: String,
-    /// Host name inside it (processes started with [`Net::spawn_in`] see it).
-    pub hostname: String,
-    /// Its address on the bridge.
-    pub address: String,
-}
-
-/// Fake hosts on a bridge of their own.
-#[derive(Debug)]
-pub struct Net {
-    /// The bridge (in the root namespace).
-    pub bridge: String,
-    /// The root namespace's address on the bridge: bind the controller here.
-    pub gateway: String,
-    /// The hosts.
-    pub hosts: Vec<Host>,
-}
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-impl Net {
-    /// Makes hosts named `names` (their host names), at 10.A.B.1.. in order, except a host
-    /// named `lsctl`, which gets 10.A.B.100.
-    pub fn new(names: &[&str]) -> Result<Net, String> {
-        let pid = std::process::id();
-        let mut claimed = None;
-        for _ in 0..512 {
-            let k = pid
-                .wrapping_mul(7919)
-                .wrapping_add(NEXT.fetch_add(1, Ordering::SeqCst));
-            let (a, b) = (224 + (k / 256) % 30, k % 256);
-            let bridge = format!("lsbr-{a}-{b}");
-            if run("ip", &["link", "add", &bridge, "type", "bridge"]).is_ok() {
-                claimed = Some((a, b, bridge));
-                break;
-            }
-        }
-        let (a, b, bridge) = claimed.ok_or("no free subnet for a test bridge")?;
-        let mut net = Net {
-            bridge: bridge.clone(),
-            gateway: format!("10.{a}.{b}.254"),
-            hosts: Vec::new(),
-        };
-        // From here on, drop cleans up whatever was made.
-        run(
-            "ip",
-            &[
-                "addr",
-                "add",
-                &format!("{}/24", net.gateway),
-                "dev",
-                &bridge,
-            ],
-        )?;
-        run("ip", &["link", "set", &bridge, "up"])?;
-        let mut next = 1;
-        for (i, name) in names.iter().enumerate() {
-            let octet = if *name == "lsctl" {
-                100
-            } else {
-                next += 1;
-                next - 1
-            };
-            let ns = format!("ls-{a}-{b}-{name}");
-            let veth = format!("lsv{a}-{b}-{i}");
-            let address = format!("10.{a}.{b}.{octet}");
-            run("ip", &["netns", "add", &ns])?;
-            net.hosts.push(Host {
-                ns: ns.clone(),
-                hostname: (*name).to_owned(),
-                address: address.clone(),
-            });
-            run(
-                "ip",
-                &[
-                    "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
-                ],
-            )?;
-            run("ip", &["link", "set", &veth, "master", &bridge])?;
-            run("ip", &["link", "set", &veth, "up"])?;
-            run(
-                "ip",
-                &[
-                    "-n",
-                    &ns,
-                    "addr",
-                    "add",
-                    &format!("{address}/24"),
-                    "dev",
-                    "eth0",
-                ],
-            )?;
-            run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
-            run("ip", &["-n", &ns, "link", "set", "lo", "up"])?;
-        }
-        Ok(net)
-    }
-
-    /// The host called `name`.
-    pub fn host(&self, name: &str) -> &Host {
-        self.hosts
-            .iter()
-            .find(|h| h.hostname == name)
-            .expect("a host of this net")
-    }
-
-    /// The command line running `argv` in `host`'s namespace under its own host name
-    /// (`nsenter`, not `ip netns exec`, which remounts /sys and upsets slurmd).
-    pub fn wrap(&self, host: &Host, argv: &[String]) -> Vec<String> {
-        let script = format!(
-            "hostname {} && exec {}",
-            host.hostname,
-            cluster_launcher::shell_join(argv)
-        );
-        vec![
-            "nsenter".into(),
-            format!("--net=/run/netns/{}", host.ns),
-            "unshare".into(),
-            "--uts".into(),
-            "sh".into(),
-            "-c".into(),
-            script,
-        ]
-    }
-
-    /// Pids of the processes in `host`'s namespace.
-    pub fn pids(&self, host: &Host) -> Vec<i32> {
-        run("ip", &["netns", "pids", &host.ns])
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect()
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for _ in 0..3 {
-            let mut any = false;
-            for h in &self.hosts {
-                for p in self.pids(h) {
-                    any = true;
-                    // SAFETY: kill(2) on processes inside a namespace this harness made.
-                    unsafe {
-                        libc::kill(p, libc::SIGKILL);
-                    }
-                }
-            }
-            if !any {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        for h in &self.hosts {
-            let _ = run("ip", &["netns", "del", &h.ns]);
-        }
-        let _ = run("ip", &["link", "del", &self.bridge]);
-    }
+/// Fake hosts named `names` (their host names), at 10.A.B.1.. in order.
+pub fn net(names: &[&str]) -> Result<Net, String> {
+    Net::new("ls", 224..=253, names.len(), |_, _, i| {
+        names[i - 1].to_owned()
+    })
 }
 
 /// Slurm on fake hosts: slurmctld on `lsctl`, one slurmd on each of `n1..nN`.
@@ -283,7 +58,7 @@ impl Slurm {
             .chain((1..=nodes).map(|i| format!("n{i}")))
             .collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let net = Net::new(&refs)?;
+        let net = net(&refs)?;
         let dir = tempfile::Builder::new()
             .prefix("cluster-slurm-")
             .tempdir()
@@ -554,4 +329,85 @@ pub fn wait_port(addr: &str, timeout: Duration) -> bool {
     eventually(timeout, || {
         TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
     })
+}
+
+/// A profile `s` in a temporary `CLUSTER_DIR` whose `[slurm]` section reaches `slurm`, driven
+/// through the `cluster` binary; `cluster stop` on drop, whatever the test's outcome.
+#[derive(Debug)]
+pub struct Cli {
+    /// The `cluster` binary.
+    pub bin: PathBuf,
+    /// `CLUSTER_DIR`.
+    pub dir: tempfile::TempDir,
+}
+
+impl Cli {
+    /// Creates the profile; `slurm_extra` goes into `[slurm]`, `more` after it (other
+    /// tables).
+    pub fn new(slurm: &Slurm, slurm_extra: &str, more: &str) -> Cli {
+        let cli = Cli {
+            bin: cluster_bin(),
+            dir: tempfile::Builder::new()
+                .prefix("cluster-launch-")
+                .tempdir()
+                .expect("temp dir"),
+        };
+        let (code, out, err) = cli.run(&["profile", "create", "s"]);
+        assert_eq!(code, 0, "{out}{err}");
+        let file = cli.profile().config_file();
+        let mut toml = std::fs::read_to_string(&file).unwrap();
+        toml.push_str(&format!(
+            "\n[slurm]\nconf = \"{}\"\npoll_interval_ms = 200\n{slurm_extra}\n{more}\n",
+            slurm.conf.display()
+        ));
+        std::fs::write(&file, toml).unwrap();
+        cli
+    }
+
+    /// `cluster --profile s ARGS…`: exit code, stdout, stderr.
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(&self.bin)
+            .env("CLUSTER_DIR", self.dir.path())
+            .env_remove("CLUSTER_PROFILE")
+            .args(["--profile", "s"])
+            .args(args)
+            .output()
+            .expect("run cluster");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Like [`Cli::run`], failing the test unless it exits 0; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.run(args);
+        assert_eq!(code, 0, "cluster {args:?} failed:\n{out}{err}");
+        out
+    }
+
+    /// The profile.
+    pub fn profile(&self) -> profiles::Profile {
+        profiles::Profile::in_root(self.dir.path(), "s").expect("profile")
+    }
+
+    /// A client of its controller.
+    pub fn client(&self) -> client::Client {
+        client::Client::connect_file(self.profile().client_file()).expect("connect")
+    }
+
+    /// The autoscaler's or supervisor's `run/scale.json`, if there is one.
+    pub fn scale_state(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.profile().run_dir().join("scale.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        if self.profile().run_dir().exists() {
+            let _ = self.run(&["stop", "--grace", "1"]);
+        }
+    }
 }

@@ -251,6 +251,115 @@ fn bad_key_missing_binary_and_crashing_engines_are_explained() {
     assert_hosts_clean(&hosts);
 }
 
+/// `cluster start --launcher ssh --restart on-failure`: `kill -9` of an engine on a fake host
+/// brings a new one on that host, started over ssh by the supervisor and counted in `cluster
+/// status`; an engine that keeps dying there is restarted `[restart] limit` times only, and
+/// `cluster stop` leaves nothing on the host.
+#[test]
+fn an_ssh_engine_killed_is_started_again_on_its_host_until_the_limit() {
+    let Some(hosts) = fake_hosts_or_skip(1) else {
+        return;
+    };
+    let c = cluster_for(&hosts, &hosts.identity(), &cluster_bin());
+    let config = c.profile_dir().join("cluster.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[restart]\nlimit = 2\nbackoff_initial_ms = 100\nbackoff_max_ms = 200\n");
+    std::fs::write(&config, text).unwrap();
+    let h = hosts.hosts[0].clone();
+    c.cluster(&[
+        "start",
+        "--ip",
+        &hosts.gateway,
+        "--launcher",
+        "ssh",
+        "--hosts",
+        &format!("{}:2", h.address),
+        "--restart",
+        "on-failure",
+    ])
+    .ok();
+    c.remember_pids();
+    let client = c.client();
+    let before = client.status().unwrap().engines;
+    assert_eq!(before.len(), 2);
+    let victim = before[0].pid;
+    let killed = Instant::now();
+    cluster_tests::signal(victim, libc::SIGKILL);
+    let back = eventually(Duration::from_secs(30), || {
+        let now = client.status().unwrap().engines;
+        now.len() == 2 && now.iter().all(|e| e.pid != victim && e.host == h.hostname)
+    });
+    assert!(
+        back,
+        "no new engine on {}: {:?}",
+        h.hostname,
+        client.status()
+    );
+    eprintln!(
+        "MEASURE restart (ssh): kill -9 of an engine on a fake host -> a new one registered there in {:.2} s",
+        killed.elapsed().as_secs_f64()
+    );
+    let status = c.cluster(&["status"]).ok().stdout;
+    assert!(status.contains("1 restart(s)"), "{status}");
+    let pids: Vec<u32> = client
+        .status()
+        .unwrap()
+        .engines
+        .iter()
+        .map(|e| e.pid)
+        .collect();
+    let on_host: Vec<u32> = hosts.processes(0).iter().map(|(p, _)| *p).collect();
+    assert!(
+        pids.iter().all(|p| on_host.contains(p)),
+        "{pids:?} not in {on_host:?}"
+    );
+
+    // Kill the replacement, then its replacement: that engine's second restart is its
+    // last (limit = 2), the third death is a crash loop.
+    let seen: BTreeSet<u32> = before.iter().map(|e| e.pid).collect();
+    let newest = |seen: &BTreeSet<u32>| {
+        client
+            .status()
+            .unwrap()
+            .engines
+            .iter()
+            .map(|e| e.pid)
+            .find(|p| !seen.contains(p))
+    };
+    let mut seen = seen;
+    let mut current = newest(&seen).expect("the replacement");
+    seen.insert(current);
+    cluster_tests::signal(current, libc::SIGKILL);
+    assert!(
+        eventually(Duration::from_secs(30), || newest(&seen).is_some()),
+        "no second replacement: {}",
+        c.cluster(&["status"]).stdout
+    );
+    current = newest(&seen).unwrap();
+    assert!(c.cluster(&["status"]).ok().stdout.contains("2 restart(s)"));
+    cluster_tests::signal(current, libc::SIGKILL);
+    assert!(
+        eventually(Duration::from_secs(30), || c
+            .cluster(&["status"])
+            .stdout
+            .contains("gave up")),
+        "no giving up: {}",
+        c.cluster(&["status"]).stdout
+    );
+    let status = c.cluster(&["status"]).ok().stdout;
+    assert!(
+        status.contains("crash loop") && status.contains(&h.address),
+        "{status}"
+    );
+    let stop = c.cluster(&["stop"]).ok();
+    assert!(
+        stop.stdout.contains("stopped the supervisor"),
+        "{}",
+        stop.stdout
+    );
+    assert_hosts_clean(&hosts);
+}
+
 /// `cargo test -p cluster-tests --release --test e2e -- ssh_engines:: --ignored --nocapture`:
 /// time from `cluster start --launcher ssh` to all engines ready, 2 hosts × 4 engines.
 #[test]

@@ -11,6 +11,7 @@ use protocol::{
 
 mod clients;
 mod dependencies;
+mod events;
 mod failures;
 mod hand_back;
 mod heartbeats;
@@ -141,6 +142,7 @@ impl Harness {
         let pong = Heartbeat::Pong {
             seq,
             uuid: uuid.into(),
+            usage: None,
         };
         self.core.on_heartbeat(uuid.as_bytes(), pong, self.now)
     }
