@@ -77,6 +77,7 @@
 //! | `fetch`, `requests` | results by id, queue status and abort on connections of their own |
 //! | `notifications` | [`Subscriber`]: the controller's notifications and activity feed (SUB), following restarts |
 //! | [`ledger`] | the submitted-task ledger file behind `cluster submit` / `cluster wait` |
+//! | `objects` | shared objects in the controller: [`RawQueue`], [`Queue`], [`Namespace`], [`Lock`], [`Semaphore`], [`Event`]; lease renewal |
 //! | `raw` | raw tasks: payloads in and out as bytes, for clients in other languages (the Python extension) |
 //! | `error` | [`Error`], and which of its kinds are worth retrying |
 //!
@@ -94,6 +95,7 @@ mod imap;
 mod io;
 pub mod ledger;
 mod notifications;
+mod objects;
 mod raw;
 mod requests;
 mod result;
@@ -114,6 +116,13 @@ pub use function::{Argument, IntoFunction};
 pub use imap::{Imap, ImapUnordered, TARGET_CHUNK};
 pub use ledger::{Ledger, LedgerEntry, LedgerError};
 pub use notifications::Subscriber;
+pub use objects::{
+    Event, Item, Lock, LockGuard, Namespace, ObjectError, Queue, RawQueue, Semaphore,
+    DEFAULT_LEASE, MIN_LEASE,
+};
+pub use protocol::{
+    ItemFormat, LeaseId, ObjectInfo, ObjectKind, DEFAULT_NAMESPACE, MAX_OBJECT_NAME,
+};
 pub use raw::{auto_chunk_counts, RawBatch, RawOutcome, RawPart, RawTask};
 pub use requests::{AbortReport, QueueStatus, StoredResult};
 pub use result::{AsyncMapResult, AsyncResult, MapIter, Metadata, TaskState, UnorderedIter};

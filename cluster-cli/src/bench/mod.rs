@@ -7,6 +7,8 @@
 //! * [`scale`]: many simulated engines ([`engine::sim`]) on a real controller
 //!   (`bench scale N`);
 //! * [`commands`]: `cluster map -- true` against `xargs -P` (`bench commands N,…`);
+//! * [`objects`]: shared queues and locks: put→get round trip, items/s with one producer and
+//!   two consumers, lock acquire + release (`bench objects`);
 //! * [`events`]: task rates with the controller's activity feed on and off
 //!   (`bench tasks --events-cost ROUNDS`);
 //! * [`store`]: task rates with and without the SQLite task store, the controller's memory
@@ -17,6 +19,7 @@
 pub mod commands;
 pub mod events;
 pub mod failover;
+pub mod objects;
 pub mod scale;
 pub mod store;
 pub mod tasks;

@@ -50,6 +50,8 @@ pub struct ControllerConfig {
     pub db_reset: bool,
     /// Memory for recent results when a store is on (the rest is read back from the store).
     pub result_cache_bytes: usize,
+    /// Limits of the shared objects (bytes per object and in total, number of objects).
+    pub objects: crate::hub::ObjectLimits,
     /// Publish the activity feed once a second on the notification socket (task counts,
     /// samples, failures, maps in flight: what the dashboard shows). On by default.
     pub events: bool,
@@ -77,6 +79,7 @@ impl ControllerConfig {
             store: store::StoreConfig::none(),
             db_reset: false,
             result_cache_bytes: crate::hub::DEFAULT_RESULT_CACHE_BYTES,
+            objects: crate::hub::ObjectLimits::default(),
             events: true,
         }
     }

@@ -20,5 +20,6 @@ mod controller_heartbeat;
 mod controller_options;
 mod crate_arrows;
 mod local_cluster;
+mod objects;
 mod ssh_engines;
 mod task_store;
