@@ -38,7 +38,7 @@ for _name in ("ClusterError", "ConnectionFileError", "ConnectTimeoutError",
               "ShutdownError", "RemoteError", "CompositeError", "EngineError",
               "UnknownFunctionError", "TaskAborted", "DependencyError",
               "ImpossibleDependency", "NoEnginesError", "ObjectError", "ObjectNameError",
-              "ObjectKindError", "ObjectLimitError"):
+              "ObjectKindError", "ObjectLimitError", "LeaseLostError"):
     _EXPORTS[_name] = "_errors"
 
 __all__ = sorted(_EXPORTS)

@@ -314,17 +314,18 @@ class Client:
         from ._objects import Namespace
         return Namespace(self, name)
 
-    def Lock(self, name):
-        """The cluster's lock ``name``, like ``threading.Lock``, with a lease (a dead
-        holder releases it); see ``ferrocluster.Lock``."""
+    def Lock(self, name, lease=None):
+        """The cluster's lock ``name``, like ``threading.Lock``, held by a lease of
+        ``lease`` seconds (renewed while held; a dead holder releases it); see
+        ``ferrocluster.Lock``."""
         from ._objects import Lock
-        return Lock(self, name)
+        return Lock(self, name, lease)
 
-    def Semaphore(self, name, value=1):
+    def Semaphore(self, name, value=1, lease=None):
         """The cluster's semaphore ``name`` of ``value`` permits; see
         ``ferrocluster.Semaphore``."""
         from ._objects import Semaphore
-        return Semaphore(self, name, value)
+        return Semaphore(self, name, value, lease)
 
     def Event(self, name):
         """The cluster's event ``name``, like ``threading.Event``."""

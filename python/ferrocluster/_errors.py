@@ -147,6 +147,11 @@ class ObjectKindError(ObjectError, TypeError):
     semaphore with another number of permits."""
 
 
+class LeaseLostError(ObjectError, RuntimeError):
+    """A release found its lease gone: it ran out (the holder was unreachable longer than
+    the lease) or the controller freed it, so another holder may have had it meanwhile."""
+
+
 class ObjectLimitError(ObjectError):
     """The object, or all objects together, would exceed the controller's limits
     (``cluster.toml``); nothing was changed."""

@@ -24,11 +24,16 @@ import signal
 import threading
 import time
 
-from ._native import ITEM_PICKLE, decode_item
+from ._native import DEFAULT_LEASE_S, ITEM_PICKLE, decode_item
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 # Values whose plain pickle is the same as cloudpickle's, and much quicker to make.
 _PLAIN = frozenset([int, float, str, bytes, bool, type(None), complex])
+#: Seconds a lock or semaphore lease lasts unless ``lease=`` says otherwise: how long a
+#: holder that vanished without its connection closing (a partition, a hung machine) keeps
+#: the others waiting. (A holder process that dies closes its connection: its leases are
+#: freed within milliseconds.) The client renews its leases while it holds them.
+LEASE_S = DEFAULT_LEASE_S
 # Longest single wait in the controller while Ctrl-C must be able to interrupt.
 _SLICE_S = 0.5
 
@@ -362,17 +367,31 @@ class _Leased(_Object):
         return len(self._leases)
 
 
+def _lease(lease):
+    if lease is None:
+        return None
+    t = _check_timeout(lease)
+    if t == 0:
+        raise ValueError("a lease lasts more than 0 seconds")
+    return t
+
+
 class Lock(_Leased):
     """A lock in the controller, like ``threading.Lock`` across machines: ``acquire``,
     ``release``, ``with rc.Lock("name"):``. A holder that disconnects or dies, or whose
-    lease runs out, releases it."""
+    lease (``lease`` seconds, default ``LEASE_S``, renewed while held) runs out, releases
+    it."""
 
     _kind = "Lock"
 
-    def __init__(self, client, name):
+    def __init__(self, client, name, lease=None):
         super().__init__()
         self.name = name
-        self._native = _client_of(client).lock(name)
+        self.lease = lease
+        self._native = _client_of(client).lock(name, _lease(lease))
+
+    def _args(self):
+        return (self.name, self.lease)
 
     def locked(self):
         """Whether this handle holds it (the controller is not asked)."""
@@ -385,16 +404,17 @@ class Semaphore(_Leased):
 
     _kind = "Semaphore"
 
-    def __init__(self, client, name, value=1):
+    def __init__(self, client, name, value=1, lease=None):
         super().__init__()
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError("a semaphore has 1 or more permits, not %r" % (value,))
         self.name = name
         self.value = value
-        self._native = _client_of(client).semaphore(name, value)
+        self.lease = lease
+        self._native = _client_of(client).semaphore(name, value, _lease(lease))
 
     def _args(self):
-        return (self.name, self.value)
+        return (self.name, self.value, self.lease)
 
 
 class Event(_Object):
