@@ -12,7 +12,7 @@ import time
 import pytest
 
 import ferrocluster as fc
-from conftest import alive, eventually
+from conftest import alive, eventually, pids_of
 
 _names = iter(range(10**9))
 
@@ -424,3 +424,66 @@ def test_bad_names_and_wrong_kinds_are_clear_errors(rc):
     assert name in str(e.value)
     with pytest.raises(TypeError):
         rc.Namespace()[1] = 2
+
+
+def test_a_full_limit_is_a_clear_error_and_changes_nothing(fresh, monkeypatch):
+    monkeypatch.setenv("CLUSTER_OBJECT_MAX_BYTES", "100000")
+    c, rc = fresh(0)
+    q = rc.Queue("limited")
+    q.put(bytes(60_000))
+    with pytest.raises(fc.ObjectLimitError) as e:
+        q.put(bytes(60_000))
+    assert "limited" in str(e.value)
+    assert q.qsize() == 1
+    assert len(q.get(timeout=5)) == 60_000
+    q.put(bytes(60_000))  # room again
+    ns = rc.Namespace()
+    with pytest.raises(fc.ObjectLimitError):
+        ns.big = bytes(200_000)
+    assert "big" not in ns
+
+
+# -- across languages and restarts -------------------------------------------------------
+
+def cli(c, *args, **kw):
+    return subprocess.run([sys.executable, "-m", "ferrocluster", *args], env=c._env(),
+                          capture_output=True, text=True, timeout=60, **kw)
+
+
+def test_items_put_by_the_cli_in_msgpack_come_back_as_python_values(cluster):
+    c, rc = cluster
+    name = fresh_name("cli")
+    done = cli(c, "queue", "put", name, "0..5")
+    assert done.returncode == 0, done.stderr
+    done = cli(c, "queue", "put", name, "text", "2.5")
+    assert done.returncode == 0, done.stderr
+    q = rc.Queue(name)
+    got = [q.get(timeout=5) for _ in range(q.qsize())]
+    assert got[:5] == [0, 1, 2, 3, 4], got
+    assert got[5:] in (["text", 2.5], ["text", "2.5"]), got
+    assert all(type(x) is int for x in got[:5])
+    done = cli(c, "ns", "set", "from_cli", "41")
+    assert done.returncode == 0, done.stderr
+    assert rc.Namespace().from_cli == 41
+
+
+def test_objects_survive_a_controller_restart(fresh):
+    c, rc = fresh(0)
+    q = rc.Queue("kept")
+    for i in range(5):
+        q.put({"i": i})
+    rc.Namespace().kept = "value"
+    time.sleep(0.5)  # past the store's commit interval
+    controller = pids_of(c)["controller"]
+    os.kill(controller, signal.SIGKILL)
+    assert eventually(lambda: not alive(controller), 5)
+    proc = subprocess.Popen([sys.executable, "-m", "ferrocluster", "controller", "--reuse"],
+                            env=c._env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        # The same client goes on with the new controller.
+        assert [q.get(timeout=30) for _ in range(5)] == [{"i": i} for i in range(5)]
+        assert rc.Namespace().kept == "value"
+    finally:
+        rc.shutdown(hub=True)
+        proc.wait(10)
