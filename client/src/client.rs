@@ -181,6 +181,11 @@ impl Client {
         })
     }
 
+    /// What this client's handles share with its I/O thread.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The controller's client socket address (`tcp://host:port`).
     pub fn address(&self) -> &str {
         &self.shared.address

@@ -123,6 +123,8 @@ pub(crate) struct Core<W, R> {
     requests: VecDeque<Pending<R>>,
     last_heard: Instant,
     probing: bool,
+    /// Other requests waiting for answers (shared-object requests, matched by id elsewhere).
+    others: usize,
 }
 
 impl<W, R> Core<W, R> {
@@ -137,12 +139,19 @@ impl<W, R> Core<W, R> {
             requests: VecDeque::new(),
             last_heard: now,
             probing: false,
+            others: 0,
         }
     }
 
     /// True while a task or a request waits for an answer.
     pub(crate) fn outstanding(&self) -> bool {
-        !self.tasks.is_empty() || !self.requests.is_empty()
+        !self.tasks.is_empty() || !self.requests.is_empty() || self.others > 0
+    }
+
+    /// `n` other requests (shared-object requests) wait for answers: while any does, a silent
+    /// controller is probed and given up on as for tasks.
+    pub(crate) fn set_others(&mut self, n: usize) {
+        self.others = n;
     }
 
     /// Messages are about to be sent at `now`: with nothing outstanding before them, the

@@ -13,6 +13,7 @@
 
 use crate::cell::{mark_io_thread, Cell, Lost, Wakeups};
 use crate::core::{Answer, Core, Expect, Timing};
+use crate::objects::IoObjects;
 use crate::shared::{Reply, Shared};
 use crate::submit::merge_submits;
 use protocol::{StatusReport, ToClient};
@@ -33,6 +34,8 @@ pub(crate) struct Io {
     shared: Arc<Shared>,
     wake_rx: UnixStream,
     core: Core<Waiter, Arc<Reply>>,
+    /// Shared-object requests in flight, and lease renewals.
+    objects: IoObjects,
     /// Why the loop ended; `None` after a panic.
     reason: Option<Arc<str>>,
 }
@@ -61,6 +64,7 @@ impl Io {
             shared,
             wake_rx,
             core: Core::new(timing, instance, Instant::now()),
+            objects: IoObjects::default(),
             reason: None,
         }
     }
@@ -95,13 +99,23 @@ impl Io {
             address: self.shared.address.clone(),
             reason: reason.clone(),
         };
-        let leftover = {
+        let (leftover, objects) = {
             let mut outbox = self.shared.outbox();
             if outbox.closed.is_none() {
                 outbox.closed = Some(reason);
             }
-            std::mem::take(&mut outbox.queue)
+            (
+                std::mem::take(&mut outbox.queue),
+                std::mem::take(&mut outbox.objects),
+            )
         };
+        for slot in objects
+            .into_iter()
+            .filter_map(|m| m.slot)
+            .chain(self.objects.drain())
+        {
+            slot.put(Err(lost.clone()));
+        }
         for msg in leftover {
             for task in msg.tasks {
                 task.cell.fail(&lost);
@@ -128,11 +142,27 @@ impl Io {
                 return Ok(reason);
             }
             self.receive_all()?;
-            let tick = self.core.on_tick(Instant::now()).map_err(|s| s.reason())?;
+            let now = Instant::now();
+            if let Some((_, content)) = self.objects.renewal(&self.shared, now) {
+                self.core.on_sending(now);
+                self.core.set_others(self.objects.outstanding());
+                self.sock
+                    .send_encoded(None, "object", &content, &[])
+                    .map_err(|e| format!("cannot send to the controller: {e}"))?;
+            }
+            let tick = self.core.on_tick(now).map_err(|s| s.reason())?;
             if tick.probe {
                 self.probe()?;
             }
-            let timeout_ms = tick.wait.map_or(-1, |t| t.as_millis().max(1) as i64);
+            let renew = self
+                .objects
+                .next_due()
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            let wait = match (tick.wait, renew) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout_ms = wait.map_or(-1, |t| t.as_millis().max(1) as i64);
             transport::poll(
                 &[Waitable::Socket(&self.sock), Waitable::Fd(wake_fd)],
                 timeout_ms,
@@ -155,12 +185,26 @@ impl Io {
 
     /// Sends everything queued; returns the close reason once the client asked to close.
     fn flush_outbox(&mut self) -> Result<Option<Arc<str>>, String> {
-        let (queue, closed) = {
+        let (queue, objects, closed) = {
             let mut outbox = self.shared.outbox();
-            (std::mem::take(&mut outbox.queue), outbox.closed.clone())
+            (
+                std::mem::take(&mut outbox.queue),
+                std::mem::take(&mut outbox.objects),
+                outbox.closed.clone(),
+            )
         };
-        if !queue.is_empty() {
+        if !queue.is_empty() || !objects.is_empty() {
             self.core.on_sending(Instant::now());
+        }
+        for msg in objects {
+            let payloads: Vec<&[u8]> = msg.payloads.iter().map(Vec::as_slice).collect();
+            let sent = self
+                .sock
+                .send_encoded(None, "object", &msg.content, &payloads);
+            // Counted before a failed send returns, so that the cleanup ends its wait.
+            self.objects.sent(msg);
+            self.core.set_others(self.objects.outstanding());
+            sent.map_err(|e| format!("cannot send to the controller: {e}"))?;
         }
         let queue = merge_submits(queue)?;
         // Register everything before sending anything: if a send fails, the cleanup finds
@@ -206,6 +250,7 @@ impl Io {
                 self.answer(Some(Expect::Status), ToClient::Status(report));
                 if self.core.on_instance(instance) {
                     self.submit_again();
+                    self.objects_again();
                 }
             }
             ToClient::Ack => self.answer(Some(Expect::Ack), ToClient::Ack),
@@ -221,6 +266,11 @@ impl Io {
             // Asked for by `cancel` on result handles.
             answer @ ToClient::Aborted { .. } => self.answer(Some(Expect::Aborted), answer),
             // Answers to requests made on their own connection (`requests.rs`).
+            ToClient::Object { id, reply } => {
+                self.objects
+                    .on_reply(&self.shared, id, reply, payloads, Instant::now());
+                self.core.set_others(self.objects.outstanding());
+            }
             ToClient::QueueStatus(_) | ToClient::History { .. } => {
                 tracing::debug!("ignoring an answer nobody asked for on this connection");
             }
@@ -297,6 +347,25 @@ impl Io {
             "the controller at {} restarted; submitted {again} unfinished task(s) again",
             self.shared.address
         );
+    }
+
+    /// The controller restarted: sends again the object requests still waiting (a blocked
+    /// `get` keeps waiting at the new controller), and renews the leases at once.
+    fn objects_again(&mut self) {
+        let again = self.objects.again(Instant::now());
+        let n = again.len();
+        for (content, payloads) in again {
+            if let Err(e) = self.sock.send_encoded(None, "object", content, &payloads) {
+                tracing::warn!("cannot send object requests again after a controller restart: {e}");
+                return;
+            }
+        }
+        if n > 0 {
+            tracing::warn!(
+                "the controller at {} restarted; sent {n} waiting object request(s) again",
+                self.shared.address
+            );
+        }
     }
 
     /// Asks the controller for its status (the core counts the probe as a pending request);

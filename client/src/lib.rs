@@ -76,6 +76,7 @@
 //! | `imap`, `wait`, `executor` | streaming maps, `concurrent.futures` helpers |
 //! | `fetch`, `requests` | results by id, queue status and abort on connections of their own |
 //! | [`ledger`] | the submitted-task ledger file behind `cluster submit` / `cluster wait` |
+//! | `objects` | shared objects in the controller: [`RawQueue`], [`Queue`], [`Namespace`], [`Lock`], [`Semaphore`], [`Event`]; lease renewal |
 //! | `raw` | raw tasks: payloads in and out as bytes, for clients in other languages (the Python extension) |
 //! | `error` | [`Error`], and which of its kinds are worth retrying |
 //!
@@ -92,6 +93,7 @@ mod function;
 mod imap;
 mod io;
 pub mod ledger;
+mod objects;
 mod raw;
 mod requests;
 mod result;
@@ -111,6 +113,13 @@ pub use fetch::{Lookup, ResultStore};
 pub use function::{Argument, IntoFunction};
 pub use imap::{Imap, ImapUnordered, TARGET_CHUNK};
 pub use ledger::{Ledger, LedgerEntry, LedgerError};
+pub use objects::{
+    Event, Item, Lock, LockGuard, Namespace, ObjectError, Queue, RawQueue, Semaphore,
+    DEFAULT_LEASE, MIN_LEASE,
+};
+pub use protocol::{
+    ItemFormat, LeaseId, ObjectInfo, ObjectKind, DEFAULT_NAMESPACE, MAX_OBJECT_NAME,
+};
 pub use raw::{auto_chunk_counts, RawBatch, RawOutcome, RawPart, RawTask};
 pub use requests::{AbortReport, QueueStatus, StoredResult};
 pub use result::{AsyncMapResult, AsyncResult, MapIter, Metadata, TaskState, UnorderedIter};

@@ -94,6 +94,8 @@ pub(crate) struct Outbox {
     pub(crate) queue: VecDeque<Outgoing>,
     /// Set once, when the I/O thread ends or is asked to; nothing is queued after it.
     pub(crate) closed: Option<Arc<str>>,
+    /// Shared-object requests (`objects.rs`), answered by id rather than in order.
+    pub(crate) objects: crate::objects::ObjectOutbox,
 }
 
 /// State shared by the client, its views and the I/O thread.
@@ -108,6 +110,8 @@ pub(crate) struct Shared {
     pub(crate) wake_pending: AtomicBool,
     wake_tx: UnixStream,
     pub(crate) request_timeout: Duration,
+    /// Shared objects: request ids and the leases held.
+    pub(crate) objects: crate::objects::ObjectsShared,
 }
 
 impl Shared {
@@ -127,6 +131,7 @@ impl Shared {
             wake_pending: AtomicBool::new(false),
             wake_tx,
             request_timeout,
+            objects: Default::default(),
         }
     }
 
@@ -151,6 +156,22 @@ impl Shared {
                 });
             }
             outbox.queue.extend(messages);
+        }
+        self.wake();
+        Ok(())
+    }
+
+    /// Queues an object request for the I/O thread; fails when the connection has ended.
+    pub(crate) fn send_objects(&self, msg: crate::objects::ObjectOutgoing) -> Result<(), Lost> {
+        {
+            let mut outbox = self.outbox();
+            if let Some(reason) = &outbox.closed {
+                return Err(Lost {
+                    address: self.address.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            outbox.objects.push_back(msg);
         }
         self.wake();
         Ok(())

@@ -36,7 +36,8 @@ mod server;
 pub mod scheduler;
 
 pub use hub::{
-    Action, Core, CoreConfig, Payload, Route, DEFAULT_RESULT_CACHE_BYTES, RUN_TIMEOUT_GRACE,
+    Action, Core, CoreConfig, ObjectLimits, Payload, Route, DEFAULT_RESULT_CACHE_BYTES,
+    RUN_TIMEOUT_GRACE,
 };
 pub use scheduler::{Hwm, ParseSettingError, SchedulerKind};
 pub use server::{run, ControllerConfig, ControllerError};

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::message_types;
 use crate::{
-    ClientId, EngineId, EngineInfo, HistoryFilter, HistoryRecord, QueueStatus, StatusReport,
-    TaskId, TaskOutcome, TaskRequest,
+    ClientId, EngineId, EngineInfo, HistoryFilter, HistoryRecord, ObjectReply, ObjectRequest,
+    QueueStatus, StatusReport, TaskId, TaskOutcome, TaskRequest,
 };
 
 /// Client → controller, on the client socket.
@@ -62,6 +62,10 @@ pub enum FromClient {
         /// The cut-off time.
         before_us: u64,
     },
+    /// A request about a shared object (queue, namespace, lock, semaphore, event); answered
+    /// by [`ToClient::Object`] with the same id, possibly much later (blocking operations).
+    /// Payload frames as [`ObjectOp`](crate::ObjectOp) says.
+    Object(ObjectRequest),
 }
 message_types!(FromClient {
     Hello => "hello",
@@ -75,6 +79,7 @@ message_types!(FromClient {
     Goodbye => "goodbye",
     History => "history",
     PurgeBefore => "purge_before",
+    Object => "object",
 });
 
 /// Controller → client, on the client socket.
@@ -132,6 +137,13 @@ pub enum ToClient {
         /// The records.
         records: Vec<HistoryRecord>,
     },
+    /// Answer to [`FromClient::Object`]; payload frames as the reply says.
+    Object {
+        /// The request's id.
+        id: u64,
+        /// The answer.
+        reply: ObjectReply,
+    },
 }
 message_types!(ToClient {
     Welcome => "welcome",
@@ -143,6 +155,7 @@ message_types!(ToClient {
     QueueStatus => "queue_status",
     Aborted => "aborted",
     History => "history",
+    Object => "object",
 });
 
 /// Published by the controller on its notification socket.

@@ -44,6 +44,8 @@
 //!   [`TaskOptions`], [`TaskRequest`], [`Assignment`], [`TaskOutcome`], [`Status`],
 //!   [`TaskError`], [`ErrorKind`];
 //! * `status.rs`: [`StatusReport`] and its parts, [`QueueStatus`], [`EngineInfo`];
+//! * `objects.rs`: shared objects: [`ObjectRequest`], [`ObjectOp`], [`ObjectReply`],
+//!   [`ItemFormat`], [`ObjectKind`], [`ObjectInfo`], [`LeaseId`], name rules;
 //! * `launch.rs`: [`LaunchInfo`], an engine's rank and batch job (from mpiexec's or srun's
 //!   environment);
 //! * `function.rs`: typed [`Function`] handles and the names of the [`builtin`] and [`stock`]
@@ -56,6 +58,7 @@ mod codec;
 mod engine;
 mod function;
 mod ids;
+mod objects;
 mod status;
 mod task;
 
@@ -70,6 +73,10 @@ pub use function::{builtin, stock, Function, Whoami};
 mod launch;
 pub use ids::{ClientId, EngineId, ParseTaskIdError, TaskId};
 pub use launch::LaunchInfo;
+pub use objects::{
+    check_name, ItemFormat, LeaseId, NewValue, ObjectErrorKind, ObjectInfo, ObjectKind, ObjectOp,
+    ObjectReply, ObjectRequest, Renewal, Wait, DEFAULT_NAMESPACE, MAX_OBJECT_NAME,
+};
 pub use status::{
     ControllerStatus, DropCounts, EngineInfo, EngineQueue, EngineStatus, FunctionSummary,
     HistoryFilter, HistoryRecord, QueueStatus, RecordState, StatusReport, TaskCounts,

@@ -75,12 +75,15 @@
 //! * `function_stats`: per function, the queued / running / ok / failed counts and a
 //!   histogram of run times, updated in the same transaction as the rows, so that
 //!   [`Reader::stats`] (p50, p99) never scans the table.
+//! * `objects`, `object_items`, `object_entries`: the controller's shared queues, namespaces
+//!   and events (see `objects.rs`; made on first use, no version change).
 //! * `schema_version`: the layout's version; older files are migrated, newer ones refused.
 
 mod config;
 mod error;
 mod hist;
 mod lock;
+mod objects;
 mod reader;
 mod record;
 mod schema;
@@ -91,6 +94,7 @@ pub use config::{
     DEFAULT_COMMIT_INTERVAL, DEFAULT_PAYLOAD_MAX_BYTES,
 };
 pub use error::StoreError;
+pub use objects::{ObjectRecord, StoredEntry, StoredItem, StoredObject};
 pub use reader::{Answer, Query, QueryService, Reader};
 pub use record::{
     now_us, Finished, FunctionStats, HistoryFilter, Lookup, Payload, PayloadState, Purge, Record,

@@ -306,6 +306,15 @@ impl Reader {
         })
     }
 
+    /// The shared objects stored (queues with their items, namespaces with their entries,
+    /// events), for a restarted controller. A store that is off holds none.
+    pub fn objects(&self) -> Result<Vec<crate::StoredObject>, StoreError> {
+        if self.inner.is_none() {
+            return Ok(Vec::new());
+        }
+        self.with(crate::objects::load)
+    }
+
     /// What a restarted controller needs: the unfinished tasks with their requests and
     /// arguments (to queue again), how many finished ones the store can answer for, and the
     /// highest client id recorded. A store that is off recovers nothing.

@@ -152,6 +152,8 @@ pub(crate) enum Msg {
         stripped: bool,
     },
     Purge(Purge, Option<Reply<u64>>),
+    /// Changes to the shared objects (`objects.rs`), applied in order.
+    Objects(Vec<crate::ObjectRecord>),
     Flush(Reply<()>),
     Retention(u64, Reply<RetentionReport>),
     Shutdown,
@@ -173,6 +175,7 @@ impl std::fmt::Debug for Msg {
         match self {
             Msg::Records { records, .. } => write!(f, "Records({})", records.len()),
             Msg::Purge(p, _) => write!(f, "Purge({p:?})"),
+            Msg::Objects(r) => write!(f, "Objects({})", r.len()),
             Msg::Flush(_) => f.write_str("Flush"),
             Msg::Retention(t, _) => write!(f, "Retention({t})"),
             Msg::Shutdown => f.write_str("Shutdown"),
@@ -312,6 +315,15 @@ impl Writer {
             bytes,
             stripped,
         });
+    }
+
+    /// Sends changes to the shared objects, committed with the next batch (in order, after
+    /// everything sent before). Never blocks; never dropped (the hub bounds the objects'
+    /// bytes itself).
+    pub fn send_objects(&self, records: Vec<crate::ObjectRecord>) {
+        if let (Some(tx), false) = (&self.tx, records.is_empty()) {
+            let _ = tx.send(Msg::Objects(records));
+        }
     }
 
     /// Deletes finished records; the receiver gets how many once committed (drop it if the
@@ -687,7 +699,7 @@ impl WriterThread {
                 self.pending_records += records.len();
                 false
             }
-            Msg::Purge(..) => false,
+            Msg::Purge(..) | Msg::Objects(_) => false,
             Msg::Flush(_) | Msg::Retention(..) | Msg::Shutdown => true,
         };
         self.pending.push(msg);
@@ -751,7 +763,7 @@ impl WriterThread {
                 let mut flow = Flow::Go;
                 for msg in msgs {
                     match msg {
-                        Msg::Records { .. } => {}
+                        Msg::Records { .. } | Msg::Objects(_) => {}
                         Msg::Purge(_, reply) => {
                             let n = purged.next().unwrap_or(0);
                             if let Some(reply) = reply {
@@ -832,7 +844,7 @@ impl WriterThread {
         }
         if !msgs
             .iter()
-            .any(|m| matches!(m, Msg::Records { .. } | Msg::Purge(..)))
+            .any(|m| matches!(m, Msg::Records { .. } | Msg::Purge(..) | Msg::Objects(_)))
         {
             return Ok((Vec::new(), false));
         }
@@ -863,6 +875,12 @@ impl WriterThread {
                 Msg::Purge(purge, _) => {
                     self.write_rows(conn, &mut rows, &mut index)?;
                     purged.push(self.purge(conn, purge)?);
+                }
+                Msg::Objects(records) => {
+                    crate::objects::create_tables(conn)?;
+                    for record in records {
+                        crate::objects::apply(conn, record)?;
+                    }
                 }
                 _ => {}
             }

@@ -167,6 +167,13 @@ impl FakeLoop {
             FromClient::Purge { .. }
             | FromClient::PurgeBefore { .. }
             | FromClient::Shutdown { .. } => ToClient::Ack,
+            FromClient::Object(request) => ToClient::Object {
+                id: request.id,
+                reply: protocol::ObjectReply::Error {
+                    kind: protocol::ObjectErrorKind::Invalid,
+                    message: "the fake controller serves no objects".into(),
+                },
+            },
             FromClient::History { .. } => ToClient::History {
                 records: Vec::new(),
             },

@@ -27,6 +27,7 @@
 //! | `results.rs` | [`Results`]: **the result store**, outcome counts | results from engines, delivery, fetch, purge |
 //! | `clients.rs` | [`Clients`]: client ids and connections ([`ClientSlot`](clients::ClientSlot)) | hello, goodbye, **when a client is forgotten** |
 //! | `status.rs` | (no state) | status and queue reports |
+//! | `objects/` | [`Objects`](objects::Objects): shared queues, namespaces, locks, semaphores, events | blocking waits with deadlines, leases, limits, store records |
 //! | `lookups.rs` | [`Lookups`](lookups::Lookups): requests waiting for the task store | what is looked up on disk, and the answers |
 //!
 //! **The task store.** With `CoreConfig::persist`, the core reports every task's life as
@@ -51,6 +52,7 @@ mod engines;
 mod free;
 mod heartbeat;
 mod lookups;
+mod objects;
 mod queues;
 mod results;
 mod schedule;
@@ -64,6 +66,7 @@ use deps::Deps;
 use engines::Engines;
 use free::FreeEngines;
 use heartbeat::Heartbeats;
+pub use objects::ObjectLimits;
 use protocol::{
     DropCounts, EngineId, ErrorKind, FromClient, FromEngine, Heartbeat, Notification, Status,
     TaskError, TaskId, TaskOutcome, ToClient, ToEngine, Work,
@@ -138,6 +141,8 @@ pub enum Action {
         /// The question.
         query: store::Query,
     },
+    /// Hand these changes to the shared objects to the task store's writer.
+    Objects(Vec<store::ObjectRecord>),
 }
 
 /// What the core needs to know about its controller.
@@ -177,6 +182,8 @@ pub struct CoreConfig {
     /// Client ids up to this one may have tasks in the store (from a previous controller):
     /// their submissions are looked up there before they run.
     pub stored_clients_upto: u32,
+    /// Limits of the shared objects.
+    pub objects: ObjectLimits,
 }
 
 impl Default for CoreConfig {
@@ -196,6 +203,7 @@ impl Default for CoreConfig {
             result_cache_bytes: DEFAULT_RESULT_CACHE_BYTES,
             epoch_us: 0,
             stored_clients_upto: 0,
+            objects: ObjectLimits::default(),
         }
     }
 }
@@ -225,6 +233,7 @@ pub struct Core {
     records: Vec<store::Record>,
     lookups: lookups::Lookups,
     store_health: Option<String>,
+    objects: objects::Objects,
 }
 
 impl Core {
@@ -237,6 +246,11 @@ impl Core {
             rng: SmallRng::seed_from_u64(config.seed),
             results: Results::bounded(config.persist.then_some(config.result_cache_bytes)),
             clients: Clients::new(config.first_client_id),
+            objects: objects::Objects::new(
+                config.objects,
+                config.persist,
+                config.seed ^ config.instance,
+            ),
             heartbeats: Heartbeats::new(now + config.heartbeat_period),
             free: FreeEngines::new(config.scheduler),
             config,
@@ -257,7 +271,8 @@ impl Core {
     /// When [`Core::on_tick`] is next due: the next heartbeat round or task time limit.
     pub fn next_tick(&self) -> Duration {
         let ping = self.heartbeats.next_ping();
-        self.timers.next_due().map_or(ping, |when| ping.min(when))
+        let next = self.timers.next_due().map_or(ping, |when| ping.min(when));
+        self.objects.next_due().map_or(next, |when| next.min(when))
     }
 
     /// Records the sockets' drop counters, for status reports.
@@ -359,9 +374,13 @@ impl Core {
             FromClient::Fetch { ids } => self.fetch(route, ids, &mut out),
             FromClient::Purge { ids } => self.purge(route, ids, &mut out),
             FromClient::Shutdown { controller } => self.shutdown(route, controller, &mut out),
-            FromClient::Goodbye => self.goodbye(route),
+            FromClient::Goodbye => {
+                self.objects_client_gone(route, &mut out);
+                self.goodbye(route)
+            }
             FromClient::History { filter } => self.history(route, filter, &mut out),
             FromClient::PurgeBefore { before_us } => self.purge_before(route, before_us, &mut out),
+            FromClient::Object(request) => self.object_request(route, request, payloads, &mut out),
         }
         self.flush_records(&mut out);
         out
@@ -390,6 +409,7 @@ impl Core {
             self.forget_idle_clients(now);
         }
         self.expire_timers(now, &mut out);
+        self.expire_objects(now, &mut out);
         self.flush_records(&mut out);
         out
     }
@@ -419,10 +439,14 @@ impl Core {
 
     /// The connection of the client at `route` (on the client socket) closed: the client is
     /// forgotten once none of its tasks is unfinished (their results stay stored, for any
-    /// client to fetch). If it reconnects before, it is known again.
-    pub fn on_client_disconnected(&mut self, route: &[u8], now: Duration) {
+    /// client to fetch). If it reconnects before, it is known again. Its waits on shared
+    /// objects end and its leases are freed, which may serve other clients' waits.
+    pub fn on_client_disconnected(&mut self, route: &[u8], now: Duration) -> Vec<Action> {
         self.advance(now);
         self.client_disconnected(route);
+        let mut out = Vec::new();
+        self.objects_client_gone(route, &mut out);
+        out
     }
 
     /// A send to the client at `route` failed: stop sending it results (they stay stored, so

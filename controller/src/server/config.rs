@@ -50,6 +50,8 @@ pub struct ControllerConfig {
     pub db_reset: bool,
     /// Memory for recent results when a store is on (the rest is read back from the store).
     pub result_cache_bytes: usize,
+    /// Limits of the shared objects (bytes per object and in total, number of objects).
+    pub objects: crate::hub::ObjectLimits,
 }
 
 impl ControllerConfig {
@@ -74,6 +76,7 @@ impl ControllerConfig {
             store: store::StoreConfig::none(),
             db_reset: false,
             result_cache_bytes: crate::hub::DEFAULT_RESULT_CACHE_BYTES,
+            objects: crate::hub::ObjectLimits::default(),
         }
     }
 

@@ -49,6 +49,7 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
     let opened = Instant::now();
     let store::Store { writer, reader } = store::Store::open(&config.store)?;
     let recovery = reader.recover()?;
+    let stored_objects = reader.objects()?;
     let persist = config.store.kind != store::StoreKind::None;
     if persist {
         tracing::info!(
@@ -86,11 +87,16 @@ pub fn run(config: ControllerConfig, stop: Arc<AtomicBool>) -> Result<(), Contro
     core_config.persist = persist;
     core_config.result_cache_bytes = config.result_cache_bytes;
     core_config.epoch_us = store::now_us();
+    core_config.objects = config.objects;
     if let Some(max) = recovery.max_client {
         core_config.stored_clients_upto = max.0;
         core_config.first_client_id = core_config.first_client_id.max(max.0.saturating_add(1));
     }
     let mut core = Core::new(core_config, Duration::ZERO);
+    let restored = core.restore_objects(stored_objects);
+    if restored > 0 {
+        tracing::info!("restored {restored} shared object(s) from the task store");
+    }
     let requeued = core.recover(recovery.unfinished);
     if requeued > 0 {
         tracing::info!("queued again {requeued} task(s) the previous controller left unfinished");

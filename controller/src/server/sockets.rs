@@ -210,6 +210,11 @@ impl Sockets {
                         io.writer.send(records);
                     }
                 }
+                Action::Objects(records) => {
+                    if let Some(io) = &self.store {
+                        io.writer.send_objects(records);
+                    }
+                }
                 Action::Lookup { tag, query } => {
                     let asked = match &self.store {
                         Some(io) => io.queries.ask(tag, query.clone()),
@@ -300,7 +305,8 @@ impl Sockets {
             Vec::new()
         };
         for gone in gone {
-            core.on_client_disconnected(&gone.route, now);
+            let actions = core.on_client_disconnected(&gone.route, now);
+            stop |= self.perform(core, actions, now);
         }
         Ok(stop)
     }

@@ -39,7 +39,9 @@ fn a_thousand_short_lived_clients_leave_the_controller_as_it_was() {
         h.client(&route, FromClient::Status);
         match n % 3 {
             0 => h.goodbye(&route),
-            1 => h.core.on_client_disconnected(&route, h.now),
+            1 => {
+                h.core.on_client_disconnected(&route, h.now);
+            }
             _ => {} // silent from now on
         }
         ids.push((sent[0].1, id));
