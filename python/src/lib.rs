@@ -434,18 +434,23 @@ impl NativeClient {
     /// The cluster's queue `name` (bounded to `maxsize` items when > 0).
     #[pyo3(signature = (name, maxsize = 0))]
     fn queue(&self, py: Python<'_>, name: &str, maxsize: u64) -> PyResult<objects::NativeQueue> {
-        objects::queue(py, &self.get(py)?, name, maxsize)
+        objects::queue(py, &*self.get(py)?, name, maxsize)
     }
 
     /// The cluster's namespace `name`.
     fn namespace(&self, py: Python<'_>, name: &str) -> PyResult<objects::NativeNamespace> {
-        Ok(objects::namespace(&self.get(py)?, name))
+        Ok(objects::namespace(&*self.get(py)?, name))
     }
 
     /// The cluster's lock `name`, with leases of `lease` seconds (default: the client's).
     #[pyo3(signature = (name, lease = None))]
-    fn lock(&self, py: Python<'_>, name: &str, lease: Option<f64>) -> PyResult<objects::NativeLeased> {
-        objects::lock(&self.get(py)?, name, lease)
+    fn lock(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        lease: Option<f64>,
+    ) -> PyResult<objects::NativeLeased> {
+        objects::lock(&*self.get(py)?, name, lease)
     }
 
     /// The cluster's semaphore `name` of `permits` permits.
@@ -457,17 +462,17 @@ impl NativeClient {
         permits: u32,
         lease: Option<f64>,
     ) -> PyResult<objects::NativeLeased> {
-        objects::semaphore(&self.get(py)?, name, permits, lease)
+        objects::semaphore(&*self.get(py)?, name, permits, lease)
     }
 
     /// The cluster's event `name`.
     fn event(&self, py: Python<'_>, name: &str) -> PyResult<objects::NativeEvent> {
-        Ok(objects::event(&self.get(py)?, name))
+        Ok(objects::event(&*self.get(py)?, name))
     }
 
     /// The cluster's shared objects, as JSON.
     fn objects_json(&self, py: Python<'_>) -> PyResult<String> {
-        objects::objects_json(py, &self.get(py)?)
+        objects::objects_json(py, &*self.get(py)?)
     }
 
     /// Waits up to `timeout` seconds for finished batches' objects (see

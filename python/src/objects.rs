@@ -19,7 +19,7 @@ use client::{
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 use std::time::Duration;
 
@@ -108,7 +108,13 @@ impl NativeQueue {
     /// Appends an item, waiting up to `timeout` seconds while the queue is full; false when
     /// it stayed full.
     #[pyo3(signature = (format, data, timeout = None))]
-    fn put(&self, py: Python<'_>, format: u8, data: Vec<u8>, timeout: Option<f64>) -> PyResult<bool> {
+    fn put(
+        &self,
+        py: Python<'_>,
+        format: u8,
+        data: Vec<u8>,
+        timeout: Option<f64>,
+    ) -> PyResult<bool> {
         let item = item_from(format, data)?;
         let t = seconds(timeout)?;
         let q = &self.queue;
@@ -129,10 +135,20 @@ impl NativeQueue {
     /// Takes the oldest item, waiting up to `timeout` seconds; `(format, payload)`, or
     /// `None` when none came.
     #[pyo3(signature = (timeout = None))]
-    fn get<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
         let t = seconds(timeout)?;
         let q = &self.queue;
-        let got = py.detach(|| if is_nowait(t) { q.get_nowait() } else { q.get(t) });
+        let got = py.detach(|| {
+            if is_nowait(t) {
+                q.get_nowait()
+            } else {
+                q.get(t)
+            }
+        });
         match got {
             Ok(item) => item_to_python(py, item).map(Some),
             Err(ObjectError::Empty { .. } | ObjectError::Timeout { .. }) => Ok(None),
