@@ -12,6 +12,9 @@ Figures, the same work on both systems:
   get until their sentinel; timed from the producer's first put to the last consumer done;
 * lock acquire + release (median), one client, nobody else waiting.
 
+The systems take turns for ``--rounds`` rounds and the best round of each is shown (on a
+shared machine a busy moment can double a round's latencies); every round is printed too.
+
 ferrocluster's objects live in its controller (``ferrocluster.Cluster(n=0)``: no engine is
 needed); the seed's live in a ``BaseManager`` server process holding a
 ``multiprocessing.Queue`` and a ``threading.Lock`` (its chapter's server, with a port chosen
@@ -249,64 +252,86 @@ def throughput(kind, address, name, n, consumers=2):
     return n / (end - start), [r[3] for r in got]
 
 
-def bench(system, kind, a):
+def bench(system, kind, a, round_):
     h = system.connect()
     try:
         res = {
-            "rtt_us": round_trips(h, "bench-rtt", a.round_trips) * 1e6,
-            "lock_us": lock_latency(h, "bench-lock", a.locks) * 1e6,
+            "rtt_us": round_trips(h, "bench-rtt-%d" % round_, a.round_trips) * 1e6,
+            "lock_us": lock_latency(h, "bench-lock-%d" % round_, a.locks) * 1e6,
         }
     finally:
         h.close()
-    res["items_s"], res["split"] = throughput(kind, system.address, "bench-jobs", a.items)
+    res["items_s"], res["split"] = throughput(kind, system.address, "bench-jobs-%d" % round_,
+                                              a.items)
     return res
+
+
+ROWS = [
+    ("queue put->get round trip (median)", "rtt_us", "us", False),
+    ("1 producer -> 2 consumers", "items_s", "items/s", True),
+    ("lock acquire+release (median)", "lock_us", "us", False),
+]
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--round-trips", type=int, default=2000)
-    p.add_argument("--locks", type=int, default=2000)
-    p.add_argument("--items", type=int, default=20_000)
+    p.add_argument("--round-trips", type=int, default=1000)
+    p.add_argument("--locks", type=int, default=1000)
+    p.add_argument("--items", type=int, default=10_000)
+    p.add_argument("--rounds", type=int, default=5,
+                   help="rounds, the systems taking turns; the best round of each is shown")
     p.add_argument("--quick", action="store_true", help="fewer of everything")
     p.add_argument("--only", choices=["ferrocluster", "BaseManager"],
                    help="run one system only")
     a = p.parse_args()
     if a.quick:
-        a.round_trips, a.locks, a.items = 300, 300, 3000
+        a.round_trips, a.locks, a.items, a.rounds = 300, 300, 3000, 1
 
-    results = {}
-    for kind, make in (("ours", Ours), ("seed", Seed)):
-        if a.only and a.only != make.name:
-            continue
-        print("running %s ..." % make.name, file=sys.stderr)
-        system = make()
-        try:
-            results[make.name] = bench(system, kind, a)
-        finally:
+    kinds = [(k, m) for k, m in (("ours", Ours), ("seed", Seed))
+             if not a.only or a.only == m.name]
+    systems = []
+    try:
+        for kind, make in kinds:
+            print("starting %s ..." % make.name, file=sys.stderr)
+            systems.append((kind, make()))
+        runs = {s.name: [] for _, s in systems}
+        # The systems take turns, so that a busy moment of the machine (other builds) does
+        # not fall on one of them only.
+        for r in range(a.rounds):
+            for kind, system in systems:
+                print("round %d: %s ..." % (r + 1, system.name), file=sys.stderr)
+                runs[system.name].append(bench(system, kind, a, r))
+    finally:
+        for _, system in systems:
             system.stop()
 
-    rows = [
-        ("queue put->get round trip (median)", "rtt_us", "us", False),
-        ("1 producer -> 2 consumers", "items_s", "items/s", True),
-        ("lock acquire+release (median)", "lock_us", "us", False),
-    ]
-    names = list(results)
+    def best(name, key, higher):
+        values = [run[key] for run in runs[name]]
+        return max(values) if higher else min(values)
+
+    names = list(runs)
     both = len(names) == 2
     print("%-38s" % "figure" + "".join("%18s" % n for n in names)
           + ("%14s" % "ours/theirs" if both else ""))
-    for label, key, unit, higher in rows:
+    for label, key, unit, higher in ROWS:
         line = "%-38s" % label
         for n in names:
-            line += "%18s" % ("{:,.1f} {}".format(results[n][key], unit))
+            line += "%18s" % ("{:,.1f} {}".format(best(n, key, higher), unit))
         if both:
-            ours, theirs = results[names[0]][key], results[names[1]][key]
+            ours, theirs = best(names[0], key, higher), best(names[1], key, higher)
             line += "%13.2fx" % (ours / theirs if higher else theirs / ours)
         print(line)
-    print("(%s%d round trips, %d lock pairs, %d items; the consumers took %s)"
-          % ("ours/theirs: how many times better ferrocluster is; " if both else "",
-             a.round_trips, a.locks, a.items,
-             " and ".join("%s %s" % (n, results[n]["split"]) for n in names)))
-    print("machine: %d CPUs, Python %s" % (os.cpu_count(), sys.version.split()[0]))
+    print("(best of %d rounds each, taking turns; %d round trips, %d lock pairs, %d items a "
+          "round%s)" % (a.rounds, a.round_trips, a.locks, a.items,
+                        "; ours/theirs: how many times better ferrocluster is" if both else ""))
+    for n in names:
+        print("  %s rounds: %s" % (n, "; ".join(
+            "rtt %.0f us, %.0f items/s, lock %.0f us" % (r["rtt_us"], r["items_s"], r["lock_us"])
+            for r in runs[n])))
+    with open("/proc/loadavg") as fh:
+        load = fh.read().split()[:3]
+    print("machine: %d CPUs, load average %s, Python %s"
+          % (os.cpu_count(), " ".join(load), sys.version.split()[0]))
 
 
 if __name__ == "__main__":
