@@ -62,6 +62,11 @@ enum Command {
     Wait(cmd::wait::Args),
     History(cmd::history::Args),
     Purge(cmd::purge::Args),
+    /// Shared queues in the controller: put, get, ls, rm.
+    #[command(subcommand)]
+    Queue(cmd::queue::Args),
+    /// A shared namespace in the controller: set, get, del, ls.
+    Ns(cmd::ns::Args),
     Controller(cmd::controller::Args),
     Engine(cmd::engine::Args),
     Demo(cmd::demo::Args),
@@ -86,6 +91,8 @@ impl Command {
             Command::Wait(a) => a.json,
             Command::History(a) => a.json,
             Command::Purge(a) => a.json,
+            Command::Queue(a) => a.json(),
+            Command::Ns(a) => a.json,
             Command::Bench(a) => a.json,
             Command::Submit(_)
             | Command::Controller(_)
@@ -166,6 +173,8 @@ fn dispatch(command: Command, ctx: &Ctx) -> Result<()> {
         Command::Wait(a) => show(ctx, cmd::wait::run(a, ctx)?, |r| r.outcome()),
         Command::History(a) => show(ctx, cmd::history::run(a, ctx)?, done),
         Command::Purge(a) => show(ctx, cmd::purge::run(a, ctx)?, done),
+        Command::Queue(a) => show(ctx, cmd::queue::run(a, ctx)?, done),
+        Command::Ns(a) => show(ctx, cmd::ns::run(a, ctx)?, done),
         Command::Controller(a) => show(ctx, cmd::controller::run(a, ctx)?, done),
         Command::Engine(a) => show(ctx, cmd::engine::run(a, ctx)?, done),
         Command::Demo(a) => show(ctx, cmd::demo::run(a, ctx)?, done),

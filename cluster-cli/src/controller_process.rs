@@ -96,6 +96,7 @@ fn config(
     config.result_cache_bytes = usize::try_from(settings.result_cache_mb)
         .unwrap_or(usize::MAX / 2)
         .saturating_mul(1 << 20);
+    config.objects = object_limits(settings)?;
     Ok(config)
 }
 
@@ -130,6 +131,19 @@ fn store_key(profile: &Profile) -> Result<security::Key> {
         }
         Err(e) => Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
     }
+}
+
+/// The shared objects' limits (`object_max_bytes`, `objects_max_bytes`, `objects_max`).
+pub fn object_limits(settings: &Settings) -> Result<controller::ObjectLimits> {
+    let size = |key: &str, value: &str| {
+        store::parse_size(key, value, 1)
+            .with_context(|| format!("{key} in cluster.toml or CLUSTER_{}", key.to_uppercase()))
+    };
+    Ok(controller::ObjectLimits {
+        object_max_bytes: size("object_max_bytes", &settings.object_max_bytes)?,
+        objects_max_bytes: size("objects_max_bytes", &settings.objects_max_bytes)?,
+        max_objects: usize::try_from(settings.objects_max).unwrap_or(usize::MAX),
+    })
 }
 
 /// The task store's settings (`db`, `db_path`, ... of `cluster.toml`).

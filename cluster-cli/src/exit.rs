@@ -69,6 +69,15 @@ pub fn code(err: &anyhow::Error) -> u8 {
         if let Some(e) = cause.downcast_ref::<client::Error>() {
             return client_code(e);
         }
+        if let Some(e) = cause.downcast_ref::<client::ObjectError>() {
+            use client::ObjectError as O;
+            return match e {
+                O::Empty { .. } | O::Full { .. } | O::Timeout { .. } => TIMEOUT,
+                O::BadName { .. } => USAGE,
+                O::Client(e) => client_code(e),
+                _ => ERROR,
+            };
+        }
         if cause
             .downcast_ref::<security::ConnectionFileError>()
             .is_some()

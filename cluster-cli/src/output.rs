@@ -437,6 +437,8 @@ pub struct StatusShown {
     pub scale: Option<crate::scale::ScaleState>,
     /// The profile's running dashboard, if any.
     pub dashboard: Option<dashboard::RunRecord>,
+    /// The shared objects (older controllers do not answer).
+    pub objects: Option<Vec<protocol::ObjectInfo>>,
 }
 
 impl Report for StatusShown {
@@ -465,6 +467,10 @@ impl Report for StatusShown {
         if let Some(d) = &self.dashboard {
             s.push_str(&format!("dashboard: {} (pid {})\n", d.url, d.pid));
         }
+        if let Some(objects) = self.objects.as_ref().filter(|o| !o.is_empty()) {
+            s.push_str(&format!("shared objects: {}\n", objects.len()));
+            s.push_str(&objects_table(objects));
+        }
         s
     }
     fn json(&self) -> Value {
@@ -480,6 +486,9 @@ impl Report for StatusShown {
         }
         if let (Some(obj), Some(d)) = (v.as_object_mut(), &self.dashboard) {
             obj.insert("dashboard".into(), to_value(d));
+        }
+        if let (Some(obj), Some(objects)) = (v.as_object_mut(), &self.objects) {
+            obj.insert("objects".into(), objects_json(objects));
         }
         v
     }
@@ -755,6 +764,245 @@ impl Report for PurgeShown {
     }
 }
 
+// ---- Shared objects (`cluster queue`, `cluster ns`, `cluster status`) ----
+
+/// The objects as a table: kind, name, length, bytes, waiters.
+fn objects_table(objects: &[protocol::ObjectInfo]) -> String {
+    let mut s = String::new();
+    for o in objects {
+        let len = match o.kind {
+            protocol::ObjectKind::Queue => match o.maxsize {
+                Some(m) => format!("{} item(s) (maxsize {m})", o.len),
+                None => format!("{} item(s)", o.len),
+            },
+            protocol::ObjectKind::Namespace => format!("{} key(s)", o.len),
+            protocol::ObjectKind::Lock => (if o.len > 0 { "held" } else { "free" }).to_owned(),
+            protocol::ObjectKind::Semaphore => {
+                format!("{}/{} permit(s) held", o.len, o.permits.unwrap_or(1))
+            }
+            protocol::ObjectKind::Event => (if o.len > 0 { "set" } else { "clear" }).to_owned(),
+        };
+        s.push_str(&format!(
+            "  {:<10} {:<24} {len}, {} byte(s), {} waiting\n",
+            o.kind.name(),
+            o.name,
+            o.bytes,
+            o.waiters
+        ));
+    }
+    s
+}
+
+/// The objects as JSON: an array of `{name, kind, len, bytes, waiters, maxsize, permits}`.
+fn objects_json(objects: &[protocol::ObjectInfo]) -> Value {
+    Value::Array(
+        objects
+            .iter()
+            .map(|o| {
+                json!({
+                    "name": o.name,
+                    "kind": o.kind.name(),
+                    "len": o.len,
+                    "bytes": o.bytes,
+                    "waiters": o.waiters,
+                    "maxsize": o.maxsize,
+                    "permits": o.permits,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `cluster queue ls`: the queues.
+#[derive(Debug, Clone)]
+pub struct ObjectsShown {
+    /// The objects listed.
+    pub objects: Vec<protocol::ObjectInfo>,
+}
+
+impl Report for ObjectsShown {
+    fn text(&self) -> String {
+        if self.objects.is_empty() {
+            return "no queues\n".to_owned();
+        }
+        objects_table(&self.objects)
+    }
+    fn json(&self) -> Value {
+        json!({ "objects": objects_json(&self.objects) })
+    }
+}
+
+/// An item read by the CLI.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShownItem {
+    /// A msgpack value.
+    Value(Value),
+    /// An item the CLI cannot read (a pickle from Python, raw bytes): its format and size.
+    Opaque {
+        /// Its format.
+        format: protocol::ItemFormat,
+        /// Its size.
+        bytes: u64,
+    },
+}
+
+impl ShownItem {
+    fn text(&self) -> String {
+        match self {
+            ShownItem::Value(v) => v.to_string(),
+            ShownItem::Opaque { format, bytes } => {
+                format!("({format} item of {bytes} bytes, not shown)")
+            }
+        }
+    }
+    fn json(&self) -> Value {
+        match self {
+            ShownItem::Value(v) => v.clone(),
+            ShownItem::Opaque { format, bytes } => {
+                json!({ "format": format.name(), "bytes": bytes })
+            }
+        }
+    }
+}
+
+/// `cluster queue put`.
+#[derive(Debug, Clone)]
+pub struct QueuePut {
+    /// The queue.
+    pub queue: String,
+    /// Items put.
+    pub count: u64,
+    /// Items in the queue afterwards.
+    pub size: u64,
+}
+
+impl Report for QueuePut {
+    fn text(&self) -> String {
+        format!(
+            "put {} in queue {} ({} now)\n",
+            count(self.count as usize, "item"),
+            self.queue,
+            count(self.size as usize, "item")
+        )
+    }
+    fn json(&self) -> Value {
+        json!({ "queue": self.queue, "put": self.count, "size": self.size })
+    }
+}
+
+/// `cluster queue get`: one line a value (text), or `{queue, items}`.
+#[derive(Debug, Clone)]
+pub struct QueueGot {
+    /// The queue.
+    pub queue: String,
+    /// The items taken, in order.
+    pub items: Vec<ShownItem>,
+}
+
+impl Report for QueueGot {
+    fn text(&self) -> String {
+        self.items
+            .iter()
+            .map(|i| format!("{}\n", i.text()))
+            .collect()
+    }
+    fn json(&self) -> Value {
+        json!({
+            "queue": self.queue,
+            "items": self.items.iter().map(ShownItem::json).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// `cluster queue rm`.
+#[derive(Debug, Clone)]
+pub struct Removed {
+    /// The object.
+    pub name: String,
+    /// Whether it existed.
+    pub removed: bool,
+}
+
+impl Report for Removed {
+    fn text(&self) -> String {
+        if self.removed {
+            format!("removed {}\n", self.name)
+        } else {
+            format!("no object {} (nothing removed)\n", self.name)
+        }
+    }
+    fn json(&self) -> Value {
+        json!({ "name": self.name, "removed": self.removed })
+    }
+}
+
+/// `cluster ns`.
+#[derive(Debug, Clone)]
+pub enum NsShown {
+    /// A key set.
+    Set {
+        /// The namespace.
+        name: String,
+        /// The key.
+        key: String,
+    },
+    /// A key's value.
+    Value {
+        /// The namespace.
+        name: String,
+        /// The key.
+        key: String,
+        /// Its value.
+        value: ShownItem,
+    },
+    /// A key deleted.
+    Deleted {
+        /// The namespace.
+        name: String,
+        /// The key.
+        key: String,
+        /// Whether it was there.
+        existed: bool,
+    },
+    /// The keys.
+    Keys {
+        /// The namespace.
+        name: String,
+        /// Its keys, sorted.
+        keys: Vec<String>,
+    },
+}
+
+impl Report for NsShown {
+    fn text(&self) -> String {
+        match self {
+            NsShown::Set { name, key } => format!("set {key} in namespace {name}\n"),
+            NsShown::Value { value, .. } => format!("{}\n", value.text()),
+            NsShown::Deleted {
+                name,
+                key,
+                existed: true,
+            } => {
+                format!("deleted {key} from namespace {name}\n")
+            }
+            NsShown::Deleted { name, key, .. } => format!("namespace {name} had no key {key}\n"),
+            NsShown::Keys { keys, .. } => keys.iter().map(|k| format!("{k}\n")).collect(),
+        }
+    }
+    fn json(&self) -> Value {
+        match self {
+            NsShown::Set { name, key } => json!({ "namespace": name, "key": key, "set": true }),
+            NsShown::Value { name, key, value } => {
+                json!({ "namespace": name, "key": key, "value": value.json() })
+            }
+            NsShown::Deleted { name, key, existed } => {
+                json!({ "namespace": name, "key": key, "deleted": existed })
+            }
+            NsShown::Keys { name, keys } => json!({ "namespace": name, "keys": keys }),
+        }
+    }
+}
+
 /// Nothing to print.
 #[derive(Debug, Clone, Copy)]
 pub struct Nothing;
@@ -969,8 +1217,22 @@ mod tests {
             jobs: (String::new(), Value::Null),
             scale: None,
             dashboard: None,
+            objects: Some(vec![protocol::ObjectInfo {
+                name: "jobs".into(),
+                kind: protocol::ObjectKind::Queue,
+                len: 3,
+                bytes: 9,
+                waiters: 0,
+                maxsize: None,
+                permits: None,
+            }]),
         };
         let v = shown.json();
+        assert_eq!(
+            v["objects"],
+            json!([{"name": "jobs", "kind": "queue", "len": 3, "bytes": 9, "waiters": 0, "maxsize": null, "permits": null}])
+        );
+        assert!(shown.text().contains("queue      jobs"), "{}", shown.text());
         assert!(v["queue"].is_object(), "{v}");
         assert!(v["controller"].is_object(), "{v}");
     }

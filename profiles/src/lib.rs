@@ -138,6 +138,12 @@ pub struct Settings {
     pub retention: String,
     /// Oldest records are deleted past this database size in MiB (0: no limit).
     pub max_db_mb: u64,
+    /// Bytes one shared object (queue, namespace) may hold (`64mb`; a bare number is bytes).
+    pub object_max_bytes: String,
+    /// Bytes all shared objects together may hold (`256mb`).
+    pub objects_max_bytes: String,
+    /// Shared objects that may exist at once.
+    pub objects_max: u64,
     /// How to reach other machines for `--launcher ssh` (the `[ssh]` table).
     pub ssh: SshSettings,
 }
@@ -215,6 +221,9 @@ impl Default for Settings {
             result_cache_mb: 32,
             retention: String::new(),
             max_db_mb: 0,
+            object_max_bytes: "64mb".into(),
+            objects_max_bytes: "256mb".into(),
+            objects_max: 100_000,
             ssh: SshSettings::default(),
         }
     }
@@ -292,6 +301,14 @@ pub const DEFAULT_CONFIG: &str = r#"# Settings of this cluster profile.
 # retention = ""
 # Delete the oldest records past this database size in MiB (0: no limit).
 # max_db_mb = 0
+
+# Shared objects (queues, namespaces, locks, semaphores, events in the controller): bytes one
+# object may hold, bytes all of them may hold, and how many may exist. Past a limit a request
+# is refused with a clear error. With db = "sqlite" queues, namespaces and events survive a
+# controller restart; with "memory" or "none" they live in memory only.
+# object_max_bytes = "64mb"
+# objects_max_bytes = "256mb"
+# objects_max = 100000
 
 # Engines on other machines over ssh (`cluster start --launcher ssh`). The controller must
 # listen on an address those machines reach (ip above, or --ip).

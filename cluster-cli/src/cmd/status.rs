@@ -5,7 +5,7 @@ use crate::ctx::Ctx;
 use crate::output::StatusShown;
 use anyhow::Result;
 
-/// Show the controller, its engines, task counts and dropped messages.
+/// Show the controller, its engines, task counts, dropped messages and shared objects.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
@@ -32,6 +32,8 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<StatusShown> {
         .unwrap_or((String::new(), serde_json::Value::Null));
     let scale = profile.as_ref().and_then(crate::scale::running);
     let dashboard = profile.as_ref().and_then(super::dashboard::running);
+    // Older controllers do not answer it either.
+    let objects = client.objects().ok();
     Ok(StatusShown {
         status,
         queue,
@@ -39,5 +41,6 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<StatusShown> {
         jobs,
         scale,
         dashboard,
+        objects,
     })
 }

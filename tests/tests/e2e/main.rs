@@ -20,4 +20,5 @@ mod controller_heartbeat;
 mod controller_options;
 mod crate_arrows;
 mod local_cluster;
+mod objects;
 mod ssh_engines;
