@@ -506,8 +506,10 @@ impl MsgValue {
                 PyList::new(py, items)?.into_any()
             }
             MsgValue::Map(_) if as_key => {
-                return Err(PyValueError::new_err(
-                    "a msgpack item has a map as a map key, which Python cannot hold",
+                return Err(raise(
+                    py,
+                    "ObjectError",
+                    "a msgpack item has a map as a map key, which Python cannot hold".into(),
                 ))
             }
             MsgValue::Map(pairs) => {

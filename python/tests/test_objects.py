@@ -89,6 +89,28 @@ def test_values_of_every_kind_travel(rc):
     assert q.get(timeout=5).x == 5
 
 
+def test_msgpack_items_come_back_as_python_values_and_bytes_items_as_bytes(rc):
+    from ferrocluster import _native
+    q = rc.Queue(fresh_name("formats"))
+    packed = _native.json_to_msgpack('{"a": [1, 2.5, null, true, "s", -5, 18446744073709551615]}')
+    q._native.put(_native.ITEM_MSGPACK, packed, None)
+    q._native.put(_native.ITEM_BYTES, b"\x00raw", None)
+    for raw in (b"\xc4\x03abc", b"\x81\x92\x01\x02\xa1x", b"\xc1"):
+        q._native.put(_native.ITEM_MSGPACK, raw, None)
+    assert q.get() == {"a": [1, 2.5, None, True, "s", -5, 2**64 - 1]}
+    assert q.get() == b"\x00raw"
+    assert q.get() == b"abc"                    # msgpack binary
+    assert q.get() == {(1, 2): "x"}             # an array as a key becomes a tuple
+    with pytest.raises(fc.ObjectError) as e:    # not msgpack: a clear error, item gone
+        q.get()
+    assert "msgpack" in str(e.value)
+    assert q.empty()
+    ns = rc.Namespace(fresh_name("formats"))
+    ns._native.set("m", _native.ITEM_MSGPACK, packed)
+    assert ns.m["a"][0] == 1
+    assert ns.compare_and_set("m", ns.m, "replaced") and ns.m == "replaced"
+
+
 def test_nowait_and_timeouts_raise_queue_empty_and_full(rc):
     q = rc.Queue(fresh_name("bounded"), maxsize=2)
     with pytest.raises(queue.Empty):
