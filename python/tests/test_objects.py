@@ -403,6 +403,9 @@ def test_a_semaphore_admits_its_permits(rc):
         s.release()
     with pytest.raises(ValueError):
         rc.Semaphore(fresh_name("sem"), 0)
+    with pytest.raises(fc.ObjectKindError) as e:
+        rc.Semaphore(name, 3).acquire(timeout=1)
+    assert "2 permits" in str(e.value)
 
 
 def test_an_event_wakes_its_waiters(rc):
@@ -446,6 +449,19 @@ def test_bad_names_and_wrong_kinds_are_clear_errors(rc):
     assert name in str(e.value)
     with pytest.raises(TypeError):
         rc.Namespace()[1] = 2
+    with pytest.raises(fc.ObjectNameError):
+        rc.Lock("a\nb").acquire()
+
+
+def test_a_closed_client_says_so(rc):
+    rc2 = other_client(rc)
+    q = rc2.Queue(fresh_name("closed"))
+    rc2.close()
+    with pytest.raises(fc.ConnectionLostError):
+        q.put(1)
+    with pytest.raises(fc.ClusterError) as e:
+        rc2.Queue("x")
+    assert "closed" in str(e.value)
 
 
 def test_a_full_limit_is_a_clear_error_and_changes_nothing(fresh, monkeypatch):
