@@ -249,8 +249,11 @@ fn unexpected(what: &str, reply: &ObjectReply) -> ObjectError {
 
 // ---- What the callers share with the I/O thread ----
 
+/// An answer with its payload frames.
+type Reply = (ObjectReply, Vec<Vec<u8>>);
+
 /// An answer with its payload frames, or the end of the connection.
-type Answer = Result<(ObjectReply, Vec<Vec<u8>>), Lost>;
+type Answer = Result<Reply, Lost>;
 
 /// Where the answer to one object request goes.
 #[derive(Debug, Default)]
@@ -369,6 +372,52 @@ impl Shared {
                 Err(ObjectError::from_reply(name, kind, message))
             }
             Some(Ok(answer)) => Ok(answer),
+        }
+    }
+
+    /// Sends many requests about `name` at once (pipelined: the controller handles them in
+    /// this order) and waits for every answer; the first error, if any.
+    fn objects_pipelined(
+        &self,
+        name: &str,
+        requests: Vec<(ObjectOp, Vec<Vec<u8>>)>,
+        wait: Option<Option<Duration>>,
+    ) -> Result<Vec<Reply>, ObjectError> {
+        let mut slots = Vec::with_capacity(requests.len());
+        for (op, payloads) in requests {
+            let slot = Arc::new(ObjectSlot::default());
+            self.send_object(name, op, payloads, Some(slot.clone()), None)?;
+            slots.push(slot);
+        }
+        let limit = match wait {
+            None => Some(self.request_timeout),
+            Some(None) => None,
+            Some(Some(t)) => Some(t.saturating_add(self.request_timeout)),
+        };
+        let mut answers = Vec::with_capacity(slots.len());
+        let mut first_error = None;
+        for slot in slots {
+            match slot.wait(limit) {
+                None => {
+                    first_error.get_or_insert(ObjectError::Client(Error::Timeout {
+                        what: format!(
+                            "the controller at {} to answer requests about {name:?}",
+                            self.address
+                        ),
+                    }));
+                }
+                Some(Err(lost)) => {
+                    first_error.get_or_insert(ObjectError::Client(lost.error()));
+                }
+                Some(Ok((ObjectReply::Error { kind, message }, _))) => {
+                    first_error.get_or_insert(ObjectError::from_reply(name, kind, message));
+                }
+                Some(Ok(answer)) => answers.push(answer),
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(answers),
         }
     }
 
@@ -721,6 +770,29 @@ impl RawQueue {
         self.put_with(item, NOWAIT, None)
     }
 
+    /// Appends `items` in order, sent all at once rather than one round trip each (each may
+    /// wait up to `timeout` while the queue is full); returns when all are in, or with the
+    /// first error (the others are then in or refused on their own).
+    pub fn put_many(
+        &self,
+        items: impl IntoIterator<Item = Item>,
+        timeout: Option<Duration>,
+    ) -> Result<(), ObjectError> {
+        let requests = items
+            .into_iter()
+            .map(|item| {
+                let op = ObjectOp::QueuePut {
+                    format: item.format,
+                    wait: wait_of(timeout),
+                };
+                (op, vec![item.data])
+            })
+            .collect();
+        self.shared
+            .objects_pipelined(&self.name, requests, Some(timeout))?;
+        Ok(())
+    }
+
     fn put_with(
         &self,
         item: Item,
@@ -813,6 +885,22 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Appends `value` if there is room now, else [`ObjectError::Full`].
     pub fn put_nowait(&self, value: &T) -> Result<(), ObjectError> {
         self.raw.put_nowait(Item::msgpack(value)?)
+    }
+
+    /// Appends `values` in order, sent all at once (see [`RawQueue::put_many`]).
+    pub fn put_many<'a>(
+        &self,
+        values: impl IntoIterator<Item = &'a T>,
+        timeout: Option<Duration>,
+    ) -> Result<(), ObjectError>
+    where
+        T: 'a,
+    {
+        let items = values
+            .into_iter()
+            .map(Item::msgpack)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.raw.put_many(items, timeout)
     }
 
     /// Takes the oldest value, waiting up to `timeout` (`None`: until one comes). An item

@@ -66,6 +66,7 @@ enum Command {
     #[command(subcommand)]
     Queue(cmd::queue::Args),
     /// A shared namespace in the controller: set, get, del, ls.
+    #[command(subcommand)]
     Ns(cmd::ns::Args),
     Controller(cmd::controller::Args),
     Engine(cmd::engine::Args),
@@ -92,7 +93,7 @@ impl Command {
             Command::History(a) => a.json,
             Command::Purge(a) => a.json,
             Command::Queue(a) => a.json(),
-            Command::Ns(a) => a.json,
+            Command::Ns(a) => a.json(),
             Command::Bench(a) => a.json,
             Command::Submit(_)
             | Command::Controller(_)

@@ -23,7 +23,9 @@
 //!   pass** (`schedule.rs`) over the free-engine indexes (`free.rs`) and the queue classes
 //!   (`queues.rs`), the task table with submission, retries and abort (`tasks.rs`),
 //!   dependencies (`deps.rs`), time limits (`timers.rs`), **the result store** and delivery
-//!   (`results.rs`), client ids and connections (`clients.rs`), status reports (`status.rs`).
+//!   (`results.rs`), client ids and connections (`clients.rs`), status reports (`status.rs`),
+//!   the shared objects: queues, namespaces, locks and semaphores under leases, events
+//!   (`objects/`).
 //!   Its tests are in `hub/tests/`, one file a topic, around one `Harness`.
 //! - [`scheduler`] — scheduling *policy* as pure functions of engine loads: the five schemes
 //!   and the adaptive per-engine limit (`hwm = auto`).

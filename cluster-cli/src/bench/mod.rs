@@ -7,6 +7,8 @@
 //! * [`scale`]: many simulated engines ([`engine::sim`]) on a real controller
 //!   (`bench scale N`);
 //! * [`commands`]: `cluster map -- true` against `xargs -P` (`bench commands N,…`);
+//! * [`objects`]: shared queues and locks: put→get round trip, items/s with one producer and
+//!   two consumers, lock acquire + release (`bench objects`);
 //! * [`store`]: task rates with and without the SQLite task store, the controller's memory
 //!   as records pile up, and a restart on a big database (`bench store`).
 //!
@@ -14,6 +16,7 @@
 
 pub mod commands;
 pub mod failover;
+pub mod objects;
 pub mod scale;
 pub mod store;
 pub mod tasks;

@@ -4,7 +4,7 @@
 //! `bench --failover`, `bench --scale N`, `bench --commands N,…`, and `bench -n 2 --calls …`.
 
 use super::secs;
-use crate::bench::{commands, failover, scale, store, tasks};
+use crate::bench::{commands, failover, objects, scale, store, tasks};
 use crate::ctx::Ctx;
 use crate::output::Rendered;
 use anyhow::Result;
@@ -92,6 +92,19 @@ pub enum Which {
         #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
         tasks: Vec<u64>,
     },
+    /// Shared objects, with db = sqlite and db = memory: queue put->get round trip (median,
+    /// p99), items/s with 1 producer and 2 consumers, lock acquire + release.
+    Objects {
+        /// Put->get round trips measured.
+        #[arg(long, default_value_t = 2000)]
+        round_trips: usize,
+        /// Items of the producer/consumers figure.
+        #[arg(long, default_value_t = 20_000)]
+        items: usize,
+        /// Lock acquire + release pairs measured.
+        #[arg(long, default_value_t = 2000)]
+        locks: usize,
+    },
 }
 
 /// The flags of `cluster bench` before it had subcommands (hidden; still accepted).
@@ -173,6 +186,14 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<()> {
         } => {
             let r = store::bench_store(engines, items, runs, &tasks, progress)?;
             out.report(&Rendered(&r, &store::render_store))?;
+        }
+        Which::Objects {
+            round_trips,
+            items,
+            locks,
+        } => {
+            let r = objects::bench_objects(round_trips, items, locks, progress)?;
+            out.report(&Rendered(&r, &objects::render_objects))?;
         }
     }
     Ok(())

@@ -9,23 +9,8 @@ use anyhow::Result;
 use client::Item;
 
 /// A shared namespace in the controller: set, get, delete and list keys.
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    #[command(subcommand)]
-    pub action: Action,
-    /// The namespace [default: default, the one every client shares].
-    #[arg(long, global = true, default_value = protocol::DEFAULT_NAMESPACE)]
-    pub namespace: String,
-    #[command(flatten)]
-    pub conn: Conn,
-    /// One JSON object.
-    #[arg(long, global = true)]
-    pub json: bool,
-}
-
-/// What to do.
 #[derive(clap::Subcommand, Debug)]
-pub enum Action {
+pub enum Args {
     /// Set KEY to VALUE (JSON or a plain word; several words make an array).
     Set {
         /// The key.
@@ -33,33 +18,72 @@ pub enum Action {
         /// The value.
         #[arg(required = true)]
         value: Vec<String>,
+        #[command(flatten)]
+        common: Common,
     },
     /// Print the value of KEY (exit status 1 if there is none).
     Get {
         /// The key.
         key: String,
+        #[command(flatten)]
+        common: Common,
     },
     /// Delete KEY.
     Del {
         /// The key.
         key: String,
+        #[command(flatten)]
+        common: Common,
     },
     /// List the keys.
-    Ls,
+    Ls {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+/// The options every `cluster ns` command takes.
+#[derive(clap::Args, Debug)]
+pub struct Common {
+    /// The namespace [default: default, the one every client shares].
+    #[arg(long, default_value = protocol::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    #[command(flatten)]
+    pub conn: Conn,
+    /// One JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Args {
+    fn common(&self) -> &Common {
+        match self {
+            Args::Set { common, .. }
+            | Args::Get { common, .. }
+            | Args::Del { common, .. }
+            | Args::Ls { common } => common,
+        }
+    }
+
+    /// Whether the command asked for JSON.
+    pub fn json(&self) -> bool {
+        self.common().json
+    }
 }
 
 /// Runs one namespace command.
 pub fn run(args: Args, ctx: &Ctx) -> Result<NsShown> {
-    let client = ctx.connect(&args.conn)?;
-    let ns = client.namespace(&args.namespace);
-    let name = args.namespace.clone();
-    Ok(match args.action {
-        Action::Set { key, value } => {
+    let common = args.common();
+    let client = ctx.connect(&common.conn)?;
+    let name = common.namespace.clone();
+    let ns = client.namespace(&name);
+    Ok(match args {
+        Args::Set { key, value, .. } => {
             let value = crate::args::call_argument(&value);
             ns.set(&key, Item::msgpack(&value)?)?;
             NsShown::Set { name, key }
         }
-        Action::Get { key } => match ns.get(&key)? {
+        Args::Get { key, .. } => match ns.get(&key)? {
             Some(item) => {
                 let what = format!("key {key:?} of namespace {name:?}");
                 let value = super::queue::shown_item(&what, item, ctx);
@@ -67,11 +91,11 @@ pub fn run(args: Args, ctx: &Ctx) -> Result<NsShown> {
             }
             None => anyhow::bail!("namespace {name:?} has no key {key:?}"),
         },
-        Action::Del { key } => {
+        Args::Del { key, .. } => {
             let existed = ns.delete(&key)?;
             NsShown::Deleted { name, key, existed }
         }
-        Action::Ls => NsShown::Keys {
+        Args::Ls { .. } => NsShown::Keys {
             keys: ns.keys()?,
             name,
         },

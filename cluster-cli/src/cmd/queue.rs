@@ -191,10 +191,11 @@ fn put(a: PutArgs, ctx: &Ctx) -> Result<QueuePut> {
     })
 }
 
-/// Puts `items` one after the other, in order (one round trip each, ~0.1-0.5 ms here).
+/// Puts `items` in order, pipelined a thousand at a time.
 fn put_all(queue: &client::RawQueue, items: Vec<Item>, timeout: Option<Duration>) -> Result<()> {
-    for item in items {
-        queue.put(item, timeout)?;
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        queue.put_many(items.by_ref().take(1000), timeout)?;
     }
     Ok(())
 }

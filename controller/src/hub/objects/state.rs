@@ -55,6 +55,8 @@ struct Waiter {
     route: Route,
     id: u64,
     token: u64,
+    /// When it began to wait.
+    since: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -446,6 +448,7 @@ impl Objects {
             route: route.to_vec(),
             id,
             token,
+            since: now,
         }
     }
 
@@ -1195,19 +1198,20 @@ impl Objects {
             return; // served already
         };
         self.unwait(&w);
+        let waited = secs(now.saturating_sub(w.since));
         let reply = match kind {
             ObjectKind::Event => ObjectReply::Flag { value: false },
             ObjectKind::Queue if putter => ObjectReply::Error {
                 kind: ObjectErrorKind::Timeout,
-                message: format!("queue {name:?} stayed full"),
+                message: format!("queue {name:?} stayed full for {waited}"),
             },
             ObjectKind::Queue => ObjectReply::Error {
                 kind: ObjectErrorKind::Timeout,
-                message: format!("no item came in queue {name:?}"),
+                message: format!("no item came in queue {name:?} within {waited}"),
             },
             _ => ObjectReply::Error {
                 kind: ObjectErrorKind::Timeout,
-                message: format!("the {kind} {name:?} stayed held by others"),
+                message: format!("the {kind} {name:?} stayed held by others for {waited}"),
             },
         };
         out.push(Answer {
