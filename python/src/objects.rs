@@ -132,6 +132,29 @@ impl NativeQueue {
         }
     }
 
+    /// Appends items in order, sent at once rather than a round trip each (each may wait up
+    /// to `timeout` seconds while the queue is full); false when one stayed full (those
+    /// before it are in).
+    #[pyo3(signature = (items, timeout = None))]
+    fn put_many(
+        &self,
+        py: Python<'_>,
+        items: Vec<(u8, Vec<u8>)>,
+        timeout: Option<f64>,
+    ) -> PyResult<bool> {
+        let items = items
+            .into_iter()
+            .map(|(f, d)| item_from(f, d))
+            .collect::<PyResult<Vec<_>>>()?;
+        let t = seconds(timeout)?;
+        let q = &self.queue;
+        match py.detach(|| q.put_many(items, t)) {
+            Ok(()) => Ok(true),
+            Err(ObjectError::Full { .. } | ObjectError::Timeout { .. }) => Ok(false),
+            Err(e) => Err(object_error(py, e)),
+        }
+    }
+
     /// Takes the oldest item, waiting up to `timeout` seconds; `(format, payload)`, or
     /// `None` when none came.
     #[pyo3(signature = (timeout = None))]

@@ -63,6 +63,18 @@ def test_a_queue_is_fifo_and_counts_its_items(rc):
     assert q.empty()
 
 
+def test_put_many_sends_items_in_order_at_once(rc):
+    q = rc.Queue(fresh_name("many"))
+    q.put_many(range(1000))
+    q.put_many([])
+    assert q.qsize() == 1000
+    assert [q.get_nowait() for _ in range(1000)] == list(range(1000))
+    bounded = rc.Queue(fresh_name("many-bounded"), maxsize=3)
+    with pytest.raises(queue.Full):
+        bounded.put_many(range(5), timeout=0.2)
+    assert [bounded.get_nowait() for _ in range(3)] == [0, 1, 2]
+
+
 def test_the_same_name_is_the_same_queue_for_every_client(rc):
     name = fresh_name("shared")
     with other_client(rc) as rc2:
