@@ -86,7 +86,7 @@ use std::time::Duration;
 pub use context::{Context, StoreError};
 pub use exec::{Whoami, WHOAMI};
 pub use protocol::Function;
-pub use python::{PYTHON, PYTHON_ENV};
+pub use python::{PYTHON, PYTHON_ENV, TASK_ENGINE_ENV};
 use registry::Registry;
 
 /// Default cap on each of a command's stdout and stderr, in bytes.
@@ -242,7 +242,11 @@ impl Engine {
     /// returns `Ok` (Slurm's `--signal=USR1@N` before a job's wall-time limit).
     pub fn run(mut self, options: EngineOptions) -> Result<(), EngineError> {
         self.registry.reset_store();
-        python::install(&mut self.registry, self.python.as_ref());
+        python::install(
+            &mut self.registry,
+            self.python.as_ref(),
+            &options.connection_file,
+        );
         daemon::run(self, options)
     }
 

@@ -24,6 +24,12 @@ _EXPORTS = {
     "DirectView": "_view",
     "LoadBalancedView": "_view",
     "ViewExecutor": "_executor",
+    "task_client": "_client",
+    "Queue": "_objects",
+    "Namespace": "_objects",
+    "Lock": "_objects",
+    "Semaphore": "_objects",
+    "Event": "_objects",
     "load_ipython_extension": "_magics",
     "unload_ipython_extension": "_magics",
 }
@@ -31,7 +37,8 @@ for _name in ("ClusterError", "ConnectionFileError", "ConnectTimeoutError",
               "ConnectionLostError", "TimeoutError", "TaskTimeout", "TooLargeError",
               "ShutdownError", "RemoteError", "CompositeError", "EngineError",
               "UnknownFunctionError", "TaskAborted", "DependencyError",
-              "ImpossibleDependency", "NoEnginesError"):
+              "ImpossibleDependency", "NoEnginesError", "ObjectError", "ObjectNameError",
+              "ObjectKindError", "ObjectLimitError", "LeaseLostError"):
     _EXPORTS[_name] = "_errors"
 
 __all__ = sorted(_EXPORTS)

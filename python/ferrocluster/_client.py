@@ -11,6 +11,43 @@ from ._native import NativeClient
 from ._result import AsyncResult, task_name
 from ._view import DirectView, LoadBalancedView, _task_ids
 
+# Every open client of this process, closed by close_all() (a task's worker at its exit).
+_open = weakref.WeakSet()
+_task_client = None
+_task_client_lock = threading.Lock()
+
+#: Set by an engine in its Python worker's environment: the engine's id. With it,
+#: ``CLUSTER_CLIENT_FILE`` names the client connection file of the cluster running the task.
+TASK_ENGINE_ENV = "CLUSTER_TASK_ENGINE"
+
+
+def task_client():
+    """The client of the cluster running this task, for a function running on an engine
+    (made once per worker and kept; the worker closes it when it ends). Outside a task it
+    is ``Client()``, kept the same way."""
+    global _task_client
+    with _task_client_lock:
+        c = _task_client
+        if c is None or c.closed or c._pid != os.getpid():
+            if os.environ.get(TASK_ENGINE_ENV) and not os.environ.get("CLUSTER_CLIENT_FILE"):
+                raise _errors.ConnectionFileError(
+                    "engine %s did not find the cluster's client connection file beside its "
+                    "engine.json, so its tasks cannot reach the cluster's shared objects: "
+                    "copy the profile's security/client.json there (beside engine.json) and "
+                    "restart the engine" % os.environ.get(TASK_ENGINE_ENV))
+            c = _task_client = Client()
+        return c
+
+
+def close_all():
+    """Closes every client this process opened (a task's worker calls it when it ends, so
+    the controller hears the goodbye and gives back their locks at once)."""
+    for c in list(_open):
+        try:
+            c.close()
+        except Exception:
+            pass
+
 
 def cluster_dir(path=None):
     """The folder holding the profiles: ``path``, ``$CLUSTER_DIR``, else ``~/.cluster``."""
@@ -56,7 +93,9 @@ class Client:
                 "with `ferrocluster start -n 4` (or `cluster start`), or ferrocluster.Cluster(), "
                 "or pass connection_file=/profile=/cluster_dir=" % (path, where))
         self._file = path
+        self._pid = os.getpid()
         self._native = NativeClient(path, float(timeout))
+        _open.add(self)
         self._dispatcher = None
         self._dispatcher_lock = threading.Lock()
         self._dispatcher_ident = None
@@ -260,6 +299,43 @@ class Client:
     def __repr__(self):
         return "<ferrocluster.Client %s (%s)>" % (
             self._file, "closed" if self.closed else self._native.address)
+
+    # -- shared objects --------------------------------------------------------------
+
+    def Queue(self, name, maxsize=0):
+        """The cluster's queue ``name`` (made on first use), like ``queue.Queue``; see
+        ``ferrocluster.Queue``."""
+        from ._objects import Queue
+        return Queue(self, name, maxsize)
+
+    def Namespace(self, name="default"):
+        """Shared values with attribute access, like ``Manager().Namespace()``:
+        ``rc.Namespace()`` is the cluster's shared one; see ``ferrocluster.Namespace``."""
+        from ._objects import Namespace
+        return Namespace(self, name)
+
+    def Lock(self, name, lease=None):
+        """The cluster's lock ``name``, like ``threading.Lock``, held by a lease of
+        ``lease`` seconds (renewed while held; a dead holder releases it); see
+        ``ferrocluster.Lock``."""
+        from ._objects import Lock
+        return Lock(self, name, lease)
+
+    def Semaphore(self, name, value=1, lease=None):
+        """The cluster's semaphore ``name`` of ``value`` permits; see
+        ``ferrocluster.Semaphore``."""
+        from ._objects import Semaphore
+        return Semaphore(self, name, value, lease)
+
+    def Event(self, name):
+        """The cluster's event ``name``, like ``threading.Event``."""
+        from ._objects import Event
+        return Event(self, name)
+
+    def objects(self):
+        """The cluster's shared objects: a list of dicts (``name``, ``kind`` and what the
+        controller says about each)."""
+        return json.loads(self._native.objects_json())
 
     # -- magics ----------------------------------------------------------------------
 

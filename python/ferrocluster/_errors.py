@@ -131,3 +131,27 @@ class ImpossibleDependency(DependencyError):
 
 class NoEnginesError(ClusterError):
     """The view has no engines to run on."""
+
+
+class ObjectError(ClusterError):
+    """A shared object (queue, namespace, lock, semaphore, event) refused the operation;
+    the message names the object and says why."""
+
+
+class ObjectNameError(ObjectError, ValueError):
+    """The name cannot name a shared object (empty, too long, or characters not allowed)."""
+
+
+class ObjectKindError(ObjectError, TypeError):
+    """The name belongs to another kind of object (a lock used as a queue), or to a
+    semaphore with another number of permits."""
+
+
+class LeaseLostError(ObjectError, RuntimeError):
+    """A release found its lease gone: it ran out (the holder was unreachable longer than
+    the lease) or the controller freed it, so another holder may have had it meanwhile."""
+
+
+class ObjectLimitError(ObjectError):
+    """The object, or all objects together, would exceed the controller's limits
+    (``cluster.toml``); nothing was changed."""

@@ -13,6 +13,7 @@
 //!   queue a Python object when a batch finishes, and the package's dispatcher thread takes
 //!   them with [`NativeClient::completions`] (GIL released while it waits) and runs the
 //!   futures' callbacks there. The I/O thread itself never takes the GIL.
+//! * Shared objects (queues, namespaces, locks, semaphores, events): see [`objects`].
 //! * [`cli_main`] runs the whole `cluster` command line in this process, for the
 //!   `ferrocluster` console script and `python -m ferrocluster`.
 
@@ -29,6 +30,8 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
+
+mod objects;
 
 /// Raises the package's exception class `name` (from `ferrocluster._errors`) with `message`.
 fn raise(py: Python<'_>, name: &str, message: String) -> PyErr {
@@ -428,6 +431,50 @@ impl NativeClient {
         Ok(NativeBatch { batch })
     }
 
+    /// The cluster's queue `name` (bounded to `maxsize` items when > 0).
+    #[pyo3(signature = (name, maxsize = 0))]
+    fn queue(&self, py: Python<'_>, name: &str, maxsize: u64) -> PyResult<objects::NativeQueue> {
+        objects::queue(py, &*self.get(py)?, name, maxsize)
+    }
+
+    /// The cluster's namespace `name`.
+    fn namespace(&self, py: Python<'_>, name: &str) -> PyResult<objects::NativeNamespace> {
+        Ok(objects::namespace(&*self.get(py)?, name))
+    }
+
+    /// The cluster's lock `name`, with leases of `lease` seconds (default: the client's).
+    #[pyo3(signature = (name, lease = None))]
+    fn lock(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        lease: Option<f64>,
+    ) -> PyResult<objects::NativeLeased> {
+        objects::lock(&*self.get(py)?, name, lease)
+    }
+
+    /// The cluster's semaphore `name` of `permits` permits.
+    #[pyo3(signature = (name, permits, lease = None))]
+    fn semaphore(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        permits: u32,
+        lease: Option<f64>,
+    ) -> PyResult<objects::NativeLeased> {
+        objects::semaphore(&*self.get(py)?, name, permits, lease)
+    }
+
+    /// The cluster's event `name`.
+    fn event(&self, py: Python<'_>, name: &str) -> PyResult<objects::NativeEvent> {
+        Ok(objects::event(&*self.get(py)?, name))
+    }
+
+    /// The cluster's shared objects, as JSON.
+    fn objects_json(&self, py: Python<'_>) -> PyResult<String> {
+        objects::objects_json(py, &*self.get(py)?)
+    }
+
     /// Waits up to `timeout` seconds for finished batches' objects (see
     /// [`NativeBatch::notify`]); returns them, empty on timeout, `None` once closed.
     fn completions(&self, py: Python<'_>, timeout: f64) -> Option<Vec<Py<PyAny>>> {
@@ -731,6 +778,15 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cli_main, m)?)?;
     m.add_function(wrap_pyfunction!(python_reply, m)?)?;
     m.add_function(wrap_pyfunction!(command_output, m)?)?;
+    m.add_class::<objects::NativeQueue>()?;
+    m.add_class::<objects::NativeNamespace>()?;
+    m.add_class::<objects::NativeLeased>()?;
+    m.add_class::<objects::NativeEvent>()?;
+    m.add_function(wrap_pyfunction!(objects::decode_item, m)?)?;
+    m.add("ITEM_MSGPACK", objects::ITEM_MSGPACK)?;
+    m.add("ITEM_PICKLE", objects::ITEM_PICKLE)?;
+    m.add("ITEM_BYTES", objects::ITEM_BYTES)?;
+    m.add("DEFAULT_LEASE_S", client::DEFAULT_LEASE.as_secs_f64())?;
     m.add("PYTHON_FUNCTION", PYTHON)?;
     m.add("TASK_SEQ_BITS", 40)?;
     Ok(())

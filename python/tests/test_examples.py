@@ -14,6 +14,7 @@ HERE = os.path.join(os.path.dirname(__file__), "..", "examples")
     ("sum_speedup.py", ["6"], "ceiling"),
     ("executor_walkthrough.py", [], "cancel a queued task: True"),
     ("parallel_decorator.py", [], "engine namespace: [5, 5]"),
+    ("shared_queue.py", [], "1000th: 7919"),
 ])
 def test_example(name, args, expect):
     done = subprocess.run([sys.executable, os.path.join(HERE, name), *args],

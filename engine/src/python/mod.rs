@@ -33,6 +33,17 @@
 //! the worker at once: the task fails with `Timeout` naming the engine, and the next Python
 //! task gets a fresh worker (with an empty namespace).
 //!
+//! # Shared objects from tasks
+//!
+//! A task's Python code reaches the cluster that runs it (its queues, locks, namespaces:
+//! `ferrocluster.task_client()`, or `ferrocluster.Client()` with no arguments): the worker's
+//! environment carries [`TASK_ENGINE_ENV`] (the engine's id) and, when the profile's
+//! `client.json` sits beside the engine's `engine.json` (every local engine, and remote ones
+//! where it was copied), `CLUSTER_CLIENT_FILE` naming it. A worker that ends because its
+//! stdin closed (the engine stopping) first closes the clients its tasks opened, so the
+//! controller hears their goodbyes: the engine closes the pipe and waits a moment before it
+//! kills the worker.
+//!
 //! # Payloads (msgpack, named fields)
 //!
 //! Argument: a map `{op, function, args}`: `op` is `"call"` (`function` is a cloudpickled
@@ -55,6 +66,7 @@ use std::ffi::OsString;
 use std::hash::{BuildHasher, RandomState};
 use std::io::{BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -67,6 +79,16 @@ pub const PYTHON: &str = "python";
 
 /// Environment variable naming the Python interpreter of engines (default `python3`).
 pub const PYTHON_ENV: &str = "CLUSTER_PYTHON";
+
+/// Environment variable set in the worker: the id of the engine running it.
+pub const TASK_ENGINE_ENV: &str = "CLUSTER_TASK_ENGINE";
+
+/// Environment variable naming a client connection file (as the client crate reads it).
+const CLIENT_FILE_ENV: &str = "CLUSTER_CLIENT_FILE";
+
+/// How long a worker whose stdin was closed may take to close its clients and exit
+/// before it is killed.
+const EXIT_GRACE: Duration = Duration::from_millis(300);
 
 /// The worker's code, run with `python -c`.
 const WORKER_PY: &str = include_str!("worker.py");
@@ -91,12 +113,15 @@ pub(crate) fn interpreter(configured: Option<&OsString>) -> OsString {
 }
 
 /// Registers [`PYTHON`] on `registry` with a fresh worker slot (one per running engine),
-/// unless a function of that name is registered already.
-pub(crate) fn install(registry: &mut Registry, configured: Option<&OsString>) {
+/// unless a function of that name is registered already. `engine_file` is the engine's
+/// connection file: the client file beside it goes to the worker (see the module docs).
+pub(crate) fn install(registry: &mut Registry, configured: Option<&OsString>, engine_file: &Path) {
     if registry.contains(PYTHON) {
         return;
     }
-    let runtime = Arc::new(Runtime::new(interpreter(configured)));
+    let mut runtime = Runtime::new(interpreter(configured));
+    runtime.client_file = engine_file.parent().map(|d| d.join("client.json"));
+    let runtime = Arc::new(runtime);
     let rt = Arc::clone(&runtime);
     let handler: Arc<Handler> =
         Arc::new(move |ctx: &Context, _mode: Mode, payload: &[u8]| rt.run(ctx, payload));
@@ -138,16 +163,32 @@ struct Failure<'a> {
 /// One live worker process and the channel to it.
 struct Worker {
     child: Child,
-    input: ChildStdin,
+    /// `None` only while the worker is dropped.
+    input: Option<ChildStdin>,
     /// Buffered: the replies to a batch arrive back to back.
     output: BufReader<ChildStdout>,
     /// Keys of the functions the worker has cached.
     known: HashSet<u128>,
 }
 
+impl Worker {
+    fn input(&mut self) -> Result<&mut ChildStdin, Trouble> {
+        self.input.as_mut().ok_or(Trouble::Died)
+    }
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
-        // Closing stdin ends an idle worker; a busy or stuck one is killed.
+        // Closing stdin ends an idle worker, which first closes the clients its tasks
+        // opened (see the module docs); a busy or stuck one is killed after a moment.
+        drop(self.input.take());
+        let deadline = Instant::now() + EXIT_GRACE;
+        while Instant::now() < deadline {
+            match self.child.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+                _ => return,
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -170,6 +211,8 @@ enum Trouble {
 
 struct Runtime {
     interpreter: OsString,
+    /// The cluster's client connection file, for tasks (when it exists at a worker's start).
+    client_file: Option<PathBuf>,
     slot: Mutex<Slot>,
     hashers: (RandomState, RandomState),
 }
@@ -178,6 +221,7 @@ impl Runtime {
     fn new(interpreter: OsString) -> Runtime {
         Runtime {
             interpreter,
+            client_file: None,
             slot: Mutex::default(),
             hashers: (RandomState::new(), RandomState::new()),
         }
@@ -239,7 +283,9 @@ impl Runtime {
 
     /// Runs one checked task in a frame of its own.
     fn run_one(&self, ctx: &Context, task: &Prepared<'_>) -> Result<Vec<u8>, CallError> {
-        let mut worker = self.take_worker().map_err(|t| self.trouble(ctx, t, None))?;
+        let mut worker = self
+            .take_worker(ctx)
+            .map_err(|t| self.trouble(ctx, t, None))?;
         let pid = worker.child.id();
         let reply = exchange(&mut worker, task);
         match reply {
@@ -283,7 +329,7 @@ impl Runtime {
         let rest: &[(usize, Prepared<'_>)] = &todo;
         let mut may_resend = true;
         while !rest.is_empty() {
-            let mut worker = match self.take_worker() {
+            let mut worker = match self.take_worker(ctx) {
                 Ok(w) => w,
                 Err(t) => {
                     let e = self.trouble(ctx, t, None);
@@ -383,7 +429,7 @@ impl Runtime {
     /// The idle worker, or a new one. A worker held by another task means that task was
     /// abandoned past its time limit (an engine runs one task at a time): that worker is
     /// killed, so that it stops using the CPU, and its task's thread sees it die.
-    fn take_worker(&self) -> Result<Worker, Trouble> {
+    fn take_worker(&self, ctx: &Context) -> Result<Worker, Trouble> {
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(w) = slot.idle.take() {
             slot.busy = Some(w.child.id());
@@ -398,7 +444,7 @@ impl Runtime {
                 libc::kill(pid as libc::pid_t, libc::SIGKILL);
             }
         }
-        let w = self.spawn()?;
+        let w = self.spawn(ctx)?;
         slot.busy = Some(w.child.id());
         Ok(w)
     }
@@ -419,12 +465,18 @@ impl Runtime {
         }
     }
 
-    fn spawn(&self) -> Result<Worker, Trouble> {
+    fn spawn(&self, ctx: &Context) -> Result<Worker, Trouble> {
         let path = self.interpreter.to_string_lossy().into_owned();
         let started = Instant::now();
-        let mut child = Command::new(&self.interpreter)
+        let mut command = Command::new(&self.interpreter);
+        command
             .arg("-c")
             .arg(WORKER_PY)
+            .env(TASK_ENGINE_ENV, ctx.engine_id().to_string());
+        if let Some(file) = self.client_file.as_ref().filter(|f| f.is_file()) {
+            command.env(CLIENT_FILE_ENV, file);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -442,7 +494,7 @@ impl Runtime {
         };
         let mut worker = Worker {
             child,
-            input,
+            input: Some(input),
             output: BufReader::with_capacity(64 * 1024, output),
             known: HashSet::new(),
         };
@@ -521,7 +573,7 @@ fn ran(result: Result<Vec<u8>, CallError>, start: Instant, now: Instant) -> Batc
 /// Empties the worker's function cache first when `new` more functions would overflow it.
 fn make_room(worker: &mut Worker, new: usize) -> Result<(), Trouble> {
     if worker.known.len() + new > MAX_CACHED_FUNCTIONS {
-        write_frame(&mut worker.input, b'f', &[])?;
+        write_frame(worker.input()?, b'f', &[])?;
         read_frame(&mut worker.output)?;
         worker.known.clear();
     }
@@ -551,7 +603,7 @@ fn exchange(worker: &mut Worker, task: &Prepared<'_>) -> Result<(u8, Vec<Vec<u8>
         .map(|(k, _)| k.to_le_bytes())
         .unwrap_or_default();
     let parts = request_parts(worker, task, &key);
-    write_frame(&mut worker.input, task.op, &parts)?;
+    write_frame(worker.input()?, task.op, &parts)?;
     read_frame(&mut worker.output)
 }
 
@@ -581,7 +633,7 @@ fn send_batch(worker: &mut Worker, tasks: &[(usize, Prepared<'_>)]) -> Result<()
         bodies.push(body);
     }
     let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
-    write_frame(&mut worker.input, b'b', &refs)
+    write_frame(worker.input()?, b'b', &refs)
 }
 
 fn write_frame(to: &mut ChildStdin, op: u8, parts: &[&[u8]]) -> Result<(), Trouble> {

@@ -465,3 +465,64 @@ fn worker_rates() {
         );
     }
 }
+
+#[test]
+fn tasks_find_the_cluster_and_the_worker_closes_their_clients_when_the_engine_stops() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let client_file = dir.path().join("client.json");
+    std::fs::write(&client_file, "{}").unwrap();
+    let marker = dir.path().join("closed");
+    let mut rt = Runtime::new(py.clone());
+    rt.client_file = Some(client_file.clone());
+    // A stand-in for the package's client module: its close_all() leaves a marker.
+    let code = format!(
+        "import os, sys, types\n\
+         m = types.ModuleType('ferrocluster._client')\n\
+         m.close_all = lambda: open({marker:?}, 'w').close()\n\
+         sys.modules['ferrocluster._client'] = m\n\
+         env = (os.environ.get('CLUSTER_TASK_ENGINE'), os.environ.get('CLUSTER_CLIENT_FILE'))\n"
+    );
+    rt.run(&ctx(), &req("execute", b"", code.as_bytes()))
+        .unwrap();
+    let out = rt
+        .run(&ctx(), &req("pull", b"", &pickled(&py, "", "'env'")))
+        .unwrap();
+    let out: Ok_ = protocol::decode(&out).unwrap();
+    assert_eq!(
+        unpickled(&py, &out.value),
+        format!("('3', '{}')", client_file.display())
+    );
+    assert!(!marker.exists());
+    drop(rt);
+    assert!(
+        marker.exists(),
+        "the worker closes its clients before it exits"
+    );
+}
+
+#[test]
+fn without_a_client_file_beside_engine_json_tasks_get_no_client_file() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut rt = Runtime::new(py.clone());
+    rt.client_file = Some(dir.path().join("client.json"));
+    rt.run(
+        &ctx(),
+        &req(
+            "execute",
+            b"",
+            b"import os\nfile = os.environ.get('CLUSTER_CLIENT_FILE', 'unset')",
+        ),
+    )
+    .unwrap();
+    let out = rt
+        .run(&ctx(), &req("pull", b"", &pickled(&py, "", "'file'")))
+        .unwrap();
+    let out: Ok_ = protocol::decode(&out).unwrap();
+    let inherited = std::env::var("CLUSTER_CLIENT_FILE").unwrap_or_else(|_| "unset".into());
+    assert_eq!(
+        unpickled(&py, &out.value),
+        format!("{inherited:?}").replace('"', "'")
+    );
+}

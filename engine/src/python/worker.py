@@ -23,6 +23,11 @@
 #   first frame from the worker: b"r" [version] when ready, or b"x" [...] when it cannot
 #   start (cloudpickle missing).
 # `function` is empty when the engine knows the worker has `key` cached already.
+#
+# Tasks may open clients of the cluster (ferrocluster.task_client(), for its shared objects;
+# the engine puts CLUSTER_CLIENT_FILE and CLUSTER_TASK_ENGINE in our environment): when the
+# engine closes our stdin, or goes away, they are closed before we exit, so the controller
+# hears their goodbyes (and gives back their locks) at once.
 import io
 import os
 import sys
@@ -66,6 +71,15 @@ def _write_all(fd, data):
         view = view[n:]
 
 
+def _close_clients():
+    client = sys.modules.get("ferrocluster._client")
+    if client is not None:
+        try:
+            client.close_all()
+        except BaseException:
+            pass
+
+
 def _watch_parent():
     # The engine may be killed without closing our stdin while a task runs: leave then too.
     parent = os.getppid()
@@ -73,6 +87,7 @@ def _watch_parent():
     while True:
         time.sleep(1.0)
         if os.getppid() != parent:
+            _close_clients()
             os._exit(0)
 
 
@@ -237,9 +252,11 @@ def main():
     while True:
         head = _read_exact(rfd, 4)
         if head is None:
+            _close_clients()
             return
         body = _read_exact(rfd, int.from_bytes(head, "little"))
         if body is None:
+            _close_clients()
             return
         if body[:1] == b"b":
             # A batch: run its requests in order. Replies of calls and maps are held back
