@@ -24,11 +24,16 @@ pub fn status(report: &StatusReport) -> String {
             .engines
             .iter()
             .any(|e| e.rank.is_some() || e.job.is_some());
+        // CPU and memory only when some engine reports them (older engines do not).
+        let measured = report.engines.iter().any(|e| e.usage.is_some());
         let _ = write!(
             out,
             "  {:>4}  {:<20} {:>8}  {:<13} {:>11} {:>10} {:>5}",
             "ID", "HOST", "PID", "STATE", "OUTSTANDING", "DONE", "HWM"
         );
+        if measured {
+            let _ = write!(out, " {:>6} {:>9}", "CPU%", "MEMORY");
+        }
         if launched {
             let _ = write!(out, " {:>5}  {:<10}", "RANK", "JOB");
         }
@@ -39,6 +44,17 @@ pub fn status(report: &StatusReport) -> String {
                 "  {:>4}  {:<20} {:>8}  {:<13} {:>11} {:>10} {:>5}",
                 e.id.0, e.host, e.pid, e.state, e.outstanding, e.completed, e.hwm
             );
+            if measured {
+                match e.usage {
+                    Some(u) => {
+                        let _ =
+                            write!(out, " {:>6.1} {:>9}", u.cpu_percent, mebibytes(u.rss_bytes));
+                    }
+                    None => {
+                        let _ = write!(out, " {:>6} {:>9}", "-", "-");
+                    }
+                }
+            }
             if launched {
                 let rank = e.rank.map_or("-".to_owned(), |r| r.to_string());
                 let _ = write!(out, " {:>5}  {:<10}", rank, e.job.as_deref().unwrap_or("-"));
@@ -124,6 +140,11 @@ pub fn queue(q: &protocol::QueueStatus) -> String {
     out
 }
 
+/// Resident memory for a person: `17.4 MiB`.
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +184,22 @@ mod tests {
         .expect("a status report");
         report.engines = engines;
         report
+    }
+
+    #[test]
+    fn cpu_and_memory_columns_only_when_an_engine_reports_them() {
+        let plain = status(&report(vec![engine(0, None, None)]));
+        assert!(!plain.contains("CPU%"), "{plain}");
+        let mut measured = engine(0, None, None);
+        measured.usage = Some(protocol::EngineUsage {
+            cpu_percent: 12.5,
+            rss_bytes: 17 * 1024 * 1024 + 400 * 1024,
+        });
+        let text = status(&report(vec![measured, engine(1, None, None)]));
+        assert!(text.contains("HWM   CPU%    MEMORY"), "{text}");
+        let rows: Vec<&str> = text.lines().filter(|l| l.contains(" n1 ")).collect();
+        assert!(rows[0].ends_with("  12.5  17.4 MiB"), "{:?}", rows[0]);
+        assert!(rows[1].ends_with("      -         -"), "{:?}", rows[1]);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use anyhow::Result;
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Figures printed by `cluster bench tasks --events-cost`.
 #[derive(Debug, Default, Serialize)]
@@ -56,27 +56,6 @@ fn cpu_us(pid: u32) -> Option<f64> {
     Some(ticks as f64 * 1e6 / hz as f64)
 }
 
-fn one_item(cluster: &TempCluster, n: usize) -> Result<f64> {
-    let client = cluster.client()?;
-    let t = Instant::now();
-    let out: Vec<()> = client
-        .load_balanced_view()
-        .chunksize(1)
-        .map("noop", std::iter::repeat_n((), n))?
-        .get(Some(Duration::from_secs(600)))?;
-    Ok(out.len() as f64 / t.elapsed().as_secs_f64())
-}
-
-fn chunked(cluster: &TempCluster, n: usize) -> Result<f64> {
-    let client = cluster.client()?;
-    let t = Instant::now();
-    let out: Vec<()> = client
-        .load_balanced_view()
-        .map("noop", std::iter::repeat_n((), n))?
-        .get(Some(Duration::from_secs(600)))?;
-    Ok(out.len() as f64 / t.elapsed().as_secs_f64())
-}
-
 /// One round on a fresh cluster with `events` on or off: (one-item tasks/s, chunked
 /// items/s, controller CPU µs per one-item task, notifications heard).
 fn round(engines: usize, items: usize, events: bool) -> Result<(f64, f64, f64, u64)> {
@@ -99,14 +78,14 @@ fn round(engines: usize, items: usize, events: bool) -> Result<(f64, f64, f64, u
         })
     };
     // Warm up the connections and the adaptive hwm.
-    one_item(&cluster, items.min(5000))?;
+    cluster.one_item_rate(items.min(5000))?;
     let pid = cluster.report.controller_pid;
     let cpu0 = cpu_us(pid);
-    let a = one_item(&cluster, items)?;
+    let a = cluster.one_item_rate(items)?;
     let cpu = cpu_us(pid)
         .zip(cpu0)
         .map_or(0.0, |(t1, t0)| (t1 - t0) / items as f64);
-    let b = chunked(&cluster, items * 10)?;
+    let b = cluster.chunked_rate(items * 10)?;
     stop.store(true, Ordering::Relaxed);
     let _ = reader.join();
     Ok((a, b, cpu, heard.load(Ordering::Relaxed)))

@@ -69,6 +69,29 @@ impl TempCluster {
     pub fn client(&self) -> Result<Client> {
         Ok(Client::connect_file(self.profile.client_file())?)
     }
+
+    /// Tasks/s of a `noop` map of `n` one-item tasks (`chunksize(1)`), on a new client.
+    pub fn one_item_rate(&self, n: usize) -> Result<f64> {
+        self.noop_map_rate(n, Some(1))
+    }
+
+    /// Items/s of an auto-chunked `noop` map of `n` items, on a new client.
+    pub fn chunked_rate(&self, n: usize) -> Result<f64> {
+        self.noop_map_rate(n, None)
+    }
+
+    fn noop_map_rate(&self, n: usize, chunksize: Option<usize>) -> Result<f64> {
+        let client = self.client()?;
+        let mut view = client.load_balanced_view();
+        if let Some(c) = chunksize {
+            view = view.chunksize(c);
+        }
+        let t = Instant::now();
+        let out: Vec<()> = view
+            .map("noop", std::iter::repeat_n((), n))?
+            .get(Some(Duration::from_secs(600)))?;
+        Ok(out.len() as f64 / t.elapsed().as_secs_f64())
+    }
 }
 
 impl Drop for TempCluster {

@@ -112,27 +112,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-fn one_item_map(cluster: &TempCluster, n: usize) -> Result<f64> {
-    let client = cluster.client()?;
-    let t = Instant::now();
-    let out: Vec<()> = client
-        .load_balanced_view()
-        .chunksize(1)
-        .map("noop", std::iter::repeat_n((), n))?
-        .get(Some(Duration::from_secs(600)))?;
-    Ok(out.len() as f64 / t.elapsed().as_secs_f64())
-}
-
-fn chunked_map(cluster: &TempCluster, n: usize) -> Result<f64> {
-    let client = cluster.client()?;
-    let t = Instant::now();
-    let out: Vec<()> = client
-        .load_balanced_view()
-        .map("noop", std::iter::repeat_n((), n))?
-        .get(Some(Duration::from_secs(600)))?;
-    Ok(out.len() as f64 / t.elapsed().as_secs_f64())
-}
-
 /// Runs the figures: rates on both stores (`runs` rounds, interleaved), then one-item maps
 /// on a SQLite store up to each of `checkpoints` tasks (memory after each), then a restart
 /// on that database.
@@ -157,8 +136,8 @@ pub fn bench_store(
     let sqlite = TempCluster::start(engines, &[("db", "sqlite".to_owned())])?;
     // Warm up the connections and the adaptive hwm.
     for c in [&memory, &sqlite] {
-        one_item_map(c, 1000)?;
-        chunked_map(c, 100_000)?;
+        c.one_item_rate(1000)?;
+        c.chunked_rate(100_000)?;
     }
     for round in 0..runs {
         // Each round swaps which store goes first, so that a drift of the machine's load
@@ -171,11 +150,11 @@ pub fn bench_store(
         let (mut m, mut s) = (Rates::default(), Rates::default());
         for &(c, is_memory) in &order {
             let slot = if is_memory { &mut m } else { &mut s };
-            slot.map_chunk1_tasks_per_s = one_item_map(c, items)?;
+            slot.map_chunk1_tasks_per_s = c.one_item_rate(items)?;
         }
         for &(c, is_memory) in &order {
             let slot = if is_memory { &mut m } else { &mut s };
-            slot.map_auto_items_per_s = chunked_map(c, items * 100)?;
+            slot.map_auto_items_per_s = c.chunked_rate(items * 100)?;
         }
         if progress {
             eprintln!(
@@ -234,7 +213,7 @@ pub fn bench_store(
     for &target in checkpoints {
         while done < target {
             let n = (target - done).min(100_000);
-            one_item_map(&cluster, n as usize)?;
+            cluster.one_item_rate(n as usize)?;
             done += n;
         }
         let elapsed = started.elapsed().as_secs_f64();
