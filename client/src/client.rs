@@ -3,7 +3,7 @@
 use crate::core::Timing;
 use crate::error::Error;
 use crate::executor::Executor;
-use crate::io::Io;
+use crate::io::{Follow, Io};
 use crate::shared::{Expect, Shared};
 use crate::view::{DirectView, LoadBalancedView};
 use protocol::{EngineId, FromClient, MessageType, StatusReport, ToClient, PROTOCOL_VERSION};
@@ -60,6 +60,13 @@ pub(crate) fn dial(path: &Path) -> Result<(Socket, String), Error> {
     sock.set_encryption(transport::Encryption::endpoint(info.encrypted()));
     sock.connect(&address)?;
     Ok((sock, address))
+}
+
+/// What a client connection file names: the client address and the key (in hex), to notice
+/// that a new controller wrote another address or key there.
+pub(crate) fn file_identity(path: &Path) -> Option<(String, String)> {
+    let (info, key) = ConnectionInfo::load(path, PROTOCOL_VERSION, &["client"]).ok()?;
+    Some((info.addresses.client?, key.to_hex()))
 }
 
 /// A connection to a cluster's controller.
@@ -134,6 +141,7 @@ impl Client {
         options: ClientOptions,
     ) -> Result<Client, Error> {
         let path = path.as_ref();
+        let identity = file_identity(path);
         let (mut sock, address) = dial(path)?;
         // A blocked send must not hang the I/O thread forever; libzmq queues up to the
         // high-water mark, so this only bites when the controller stops reading entirely.
@@ -169,6 +177,11 @@ impl Client {
             wake_rx,
             Timing::from_connect_timeout(options.connect_timeout),
             instance,
+            Follow {
+                file: path.to_owned(),
+                identity,
+                send_ms,
+            },
         );
         let handle = std::thread::Builder::new()
             .name("cluster-client-io".into())

@@ -143,6 +143,11 @@ impl<W, R> Core<W, R> {
         }
     }
 
+    /// True while a status probe is out unanswered (the controller is silent).
+    pub(crate) fn probing(&self) -> bool {
+        self.probing
+    }
+
     /// True while a task or a request waits for an answer.
     pub(crate) fn outstanding(&self) -> bool {
         !self.tasks.is_empty() || !self.requests.is_empty() || self.others > 0

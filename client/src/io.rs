@@ -10,6 +10,12 @@
 //! The rules live in [`crate::core`]: when a silent controller is probed and given up on
 //! (then every pending wait ends with [`crate::Error::ConnectionLost`]), and what to submit
 //! again when the controller's instance changes. This thread reads the clock for them.
+//!
+//! While the controller is silent (a probe is out), the thread reads the connection file
+//! again every [`RECHECK`]: when a new controller wrote another address or key there (a
+//! plain `cluster start` after everything died picks new ports), it connects a new socket to
+//! it and probes there, so the new instance number triggers the resubmission as after a
+//! `--reuse` restart.
 
 use crate::cell::{mark_io_thread, Cell, Lost, Wakeups};
 use crate::core::{Answer, Core, Expect, Timing};
@@ -20,13 +26,26 @@ use protocol::{StatusReport, ToClient};
 use std::io::Read;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use transport::{Socket, Waitable};
 
 /// Who waits for a task: its cell and its index there.
 type Waiter = (Arc<Cell>, u32);
+
+/// How often a silent controller's connection file is read again.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The connection file the client follows to a new controller.
+pub(crate) struct Follow {
+    pub(crate) file: PathBuf,
+    /// The client address and key (hex) the socket was made from (`None`: unreadable then).
+    pub(crate) identity: Option<(String, String)>,
+    /// The send timeout to give a new socket (ms).
+    pub(crate) send_ms: i32,
+}
 
 /// The I/O thread's own state.
 pub(crate) struct Io {
@@ -38,6 +57,9 @@ pub(crate) struct Io {
     objects: IoObjects,
     /// Why the loop ended; `None` after a panic.
     reason: Option<Arc<str>>,
+    follow: Follow,
+    /// When the connection file was last read again.
+    checked: Instant,
 }
 
 impl Drop for Io {
@@ -58,6 +80,7 @@ impl Io {
         wake_rx: UnixStream,
         timing: Timing,
         instance: u64,
+        follow: Follow,
     ) -> Io {
         Io {
             sock,
@@ -66,6 +89,8 @@ impl Io {
             core: Core::new(timing, instance, Instant::now()),
             objects: IoObjects::default(),
             reason: None,
+            follow,
+            checked: Instant::now(),
         }
     }
 
@@ -154,14 +179,17 @@ impl Io {
             if tick.probe {
                 self.probe()?;
             }
+            let recheck = if self.core.probing() {
+                self.follow_file(now)?;
+                Some((self.checked + RECHECK).saturating_duration_since(Instant::now()))
+            } else {
+                None
+            };
             let renew = self
                 .objects
                 .next_due()
                 .map(|t| t.saturating_duration_since(Instant::now()));
-            let wait = match (tick.wait, renew) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let wait = [tick.wait, renew, recheck].into_iter().flatten().min();
             let timeout_ms = wait.map_or(-1, |t| t.as_millis().max(1) as i64);
             transport::poll(
                 &[Waitable::Socket(&self.sock), Waitable::Fd(wake_fd)],
@@ -372,6 +400,44 @@ impl Io {
                 self.shared.address
             );
         }
+    }
+
+    /// While the controller is silent: reads the connection file again (every [`RECHECK`]),
+    /// and when it names another address or key, moves to a new socket connected there and
+    /// probes it. The answer's new instance number has the unanswered tasks submitted again.
+    fn follow_file(&mut self, now: Instant) -> Result<(), String> {
+        if now.saturating_duration_since(self.checked) < RECHECK {
+            return Ok(());
+        }
+        self.checked = now;
+        let Some(identity) = crate::client::file_identity(&self.follow.file) else {
+            // Missing or half written: the next check may read it.
+            return Ok(());
+        };
+        if self.follow.identity.as_ref() == Some(&identity) {
+            return Ok(());
+        }
+        let (sock, address) = match crate::client::dial(&self.follow.file) {
+            Ok(dialed) => dialed,
+            Err(e) => {
+                tracing::warn!(
+                    "cannot connect to the controller {} names now: {e}",
+                    self.follow.file.display()
+                );
+                return Ok(());
+            }
+        };
+        let _ = sock.set_send_timeout(self.follow.send_ms);
+        let old = std::mem::replace(&mut self.sock, sock);
+        let _ = old.set_linger(0);
+        drop(old);
+        self.follow.identity = Some(identity);
+        tracing::warn!(
+            "the connection file {} names another controller now, at {address}; following it",
+            self.follow.file.display()
+        );
+        // The core counts one probe as out already; its answer goes to that one.
+        self.probe()
     }
 
     /// Asks the controller for its status (the core counts the probe as a pending request);

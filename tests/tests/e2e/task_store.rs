@@ -180,3 +180,36 @@ fn everything_killed_mid_map_then_started_again_answers_every_task() {
     assert_eq!(results.len(), 80);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
 }
+
+/// The same crash, then a plain `cluster start` on the profile: with nothing left running it
+/// starts afresh on new ports (the key stays: the task store keeps it), so the client that
+/// lived on must follow the connection file to the new controller, and every task of the map
+/// is answered well within its 30 s of patience.
+#[test]
+fn everything_killed_mid_map_then_cluster_start_the_client_follows_the_new_file() {
+    let c = TestCluster::new();
+    c.start(2, &[]);
+    let before = std::fs::read_to_string(c.client_file()).unwrap();
+    let client = c.client();
+    let ar = client
+        .load_balanced_view()
+        .chunksize(1)
+        .map::<f64, ()>("sleep", vec![0.05; 80])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    kill_everything(&c);
+    assert!(ar.progress().0 < 80, "the map ended before the kill");
+    c.start(2, &[]);
+    let after = std::fs::read_to_string(c.client_file()).unwrap();
+    assert_ne!(before, after, "cluster start kept the connection file");
+    let t0 = std::time::Instant::now();
+    let results = ar.get_return_exceptions(T).unwrap();
+    assert_eq!(results.len(), 80);
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "answered only after {:?}",
+        t0.elapsed()
+    );
+    c.cluster(&["stop"]).ok();
+}
